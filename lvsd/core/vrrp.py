@@ -1,0 +1,351 @@
+"""VRRPv3 (RFC 5798): the advertisement codec and the router state machine, both pure.
+
+The codec turns an advertisement into the bytes that follow the IP header and back, with the
+checksum over the IPv4 or IPv6 pseudo-header (as RFC 5798 section 5.2.8 and keepalived 2.2.7 do).
+
+The state machine is a frozen value stepped by ``step(params, state, now, event)``, which returns
+the next state and the actions the I/O layer must perform (send an advert, take or release the
+virtual addresses). Time is a float in seconds from any monotonic clock; the caller wakes up at
+``state.deadline`` and steps with ``Tick``. Nothing here touches a socket or a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+VRRP_PROTO = 112
+VRRP_VERSION = 3
+VRRP_TYPE_ADVERT = 1
+VRRP_GROUP4 = "224.0.0.18"
+VRRP_GROUP6 = "ff02::12"
+VRRP_TTL = 255
+HEADER_LEN = 8
+MAX_ADVER_INT_CS = 4095  # 12 bits of centiseconds
+
+AF_INET = 2
+AF_INET6 = 10
+
+
+class MalformedAdvert(ValueError):
+    """A received VRRP message cannot be an advertisement; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Advert:
+    """One VRRPv3 advertisement: router id, priority, interval (centiseconds) and the addresses."""
+
+    vrid: int
+    priority: int
+    max_adver_int: int  # centiseconds, 1..4095
+    addrs: tuple[str, ...]  # canonical text, all of one family
+    version: int = VRRP_VERSION
+    type: int = VRRP_TYPE_ADVERT
+    checksum: int = field(default=0, compare=False)
+
+    @property
+    def interval(self) -> float:
+        """The advertised interval in seconds."""
+        return self.max_adver_int / 100.0
+
+
+# --- checksum ------------------------------------------------------------------------------------
+
+
+def inet_checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071): one's complement of the one's complement sum of 16-bit words."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def pseudo_header(src: str, dst: str, length: int) -> bytes:
+    """The pseudo-header the VRRPv3 checksum covers: IPv4 (RFC 768 style) or IPv6 (RFC 8200 8.1)."""
+    s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    if s.version != d.version:
+        raise ValueError(f"source {src} and destination {dst} are of different families")
+    if s.version == 4:
+        return s.packed + d.packed + struct.pack("!BBH", 0, VRRP_PROTO, length)
+    return s.packed + d.packed + struct.pack("!I3xB", length, VRRP_PROTO)
+
+
+# --- codec ---------------------------------------------------------------------------------------
+
+
+def encode(adv: Advert, src: str, dst: str) -> bytes:
+    """The VRRP message (after the IP header) for ``adv`` sent from ``src`` to ``dst``."""
+    if not 1 <= adv.vrid <= 255:
+        raise ValueError(f"vrid must be 1..255, got {adv.vrid}")
+    if not 0 <= adv.priority <= 255:
+        raise ValueError(f"priority must be 0..255, got {adv.priority}")
+    if not 1 <= adv.max_adver_int <= MAX_ADVER_INT_CS:
+        raise ValueError(f"advert interval must be 1..{MAX_ADVER_INT_CS} centiseconds, got {adv.max_adver_int}")
+    if not 1 <= len(adv.addrs) <= 255:
+        raise ValueError(f"an advert carries 1..255 addresses, got {len(adv.addrs)}")
+    version = ipaddress.ip_address(src).version
+    body = bytearray()
+    for a in adv.addrs:
+        ip = ipaddress.ip_address(a)
+        if ip.version != version:
+            raise ValueError(f"address {a} is not of the family of the source {src}")
+        body += ip.packed
+    head = struct.pack(
+        "!BBBBHH",
+        (adv.version << 4) | adv.type,
+        adv.vrid,
+        adv.priority,
+        len(adv.addrs),
+        adv.max_adver_int & 0x0FFF,
+        0,
+    )
+    msg = head + bytes(body)
+    csum = inet_checksum(pseudo_header(src, dst, len(msg)) + msg)
+    return msg[:6] + struct.pack("!H", csum) + msg[8:]
+
+
+def decode(data: bytes, src: str, dst: str) -> Advert:
+    """Parse a VRRP message received from ``src`` for ``dst``; raise MalformedAdvert if it is not
+    a well-formed VRRPv3 advertisement with a correct checksum."""
+    if len(data) < HEADER_LEN:
+        raise MalformedAdvert(f"too short ({len(data)} bytes)")
+    vt, vrid, prio, count, rsvd_int, csum = struct.unpack_from("!BBBBHH", data)
+    version, typ = vt >> 4, vt & 0x0F
+    if version != VRRP_VERSION:
+        raise MalformedAdvert(f"version {version}, not 3")
+    if typ != VRRP_TYPE_ADVERT:
+        raise MalformedAdvert(f"type {typ}, not advertisement")
+    try:
+        v = ipaddress.ip_address(src).version
+    except ValueError:
+        raise MalformedAdvert(f"bad source address {src!r}") from None
+    alen = 4 if v == 4 else 16
+    if count == 0:
+        raise MalformedAdvert("no addresses")
+    need = HEADER_LEN + count * alen
+    if len(data) < need:
+        raise MalformedAdvert(f"{count} addresses announced but {len(data)} bytes")
+    msg = bytes(data[:need])
+    if inet_checksum(pseudo_header(src, dst, need) + msg) != 0:
+        raise MalformedAdvert("bad checksum")
+    interval = rsvd_int & 0x0FFF
+    if interval == 0:
+        raise MalformedAdvert("advert interval 0")
+    addrs = tuple(
+        str(ipaddress.ip_address(msg[HEADER_LEN + i * alen : HEADER_LEN + (i + 1) * alen])) for i in range(count)
+    )
+    return Advert(vrid, prio, interval, addrs, version, typ, csum)
+
+
+# --- the state machine ---------------------------------------------------------------------------
+
+
+class State(enum.Enum):
+    """RFC 5798 states, plus FAULT (interface down: like Initialize, but for a reason)."""
+
+    INITIALIZE = "initialize"
+    BACKUP = "backup"
+    MASTER = "master"
+    FAULT = "fault"
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """What a VRRP router is configured with. ``primary`` is the address adverts are sent from."""
+
+    vrid: int
+    priority: int  # 1..255 (255 = address owner)
+    advert_int: int  # centiseconds
+    primary: str
+    vips: tuple[str, ...]
+    preempt: bool = True
+    preempt_delay: float = 0.0  # seconds a lower-priority master is tolerated before preempting
+
+    def skew(self, master_adver_int: int) -> float:
+        """Skew_Time in seconds: ((256 - priority) * Master_Adver_Interval) / 256."""
+        return ((256 - self.priority) * master_adver_int) / 256.0 / 100.0
+
+    def master_down_interval(self, master_adver_int: int) -> float:
+        """Master_Down_Interval in seconds: 3 * Master_Adver_Interval + Skew_Time."""
+        return 3 * master_adver_int / 100.0 + self.skew(master_adver_int)
+
+
+@dataclass(frozen=True, slots=True)
+class VRRPState:
+    """Where a router is: its state, the timer deadline (adver or master-down), what it learned."""
+
+    state: State = State.INITIALIZE
+    deadline: float | None = None
+    master_adver_int: int = 0  # centiseconds, learned from the master's adverts
+    master_addr: str = ""  # who we last accepted as master
+    lower_since: float | None = None  # when we first saw a lower-priority master (preempt_delay)
+
+
+# events
+@dataclass(frozen=True, slots=True)
+class Startup:
+    """The instance starts (or its interface comes back)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """The instance stops: a master says goodbye with priority 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceDown:
+    """The interface lost its link or went away: go to FAULT, release the addresses."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time passed; fire the timer if ``now`` reached the deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A valid advert for our VRID arrived from ``src``."""
+
+    advert: Advert
+    src: str
+
+
+Event = Startup | Shutdown | InterfaceDown | Tick | Received
+
+
+# actions
+@dataclass(frozen=True, slots=True)
+class SendAdvert:
+    """Send an advert with this priority (0 = resigning)."""
+
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOver:
+    """Become master: add the virtual addresses and announce them (gratuitous ARP / NA)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Stop being master: remove the virtual addresses."""
+
+
+Action = SendAdvert | TakeOver | Release
+
+
+def _addr_key(a: str) -> tuple[int, int]:
+    ip = ipaddress.ip_address(a)
+    return ip.version, int(ip)
+
+
+def _as_backup(p: Params, now: float, interval: int, master: str, lower_since: float | None = None) -> VRRPState:
+    return VRRPState(State.BACKUP, now + p.master_down_interval(interval), interval, master, lower_since)
+
+
+def _as_master(p: Params, now: float) -> VRRPState:
+    return VRRPState(State.MASTER, now + p.advert_int / 100.0, p.advert_int, p.primary, None)
+
+
+def step(p: Params, st: VRRPState, now: float, ev: Event) -> tuple[VRRPState, list[Action]]:
+    """One transition of RFC 5798 section 6.4 (with keepalived's preempt_delay); pure."""
+    s = st.state
+    if isinstance(ev, Startup):
+        if s not in (State.INITIALIZE, State.FAULT):
+            return st, []
+        if p.priority == 255:
+            return _as_master(p, now), [SendAdvert(p.priority), TakeOver()]
+        return _as_backup(p, now, p.advert_int, ""), []
+
+    if isinstance(ev, (Shutdown, InterfaceDown)):
+        target = State.INITIALIZE if isinstance(ev, Shutdown) else State.FAULT
+        acts: list[Action] = []
+        if s is State.MASTER:
+            if isinstance(ev, Shutdown):
+                acts.append(SendAdvert(0))
+            acts.append(Release())
+        return VRRPState(target), acts
+
+    if isinstance(ev, Tick):
+        if st.deadline is None or now < st.deadline:
+            return st, []
+        if s is State.BACKUP:  # Master_Down_Timer fired
+            return _as_master(p, now), [SendAdvert(p.priority), TakeOver()]
+        if s is State.MASTER:  # Adver_Timer fired
+            return replace(st, deadline=now + p.advert_int / 100.0), [SendAdvert(p.priority)]
+        return st, []
+
+    if isinstance(ev, Received):
+        adv = ev.advert
+        if s is State.BACKUP:
+            if adv.priority == 0:  # the master resigned: take over after Skew_Time only
+                return replace(st, deadline=now + p.skew(st.master_adver_int)), []
+            lower = adv.priority < p.priority
+            if not p.preempt or not lower:
+                return _as_backup(p, now, adv.max_adver_int, ev.src), []
+            # a lower-priority master and we preempt: tolerate it for preempt_delay, then discard
+            since = st.lower_since if st.lower_since is not None else now
+            if now - since < p.preempt_delay:
+                return _as_backup(p, now, adv.max_adver_int, ev.src, since), []
+            return replace(st, lower_since=since), []
+        if s is State.MASTER:
+            if adv.priority == 0:  # another master resigned: assert ourselves at once
+                return replace(st, deadline=now + p.advert_int / 100.0), [SendAdvert(p.priority)]
+            if adv.priority > p.priority or (
+                adv.priority == p.priority and _addr_key(ev.src) > _addr_key(p.primary)
+            ):
+                return _as_backup(p, now, adv.max_adver_int, ev.src), [Release()]
+            # a lower-priority master (e.g. a healed partition): answer at once so it yields now
+            return st, [SendAdvert(p.priority)]
+        return st, []
+
+    raise TypeError(f"not a VRRP event: {ev!r}")
+
+
+# --- checks of a received advert against the configuration ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do with a received packet: ``accept``; ``reason`` if dropped, ``warning`` if odd."""
+
+    accept: bool
+    reason: str = ""
+    warning: str = ""
+
+
+def check_received(p: Params, adv: Advert, ttl: int) -> Verdict:
+    """RFC 5798 7.1 receiver checks past decoding: TTL/hop limit 255, our VRID, the address list.
+    A different address list (or an owner's priority on a non-owner) is accepted but reported."""
+    if ttl != VRRP_TTL:
+        return Verdict(False, f"ttl/hop-limit {ttl}, not 255")
+    if adv.vrid != p.vrid:
+        return Verdict(False, f"vrid {adv.vrid}, not {p.vrid}")
+    warning = ""
+    if set(adv.addrs) != {str(ipaddress.ip_address(v)) for v in p.vips}:
+        warning = f"address list {list(adv.addrs)} differs from ours {list(p.vips)}"
+    elif adv.priority == 255 and p.priority == 255:
+        warning = "both routers claim to own the addresses (priority 255)"
+    return Verdict(True, warning=warning)
+
+
+def advert_for(p: Params, priority: int | None = None) -> Advert:
+    """The advert this router sends (all its virtual addresses, its interval)."""
+    return Advert(p.vrid, p.priority if priority is None else priority, p.advert_int, tuple(p.vips))
+
+
+def family_of(addrs: Sequence[str]) -> int:
+    """AF_INET or AF_INET6 for a non-empty list of addresses of one family; ValueError otherwise."""
+    fams = {ipaddress.ip_address(a).version for a in addrs}
+    if len(fams) != 1:
+        raise ValueError("virtual addresses must be all IPv4 or all IPv6")
+    return AF_INET if fams == {4} else AF_INET6
