@@ -1,0 +1,538 @@
+"""NetlinkBackend: the kernel's IPVS table through the "IPVS" generic-netlink family.
+
+Encodings follow include/uapi/linux/ip_vs.h and net/netfilter/ipvs/ip_vs_ctl.c (checked against
+ipvsadm 1.31 on Linux 6.1): addresses are raw bytes (4 or 16), ports and TUN_PORT big-endian
+u16, the IPv4 netmask a big-endian u32 mask while the IPv6 one is the prefix length as a
+host-order u32, service flags the struct {flags, mask} with mask ~0 (replace all flags, as
+ipvsadm does on -A and -E: editing without -p clears persistence).
+
+Writes go through ``apply()``: every op is validated first (nothing is sent if one is bad),
+encoded, and sent in as few sendmsg() calls as the socket buffers allow (genl.GenlSocket.batch);
+each kernel refusal comes back as ``IPVSError(op, errno)``.
+
+Imports only cheap stdlib modules (socket, struct, errno, os) besides lvsd.ipvs itself.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import socket
+import struct
+from collections.abc import Sequence
+
+from . import genl
+from .backend import Backend, BackendUnavailable, BatchError, IPVSError, Op, OpKind, validate_all
+from .model import (
+    AF_INET,
+    AF_INET6,
+    Connection,
+    Destination,
+    DestKey,
+    Info,
+    Service,
+    ServiceEntry,
+    ServiceKey,
+    Stats,
+    SyncDaemon,
+    Timeouts,
+)
+
+# --- include/uapi/linux/ip_vs.h -----------------------------------------------------------------
+
+IPVS_GENL_NAME = "IPVS"
+
+IPVS_CMD_NEW_SERVICE = 1
+IPVS_CMD_SET_SERVICE = 2
+IPVS_CMD_DEL_SERVICE = 3
+IPVS_CMD_GET_SERVICE = 4
+IPVS_CMD_NEW_DEST = 5
+IPVS_CMD_SET_DEST = 6
+IPVS_CMD_DEL_DEST = 7
+IPVS_CMD_GET_DEST = 8
+IPVS_CMD_NEW_DAEMON = 9
+IPVS_CMD_DEL_DAEMON = 10
+IPVS_CMD_GET_DAEMON = 11
+IPVS_CMD_SET_CONFIG = 12
+IPVS_CMD_GET_CONFIG = 13
+IPVS_CMD_SET_INFO = 14
+IPVS_CMD_GET_INFO = 15
+IPVS_CMD_ZERO = 16
+IPVS_CMD_FLUSH = 17
+
+IPVS_CMD_ATTR_SERVICE = 1
+IPVS_CMD_ATTR_DEST = 2
+IPVS_CMD_ATTR_DAEMON = 3
+IPVS_CMD_ATTR_TIMEOUT_TCP = 4
+IPVS_CMD_ATTR_TIMEOUT_TCP_FIN = 5
+IPVS_CMD_ATTR_TIMEOUT_UDP = 6
+
+IPVS_SVC_ATTR_AF = 1
+IPVS_SVC_ATTR_PROTOCOL = 2
+IPVS_SVC_ATTR_ADDR = 3
+IPVS_SVC_ATTR_PORT = 4
+IPVS_SVC_ATTR_FWMARK = 5
+IPVS_SVC_ATTR_SCHED_NAME = 6
+IPVS_SVC_ATTR_FLAGS = 7
+IPVS_SVC_ATTR_TIMEOUT = 8
+IPVS_SVC_ATTR_NETMASK = 9
+IPVS_SVC_ATTR_STATS = 10
+IPVS_SVC_ATTR_PE_NAME = 11
+IPVS_SVC_ATTR_STATS64 = 12
+
+IPVS_DEST_ATTR_ADDR = 1
+IPVS_DEST_ATTR_PORT = 2
+IPVS_DEST_ATTR_FWD_METHOD = 3
+IPVS_DEST_ATTR_WEIGHT = 4
+IPVS_DEST_ATTR_U_THRESH = 5
+IPVS_DEST_ATTR_L_THRESH = 6
+IPVS_DEST_ATTR_ACTIVE_CONNS = 7
+IPVS_DEST_ATTR_INACT_CONNS = 8
+IPVS_DEST_ATTR_PERSIST_CONNS = 9
+IPVS_DEST_ATTR_STATS = 10
+IPVS_DEST_ATTR_ADDR_FAMILY = 11
+IPVS_DEST_ATTR_STATS64 = 12
+IPVS_DEST_ATTR_TUN_TYPE = 13
+IPVS_DEST_ATTR_TUN_PORT = 14
+IPVS_DEST_ATTR_TUN_FLAGS = 15
+
+IPVS_DAEMON_ATTR_STATE = 1
+IPVS_DAEMON_ATTR_MCAST_IFN = 2
+IPVS_DAEMON_ATTR_SYNC_ID = 3
+IPVS_DAEMON_ATTR_SYNC_MAXLEN = 4
+IPVS_DAEMON_ATTR_MCAST_GROUP = 5
+IPVS_DAEMON_ATTR_MCAST_GROUP6 = 6
+IPVS_DAEMON_ATTR_MCAST_PORT = 7
+IPVS_DAEMON_ATTR_MCAST_TTL = 8
+
+IPVS_INFO_ATTR_VERSION = 1
+IPVS_INFO_ATTR_CONN_TAB_SIZE = 2
+
+IP_VS_CONN_F_FWD_MASK = 0x7
+IP_VS_SVC_F_HASHED = 0x0002
+
+_nla_pack = struct.Struct("=HH").pack
+_u16 = struct.Struct("=H")
+_u32 = struct.Struct("=I")
+_be16 = struct.Struct(">H")
+_be32 = struct.Struct(">I")
+_flags = struct.Struct("=II")
+_inet_pton = socket.inet_pton
+_inet_ntop = socket.inet_ntop
+
+# Attribute blocks with a fixed layout, packed in one call (header + value for each attribute).
+_U32_ATTR = struct.Struct("=HHI")
+# FWD u32, WEIGHT u32, U_THRESH u32, L_THRESH u32, TUN_TYPE u8, TUN_PORT be16, TUN_FLAGS u16,
+# ADDR_FAMILY u16
+_DEST_TAIL = struct.Struct("=" + "HHI" * 4 + "HHB3x" + "HH2s2x" + "HHH2x" + "HHH2x")
+
+_ENCODE_CACHE_MAX = 4096
+
+
+def _addr_bytes(af: int, addr: str) -> bytes:
+    return _inet_pton(socket.AF_INET6 if af == AF_INET6 else socket.AF_INET, addr)
+
+
+def _addr_text(af: int, raw: bytes) -> str:
+    """Kernel address bytes -> the canonical text model.normalize_addr() produces."""
+    if af == AF_INET6:
+        text = _inet_ntop(socket.AF_INET6, raw[:16])
+        if "." in text:  # v4-mapped/compatible: ipaddress prints these as plain hextets
+            import ipaddress
+
+            text = str(ipaddress.IPv6Address(raw[:16]))
+        return text
+    return _inet_ntop(socket.AF_INET, raw[:4])
+
+
+def encode_service_id(key: ServiceKey) -> bytes:
+    """The identifying attributes of a service (what DEL/GET/ZERO and dest commands need)."""
+    if key.fwmark:
+        return _nla_pack(6, IPVS_SVC_ATTR_AF) + _u16.pack(key.af) + b"\0\0" + _U32_ATTR.pack(
+            8, IPVS_SVC_ATTR_FWMARK, key.fwmark
+        )
+    raw = _addr_bytes(key.af, key.addr)
+    return (
+        _nla_pack(6, IPVS_SVC_ATTR_AF)
+        + _u16.pack(key.af)
+        + b"\0\0"
+        + _nla_pack(6, IPVS_SVC_ATTR_PROTOCOL)
+        + _u16.pack(key.protocol)
+        + b"\0\0"
+        + _nla_pack(4 + len(raw), IPVS_SVC_ATTR_ADDR)
+        + raw
+        + _nla_pack(6, IPVS_SVC_ATTR_PORT)
+        + _be16.pack(key.port)
+        + b"\0\0"
+    )
+
+
+def encode_service(svc: Service) -> bytes:
+    """IPVS_CMD_ATTR_SERVICE with every settable field (NEW/SET_SERVICE)."""
+    key = svc.key
+    body = [encode_service_id(key), genl.nla_str(IPVS_SVC_ATTR_SCHED_NAME, svc.scheduler)]
+    if svc.pe_name:
+        body.append(genl.nla_str(IPVS_SVC_ATTR_PE_NAME, svc.pe_name))
+    body.append(_nla_pack(12, IPVS_SVC_ATTR_FLAGS) + _flags.pack(svc.flags & ~IP_VS_SVC_F_HASHED, 0xFFFFFFFF))
+    body.append(_U32_ATTR.pack(8, IPVS_SVC_ATTR_TIMEOUT, svc.timeout))
+    if key.af == AF_INET6:
+        body.append(_U32_ATTR.pack(8, IPVS_SVC_ATTR_NETMASK, svc.netmask))  # prefix length, host order
+    else:
+        body.append(_nla_pack(8, IPVS_SVC_ATTR_NETMASK) + _be32.pack(svc.netmask))  # be32 mask
+    return genl.nla_nest(IPVS_CMD_ATTR_SERVICE, *body)
+
+
+def encode_dest(dest: Destination, full: bool = True) -> bytes:
+    """IPVS_CMD_ATTR_DEST: identity (addr, port, family) and, when full, every settable field."""
+    k = dest.key
+    raw = _addr_bytes(k.af, k.addr)
+    ident = (
+        _nla_pack(4 + len(raw), IPVS_DEST_ATTR_ADDR)
+        + raw
+        + _nla_pack(6, IPVS_DEST_ATTR_PORT)
+        + _be16.pack(k.port)
+        + b"\0\0"
+    )
+    if not full:
+        ident += _nla_pack(6, IPVS_DEST_ATTR_ADDR_FAMILY) + _u16.pack(k.af) + b"\0\0"
+        return genl.nla_nest(IPVS_CMD_ATTR_DEST, ident)
+    tail = _DEST_TAIL.pack(
+        8, IPVS_DEST_ATTR_FWD_METHOD, dest.forward & IP_VS_CONN_F_FWD_MASK,
+        8, IPVS_DEST_ATTR_WEIGHT, dest.weight,
+        8, IPVS_DEST_ATTR_U_THRESH, dest.u_threshold,
+        8, IPVS_DEST_ATTR_L_THRESH, dest.l_threshold,
+        5, IPVS_DEST_ATTR_TUN_TYPE, dest.tun_type,
+        6, IPVS_DEST_ATTR_TUN_PORT, _be16.pack(dest.tun_port),
+        6, IPVS_DEST_ATTR_TUN_FLAGS, dest.tun_flags,
+        6, IPVS_DEST_ATTR_ADDR_FAMILY, k.af,
+    )  # fmt: skip
+    return genl.nla_nest(IPVS_CMD_ATTR_DEST, ident, tail)
+
+
+def encode_daemon(d: SyncDaemon, full: bool = True) -> bytes:
+    """IPVS_CMD_ATTR_DAEMON; zero/empty optional fields are left to the kernel's defaults."""
+    body = [_U32_ATTR.pack(8, IPVS_DAEMON_ATTR_STATE, d.state)]
+    if full:
+        body.append(genl.nla_str(IPVS_DAEMON_ATTR_MCAST_IFN, d.mcast_ifn))
+        body.append(_U32_ATTR.pack(8, IPVS_DAEMON_ATTR_SYNC_ID, d.syncid))
+        if d.sync_maxlen:
+            body.append(genl.nla_u16(IPVS_DAEMON_ATTR_SYNC_MAXLEN, d.sync_maxlen))
+        if d.mcast_group:
+            if ":" in d.mcast_group:
+                body.append(genl.nla(IPVS_DAEMON_ATTR_MCAST_GROUP6, _inet_pton(socket.AF_INET6, d.mcast_group)))
+            else:
+                body.append(genl.nla(IPVS_DAEMON_ATTR_MCAST_GROUP, _inet_pton(socket.AF_INET, d.mcast_group)))
+        if d.mcast_port:
+            body.append(genl.nla_u16(IPVS_DAEMON_ATTR_MCAST_PORT, d.mcast_port))
+        if d.mcast_ttl:
+            body.append(genl.nla_u8(IPVS_DAEMON_ATTR_MCAST_TTL, d.mcast_ttl))
+    return genl.nla_nest(IPVS_CMD_ATTR_DAEMON, *body)
+
+
+def encode_op(op: Op, svc_ids: dict[ServiceKey, bytes] | None = None) -> tuple[int, bytes]:
+    """(IPVS command, attribute payload) for one validated Op. ``svc_ids`` caches the encoded
+    service identity across the ops of one batch (dest ops repeat it)."""
+    k = op.kind
+    if k is OpKind.ADD_DEST or k is OpKind.EDIT_DEST or k is OpKind.DEL_DEST:
+        key = op.key
+        assert key is not None and op.dest is not None
+        sid = svc_ids.get(key) if svc_ids is not None else None
+        if sid is None:
+            sid = genl.nla_nest(IPVS_CMD_ATTR_SERVICE, encode_service_id(key))
+            if svc_ids is not None and len(svc_ids) < _ENCODE_CACHE_MAX:
+                svc_ids[key] = sid
+        if k is OpKind.DEL_DEST:
+            return IPVS_CMD_DEL_DEST, sid + encode_dest(op.dest, full=False)
+        cmd = IPVS_CMD_NEW_DEST if k is OpKind.ADD_DEST else IPVS_CMD_SET_DEST
+        return cmd, sid + encode_dest(op.dest)
+    if k is OpKind.ADD_SERVICE or k is OpKind.EDIT_SERVICE:
+        assert op.service is not None
+        cmd = IPVS_CMD_NEW_SERVICE if k is OpKind.ADD_SERVICE else IPVS_CMD_SET_SERVICE
+        return cmd, encode_service(op.service)
+    if k is OpKind.DEL_SERVICE:
+        assert op.key is not None
+        return IPVS_CMD_DEL_SERVICE, genl.nla_nest(IPVS_CMD_ATTR_SERVICE, encode_service_id(op.key))
+    if k is OpKind.FLUSH:
+        return IPVS_CMD_FLUSH, b""
+    if k is OpKind.ZERO:
+        if op.key is None:
+            return IPVS_CMD_ZERO, b""
+        return IPVS_CMD_ZERO, genl.nla_nest(IPVS_CMD_ATTR_SERVICE, encode_service_id(op.key))
+    if k is OpKind.SET_TIMEOUTS:
+        t = op.timeouts
+        assert t is not None
+        return IPVS_CMD_SET_CONFIG, (
+            _U32_ATTR.pack(8, IPVS_CMD_ATTR_TIMEOUT_TCP, t.tcp)
+            + _U32_ATTR.pack(8, IPVS_CMD_ATTR_TIMEOUT_TCP_FIN, t.tcp_fin)
+            + _U32_ATTR.pack(8, IPVS_CMD_ATTR_TIMEOUT_UDP, t.udp)
+        )
+    if k is OpKind.START_DAEMON:
+        assert op.daemon is not None
+        return IPVS_CMD_NEW_DAEMON, encode_daemon(op.daemon)
+    if k is OpKind.STOP_DAEMON:
+        assert op.daemon is not None
+        return IPVS_CMD_DEL_DAEMON, encode_daemon(op.daemon, full=False)
+    raise ValueError(f"unknown operation {k!r}")
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+_STATS64_FAST = struct.Struct("=" + "HHQ" * 10)
+_STATS64_TYPES = tuple(range(1, 11))
+_parse = genl.parse_attrs
+_u16_unpack = _u16.unpack_from
+_u32_unpack = _u32.unpack_from
+_be16_unpack = _be16.unpack_from
+_be32_unpack = _be32.unpack_from
+_ZERO_STATS = Stats()
+
+
+def decode_stats(payload: bytes | None, wide: bool) -> Stats:
+    """IPVS_*_ATTR_STATS64 (wide) or the older STATS (u32 counters, u64 bytes) -> Stats."""
+    if not payload:
+        return _ZERO_STATS
+    if wide and len(payload) == 120:
+        v = _STATS64_FAST.unpack(payload)
+        if v[1::3] == _STATS64_TYPES:  # the kernel's usual layout: no pad attributes
+            return Stats(*v[2::3])
+    a = _parse(payload)
+    g = genl.get_uint
+    return Stats(*(g(a[t]) if t in a else 0 for t in _STATS64_TYPES))
+
+
+def decode_service(payload: bytes) -> Service:
+    """A GET_SERVICE reply (genl attributes) -> Service (flags without HASHED)."""
+    top = _parse(payload)
+    a = _parse(top[IPVS_CMD_ATTR_SERVICE])
+    af = _u16_unpack(a[IPVS_SVC_ATTR_AF])[0]
+    fw = a.get(IPVS_SVC_ATTR_FWMARK)
+    if fw is not None:
+        key = ServiceKey(af, 0, "", 0, _u32_unpack(fw)[0])
+    else:
+        key = ServiceKey(
+            af,
+            _u16_unpack(a[IPVS_SVC_ATTR_PROTOCOL])[0],
+            _addr_text(af, a[IPVS_SVC_ATTR_ADDR]),
+            _be16_unpack(a[IPVS_SVC_ATTR_PORT])[0],
+            0,
+        )
+    flags, mask = _flags.unpack_from(a[IPVS_SVC_ATTR_FLAGS]) if IPVS_SVC_ATTR_FLAGS in a else (0, 0)
+    nm = a.get(IPVS_SVC_ATTR_NETMASK)
+    if nm is None:
+        netmask = -1
+    elif af == AF_INET6:
+        netmask = _u32_unpack(nm)[0]
+    else:
+        netmask = _be32_unpack(nm)[0]
+    st = a.get(IPVS_SVC_ATTR_STATS64)
+    stats = decode_stats(st, True) if st is not None else decode_stats(a.get(IPVS_SVC_ATTR_STATS), False)
+    pe = a.get(IPVS_SVC_ATTR_PE_NAME)
+    return Service(
+        key,
+        genl.get_str(a[IPVS_SVC_ATTR_SCHED_NAME]) if IPVS_SVC_ATTR_SCHED_NAME in a else "",
+        flags & mask & ~IP_VS_SVC_F_HASHED,
+        _u32_unpack(a[IPVS_SVC_ATTR_TIMEOUT])[0] if IPVS_SVC_ATTR_TIMEOUT in a else 0,
+        netmask,
+        genl.get_str(pe) if pe else "",
+        stats,
+    )
+
+
+def decode_dest(payload: bytes, service_af: int) -> Destination:
+    """A GET_DEST reply -> Destination. Kernels before 3.18 send no ADDR_FAMILY: the service's."""
+    top = _parse(payload)
+    a = _parse(top[IPVS_CMD_ATTR_DEST])
+    g32 = _u32_unpack
+    fam = a.get(IPVS_DEST_ATTR_ADDR_FAMILY)
+    af = _u16_unpack(fam)[0] if fam is not None else service_af
+    st = a.get(IPVS_DEST_ATTR_STATS64)
+    tt = a.get(IPVS_DEST_ATTR_TUN_TYPE)
+    tp = a.get(IPVS_DEST_ATTR_TUN_PORT)
+    tf = a.get(IPVS_DEST_ATTR_TUN_FLAGS)
+    return Destination(
+        DestKey(af, _addr_text(af, a[IPVS_DEST_ATTR_ADDR]), _be16_unpack(a[IPVS_DEST_ATTR_PORT])[0]),
+        g32(a[IPVS_DEST_ATTR_FWD_METHOD])[0] & IP_VS_CONN_F_FWD_MASK,
+        g32(a[IPVS_DEST_ATTR_WEIGHT])[0],
+        g32(a[IPVS_DEST_ATTR_U_THRESH])[0],
+        g32(a[IPVS_DEST_ATTR_L_THRESH])[0],
+        tt[0] if tt else 0,
+        _be16_unpack(tp)[0] if tp else 0,
+        _u16_unpack(tf)[0] if tf else 0,
+        g32(a[IPVS_DEST_ATTR_ACTIVE_CONNS])[0] if IPVS_DEST_ATTR_ACTIVE_CONNS in a else 0,
+        g32(a[IPVS_DEST_ATTR_INACT_CONNS])[0] if IPVS_DEST_ATTR_INACT_CONNS in a else 0,
+        g32(a[IPVS_DEST_ATTR_PERSIST_CONNS])[0] if IPVS_DEST_ATTR_PERSIST_CONNS in a else 0,
+        decode_stats(st, True) if st is not None else decode_stats(a.get(IPVS_DEST_ATTR_STATS), False),
+    )
+
+
+def decode_daemon(payload: bytes) -> SyncDaemon:
+    """A GET_DAEMON reply -> SyncDaemon with the values the kernel runs (defaults filled in)."""
+    a = _parse(_parse(payload)[IPVS_CMD_ATTR_DAEMON])
+    group = ""
+    if IPVS_DAEMON_ATTR_MCAST_GROUP6 in a:
+        group = _addr_text(AF_INET6, a[IPVS_DAEMON_ATTR_MCAST_GROUP6])
+    elif IPVS_DAEMON_ATTR_MCAST_GROUP in a:
+        group = _addr_text(AF_INET, a[IPVS_DAEMON_ATTR_MCAST_GROUP])
+    g = genl.get_uint
+    return SyncDaemon(
+        state=g(a[IPVS_DAEMON_ATTR_STATE]),
+        mcast_ifn=genl.get_str(a.get(IPVS_DAEMON_ATTR_MCAST_IFN, b"")),
+        syncid=g(a[IPVS_DAEMON_ATTR_SYNC_ID]) if IPVS_DAEMON_ATTR_SYNC_ID in a else 0,
+        sync_maxlen=g(a[IPVS_DAEMON_ATTR_SYNC_MAXLEN]) if IPVS_DAEMON_ATTR_SYNC_MAXLEN in a else 0,
+        mcast_group=group,
+        mcast_port=g(a[IPVS_DAEMON_ATTR_MCAST_PORT]) if IPVS_DAEMON_ATTR_MCAST_PORT in a else 0,
+        mcast_ttl=g(a[IPVS_DAEMON_ATTR_MCAST_TTL]) if IPVS_DAEMON_ATTR_MCAST_TTL in a else 0,
+    )
+
+
+# --- the backend --------------------------------------------------------------------------------
+
+
+class NetlinkBackend(Backend):
+    """The running kernel's IPVS table (this network namespace) over generic netlink.
+
+    Raises BackendUnavailable with a one-line reason if the kernel has no IPVS or we may not
+    use it. ``batch_size`` caps operations per sendmsg() (default: what the buffers allow).
+    """
+
+    name = "netlink"
+
+    def __init__(self, *, timeout: float = 30.0, batch_size: int | None = None, rcvbuf: int | None = None) -> None:
+        kw: dict[str, object] = {"timeout": timeout}
+        if batch_size is not None:
+            kw["max_batch"] = batch_size
+        if rcvbuf is not None:
+            kw["rcvbuf"] = rcvbuf
+        try:
+            self.sock = genl.GenlSocket(IPVS_GENL_NAME, **kw)  # type: ignore[arg-type]
+        except genl.FamilyNotFound:
+            raise BackendUnavailable(
+                "IPVS is not available: this kernel has no 'IPVS' generic netlink family (load the ip_vs module)"
+            ) from None
+        except PermissionError as e:
+            raise BackendUnavailable(f"cannot open a netlink socket: {e.strerror}") from None
+        except OSError as e:
+            raise BackendUnavailable(f"cannot open a netlink socket: {e.strerror or e}") from None
+        try:
+            self._info = self._get_info()
+        except genl.NetlinkError as e:
+            self.sock.close()
+            if e.errno == _errno.EPERM:
+                raise BackendUnavailable(
+                    "permission denied: managing IPVS needs CAP_NET_ADMIN (run as root)"
+                ) from None
+            raise BackendUnavailable(f"IPVS is not usable: {e.strerror}") from None
+
+    # --- reads ---
+
+    def _get_info(self) -> Info:
+        (reply,) = self.sock.request(IPVS_CMD_GET_INFO)
+        a = _parse(reply)
+        return Info(_u32_unpack(a[IPVS_INFO_ATTR_VERSION])[0], _u32_unpack(a[IPVS_INFO_ATTR_CONN_TAB_SIZE])[0])
+
+    def _read(self, what: str, fn, *args):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*args)
+        except genl.NetlinkError as e:
+            raise IPVSError(what, e.errno, e.strerror) from None
+
+    def info(self) -> Info:
+        """IPVS version and connection-table size (GET_INFO)."""
+        self._info = self._read("get-info", self._get_info)
+        return self._info
+
+    def services(self) -> list[Service]:
+        """Every service, in the kernel's (hash table) order."""
+        return [decode_service(p) for p in self._read("list-services", self.sock.dump, IPVS_CMD_GET_SERVICE)]
+
+    def service(self, key: ServiceKey) -> Service:
+        """One service; IPVSError(ESRCH) if there is none."""
+        key.validate()
+        payload = genl.nla_nest(IPVS_CMD_ATTR_SERVICE, encode_service_id(key))
+        try:
+            replies = self.sock.request(IPVS_CMD_GET_SERVICE, payload)
+        except genl.NetlinkError as e:
+            raise IPVSError(f"get-service {key}", e.errno, e.strerror) from None
+        if not replies:
+            raise IPVSError(f"get-service {key}", _errno.ESRCH, "No such process")
+        return decode_service(replies[0])
+
+    def dests(self, key: ServiceKey) -> list[Destination]:
+        """Destinations of one service, newest first (kernel order); IPVSError(ESRCH) if none."""
+        key.validate()
+        payload = genl.nla_nest(IPVS_CMD_ATTR_SERVICE, encode_service_id(key))
+        replies = self._read(f"list-servers {key}", self.sock.dump, IPVS_CMD_GET_DEST, payload)
+        if not replies:
+            try:
+                self.service(key)  # the kernel dumps nothing for a missing service: say ESRCH
+            except IPVSError as e:
+                raise IPVSError(f"list-servers {key}", e.errno, e.strerror) from None
+        return [decode_dest(p, key.af) for p in replies]
+
+    def dump(self) -> dict[ServiceKey, ServiceEntry]:
+        """The whole table: one service dump, then one dest dump per service."""
+        out: dict[ServiceKey, ServiceEntry] = {}
+        dump = self.sock.dump
+        for svc in self.services():
+            key = svc.key
+            payload = genl.nla_nest(IPVS_CMD_ATTR_SERVICE, encode_service_id(key))
+            try:
+                replies = dump(IPVS_CMD_GET_DEST, payload)
+            except genl.NetlinkError as e:
+                raise IPVSError(f"list-servers {key}", e.errno, e.strerror) from None
+            af = key.af
+            dests: dict[DestKey, Destination] = {}
+            for p in replies:
+                d = decode_dest(p, af)
+                dests[d.key] = d
+            out[key] = ServiceEntry(svc, dests)
+        return out
+
+    def timeouts(self) -> Timeouts:
+        """TCP, TCP FIN and UDP timeouts in seconds (GET_CONFIG)."""
+        (reply,) = self._read("get-timeouts", self.sock.request, IPVS_CMD_GET_CONFIG)
+        a = _parse(reply)
+        g = genl.get_uint
+        return Timeouts(
+            tcp=g(a[IPVS_CMD_ATTR_TIMEOUT_TCP]) if IPVS_CMD_ATTR_TIMEOUT_TCP in a else 0,
+            tcp_fin=g(a[IPVS_CMD_ATTR_TIMEOUT_TCP_FIN]) if IPVS_CMD_ATTR_TIMEOUT_TCP_FIN in a else 0,
+            udp=g(a[IPVS_CMD_ATTR_TIMEOUT_UDP]) if IPVS_CMD_ATTR_TIMEOUT_UDP in a else 0,
+        )
+
+    def daemons(self) -> list[SyncDaemon]:
+        """Running sync daemons (master first), as the kernel runs them (defaults filled in)."""
+        return [decode_daemon(p) for p in self._read("list-daemons", self.sock.dump, IPVS_CMD_GET_DAEMON)]
+
+    def connections(self) -> list[Connection]:
+        """The connection table (/proc/net/ip_vs_conn: netlink has no connection dump)."""
+        from .conntab import read_connections
+
+        return read_connections()
+
+    # --- writes ---
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Validate every op, then send them all in order, batched. Raises IPVSError for a
+        batch of one, BatchError naming what was applied and what failed otherwise."""
+        ops = list(ops)
+        validate_all(ops)
+        if not ops:
+            return
+        ids: dict[ServiceKey, bytes] = {}
+        messages = [encode_op(op, ids) for op in ops]
+        results = self.sock.batch(messages)
+        failed: list[tuple[Op, IPVSError]] = []
+        applied: list[Op] = []
+        for op, err in zip(ops, results, strict=True):
+            if err is None:
+                applied.append(op)
+            else:
+                failed.append((op, IPVSError(op, err.errno, err.strerror)))
+        if not failed:
+            return
+        if len(ops) == 1:
+            raise failed[0][1]
+        raise BatchError(applied, failed)
+
+    def close(self) -> None:
+        self.sock.close()
+
