@@ -1,0 +1,64 @@
+"""Durations as the config writes them: ``"500ms"``, ``"2s"``, ``"1m30s"``, ``"1h"`` or a number of seconds."""
+
+from __future__ import annotations
+
+import math
+import re
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(us|ms|s|m|h|d)")
+_WHOLE = re.compile(r"(?:(?:\d+(?:\.\d*)?|\.\d+)(?:us|ms|s|m|h|d))+")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number (seconds) or a string of number+unit parts (us, ms, s, m, h, d).
+
+    Raises ValueError with a one-line reason for anything else (negative, NaN, bool, no unit).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f'must be a duration such as "2s" or "500ms", got {_show(value)}')
+    if isinstance(value, int | float):
+        f = float(value)
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"must be a non-negative duration, got {value!r}")
+        return f
+    if not isinstance(value, str):
+        raise ValueError(f'must be a duration such as "2s" or "500ms", got {type(value).__name__}')
+    text = value.strip().replace(" ", "")
+    if not text or not _WHOLE.fullmatch(text):
+        if text and _NUMBER.fullmatch(text):
+            raise ValueError(
+                f"needs a unit (us, ms, s, m, h, d), or write a bare number of seconds: got {_show(value)}"
+            )
+        raise ValueError(f'must be a duration such as "2s", "500ms" or "1m30s", got {_show(value)}')
+    total = 0.0
+    for num, unit in _PART.findall(text):
+        total += float(num) * _UNITS[unit]
+    return total
+
+
+def _show(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v + '"'
+    return repr(v)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+
+
+def format_duration(seconds: float) -> str:
+    """Shortest text that parse_duration reads back as ``seconds`` (for messages and dumps)."""
+    if seconds == 0:
+        return "0s"
+    if seconds < 1:
+        ms = seconds * 1000
+        return f"{ms:g}ms" if ms >= 1 or ms == int(ms) else f"{seconds * 1e6:g}us"
+    if seconds == int(seconds):
+        s = int(seconds)
+        if s % 3600 == 0:
+            return f"{s // 3600}h"
+        if s % 60 == 0:
+            return f"{s // 60}m"
+    return f"{seconds:g}s"
