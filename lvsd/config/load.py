@@ -105,6 +105,7 @@ class ConfigError(Exception):
 
 FORWARDS = {"dr": Forward.ROUTE, "tun": Forward.TUNNEL, "nat": Forward.MASQ}
 FORWARD_NAMES = {v: k for k, v in FORWARDS.items()}
+_FWD_INT = {k: int(v) for k, v in FORWARDS.items()}
 FAMILIES = {"inet": AF_INET, "inet6": AF_INET6}
 TUN_TYPES = {"ipip": TunType.IPIP, "gue": TunType.GUE, "gre": TunType.GRE}
 TUN_CSUM = {"none": TUN_F_NOCSUM, "csum": TUN_F_CSUM, "remcsum": TUN_F_REMCSUM}
@@ -155,6 +156,8 @@ SERVICE_ONLY = ("name", "vip", "fwmark", "server", "sorry_server")
 SERVICE_KEYS = SERVICE_ONLY + SERVICE_INHERITED + SERVER_INHERITED
 DEFAULTS_KEYS = SERVICE_INHERITED + SERVER_INHERITED
 SERVER_KEYS = SERVER_ONLY + SERVER_INHERITED
+_SERVER_KEYSET = frozenset(SERVER_KEYS)
+_SERVICE_KEYS_ELSEWHERE = {k: "a service key" for k in SERVICE_ONLY + SERVICE_INHERITED}
 PERSISTENCE_KEYS = ("timeout", "netmask", "engine")
 THRESHOLD_KEYS = ("upper", "lower")
 TUNNEL_KEYS = ("type", "port", "csum")
@@ -214,6 +217,8 @@ _HOST_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-
 _DNSNAME_RE = re.compile(r"(?=.{1,254}$)([A-Za-z0-9_*](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+|\.")
 _HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 
 # --- the reader ---------------------------------------------------------------------------------
@@ -916,21 +921,31 @@ class _Builder:
         self.dsrv = {**BUILTIN_SERVER, **defaults_server}
         self.names: dict[str, str] = {}
         self.keys: dict[ServiceKey, str] = {}
+        self._addr_cache: dict[tuple[str, int], tuple[int, str]] = {}
 
     def address(self, value: object, path: str, af: int) -> tuple[int, str] | None:
         """An IP literal, or a hostname resolved now: first address of the service's family,
-        else (for tunnels) of the other family."""
+        else (for tunnels) of the other family. Results are cached per (text, family)."""
+        hit = self._addr_cache.get((value, af)) if isinstance(value, str) else None
+        if hit is not None:
+            return hit
         ctx = self.ctx
         if not isinstance(value, str) or not value:
             ctx.err(path, f"must be an IP address or hostname string, got {_tname(value)} {_show(value)}")
             return None
+        if _IPV4_RE.fullmatch(value):  # canonical dotted quad: the common case, no ipaddress needed
+            out = (AF_INET, value)
+            self._addr_cache[(value, af)] = out
+            return out
         text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
         try:
             ip = ipaddress.ip_address(text)
         except ValueError:
             pass
         else:
-            return (AF_INET6 if ip.version == 6 else AF_INET), str(ip)
+            out = ((AF_INET6 if ip.version == 6 else AF_INET), str(ip))
+            self._addr_cache[(value, af)] = out
+            return out
         if not _HOST_RE.fullmatch(value) or value.replace(".", "").isdigit():
             ctx.err(path, f"not an IP address or hostname: {_show(value)}")
             return None
@@ -940,7 +955,9 @@ class _Builder:
             ctx.err(path, f"hostname {_show(value)} does not resolve")
             return None
         a = ipaddress.ip_address(addrs[0])
-        return (AF_INET6 if a.version == 6 else AF_INET), str(a)
+        out = ((AF_INET6 if a.version == 6 else AF_INET), str(a))
+        self._addr_cache[(value, af)] = out
+        return out
 
     def service(self, tbl: object, index: int) -> ServiceConfig | None:
         ctx = self.ctx
@@ -1067,7 +1084,7 @@ class _Builder:
             ctx.err(_p(path, "server"), f"must be an array of tables ([[service.server]]), got {_tname(raw)}")
             raw = []
         for i, st in enumerate(raw):
-            srv = self.server(st, _p(_p(path, "server"), i), name, key, sl, seen, i)
+            srv = self.server(st, f"{path}.server[{i}]", name, key, sl, seen, i)
             if srv is not None:
                 servers.append(srv)
 
@@ -1138,7 +1155,7 @@ class _Builder:
     ) -> Destination:
         if fwd != "tun" or tun is None:
             tun = (TunType.IPIP, 0, TUN_F_NOCSUM)
-        return Destination(dk, int(FORWARDS[fwd]), weight, thr[0], thr[1], tun[0], tun[1], tun[2])
+        return Destination(dk, _FWD_INT[fwd], weight, thr[0], thr[1], int(tun[0]), tun[1], tun[2])
 
     def server(
         self,
@@ -1154,9 +1171,10 @@ class _Builder:
         if not isinstance(st, dict):
             ctx.err(path, f"must be a table ([[service.server]]), got {_tname(st)}")
             return None
-        ctx.keys(st, path, SERVER_KEYS, {k: "a service key" for k in SERVICE_ONLY + SERVICE_INHERITED})
+        if not _SERVER_KEYSET.issuperset(st):
+            ctx.keys(st, path, SERVER_KEYS, _SERVICE_KEYS_ELSEWHERE)
         layer = _server_layer(ctx, st, path)
-        m = {**inherited, **layer}
+        m = {**inherited, **layer} if layer else inherited
         enabled = ctx.bool(st, "enabled", path, True)
         if "address" not in st:
             ctx.err(_p(path, "address"), "missing")
