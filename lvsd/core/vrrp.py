@@ -89,7 +89,9 @@ def encode(adv: Advert, src: str, dst: str) -> bytes:
     if not 0 <= adv.priority <= 255:
         raise ValueError(f"priority must be 0..255, got {adv.priority}")
     if not 1 <= adv.max_adver_int <= MAX_ADVER_INT_CS:
-        raise ValueError(f"advert interval must be 1..{MAX_ADVER_INT_CS} centiseconds, got {adv.max_adver_int}")
+        raise ValueError(
+            f"advert interval must be 1..{MAX_ADVER_INT_CS} centiseconds, got {adv.max_adver_int}"
+        )
     if not 1 <= len(adv.addrs) <= 255:
         raise ValueError(f"an advert carries 1..255 addresses, got {len(adv.addrs)}")
     version = ipaddress.ip_address(src).version
@@ -141,7 +143,8 @@ def decode(data: bytes, src: str, dst: str) -> Advert:
     if interval == 0:
         raise MalformedAdvert("advert interval 0")
     addrs = tuple(
-        str(ipaddress.ip_address(msg[HEADER_LEN + i * alen : HEADER_LEN + (i + 1) * alen])) for i in range(count)
+        str(ipaddress.ip_address(msg[HEADER_LEN + i * alen : HEADER_LEN + (i + 1) * alen]))
+        for i in range(count)
     )
     return Advert(vrid, prio, interval, addrs, version, typ, csum)
 
@@ -248,7 +251,9 @@ def _addr_key(a: str) -> tuple[int, int]:
     return ip.version, int(ip)
 
 
-def _as_backup(p: Params, now: float, interval: int, master: str, lower_since: float | None = None) -> VRRPState:
+def _as_backup(
+    p: Params, now: float, interval: int, master: str, lower_since: float | None = None
+) -> VRRPState:
     return VRRPState(State.BACKUP, now + p.master_down_interval(interval), interval, master, lower_since)
 
 

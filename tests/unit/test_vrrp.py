@@ -54,7 +54,10 @@ def test_ipv6_advert_by_hand() -> None:
     assert data[8:24] == ipaddress.ip_address("2001:db8::100").packed
     # IPv6 pseudo-header: src, dst, 32-bit upper-layer length, 3 zero bytes, next header 112
     pseudo = (
-        ipaddress.ip_address(src).packed + ipaddress.ip_address(dst).packed + struct.pack("!I", 40) + b"\0\0\0\x70"
+        ipaddress.ip_address(src).packed
+        + ipaddress.ip_address(dst).packed
+        + struct.pack("!I", 40)
+        + b"\0\0\0\x70"
     )
     assert v.inet_checksum(pseudo + data) == 0
     assert v.decode(data, src, dst) == adv
@@ -87,7 +90,9 @@ def test_decode_rejects_zero_interval() -> None:
     data = bytearray(v.encode(adv, "10.1.0.11", "224.0.0.18"))
     data[5] = 0  # interval 0; fix the checksum so only the interval is wrong
     data[6:8] = b"\0\0"
-    data[6:8] = struct.pack("!H", v.inet_checksum(v.pseudo_header("10.1.0.11", "224.0.0.18", 12) + bytes(data)))
+    data[6:8] = struct.pack(
+        "!H", v.inet_checksum(v.pseudo_header("10.1.0.11", "224.0.0.18", 12) + bytes(data))
+    )
     with pytest.raises(v.MalformedAdvert, match="interval 0"):
         v.decode(bytes(data), "10.1.0.11", "224.0.0.18")
 
@@ -108,7 +113,9 @@ def test_encode_refuses_bad_values() -> None:
     addrs=st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=20),
     src=st.ip_addresses(v=4).map(str),
 )
-def test_roundtrip_and_any_bit_flip_is_caught(vrid: int, prio: int, interval: int, addrs: list, src: str) -> None:
+def test_roundtrip_and_any_bit_flip_is_caught(
+    vrid: int, prio: int, interval: int, addrs: list, src: str
+) -> None:
     adv = v.Advert(vrid, prio, interval, tuple(addrs))
     data = v.encode(adv, src, v.VRRP_GROUP4)
     assert v.decode(data, src, v.VRRP_GROUP4) == adv
@@ -249,7 +256,9 @@ def test_preempt_delay() -> None:
 # --- two routers on one link: never two masters once they hear each other ----------------------
 
 
-def simulate(pa: v.Params, pb: v.Params, start_b: float, delay: float, cut: tuple[float, float] | None, until: float):
+def simulate(
+    pa: v.Params, pb: v.Params, start_b: float, delay: float, cut: tuple[float, float] | None, until: float
+):
     """Discrete-event run of two routers exchanging adverts with a fixed one-way delay; a cut
     (from, to) loses every advert sent in that window. Returns the (time, states) trace."""
     routers = {"a": pa, "b": pb}
@@ -301,7 +310,9 @@ def simulate(pa: v.Params, pb: v.Params, start_b: float, delay: float, cut: tupl
     preempt=st.booleans(),
     cut=st.one_of(st.none(), st.tuples(st.floats(1, 20), st.floats(0.1, 10))),
 )
-def test_never_two_masters_once_they_hear_each_other(prio_a, prio_b, interval, start_b, delay, preempt, cut) -> None:
+def test_never_two_masters_once_they_hear_each_other(
+    prio_a, prio_b, interval, start_b, delay, preempt, cut
+) -> None:
     pa = v.Params(51, prio_a, interval, "10.1.0.11", ("10.1.0.100",), preempt=preempt)
     pb = v.Params(51, prio_b, interval, "10.1.0.12", ("10.1.0.100",), preempt=preempt)
     window = (cut[0], cut[0] + cut[1]) if cut else None
@@ -320,7 +331,9 @@ def test_never_two_masters_once_they_hear_each_other(prio_a, prio_b, interval, s
         elif not both:
             both_since = None
         if both_since is not None and not (window and window[0] <= t <= healed):
-            assert t - max(both_since, healed if window and both_since < healed else both_since) <= delay + 1e-9, (
+            assert (
+                t - max(both_since, healed if window and both_since < healed else both_since) <= delay + 1e-9
+            ), (
                 both_since,
                 t,
             )

@@ -1,0 +1,371 @@
+"""The director's HA role and what follows from it: the kernel sync daemons, sysctls, hooks.
+
+The role (master, backup, fault) comes from one source, ``[ha] mode``: ``static`` (the config
+says), ``external`` (``lvsctl role`` / ``set_role``, for keepalived or Pacemaker notify scripts)
+or ``vrrp`` (lvsd's own VRRPv3, ``lvsd.daemon.vrrp``). On each role change the kernel's sync
+daemons are made what ``[sync]`` wants for that role (through the Backend, never ipvsadm), then
+``on_role`` is called and the ``notify_<role>`` hook runs in the background with a timeout.
+
+At start the ``net.ipv4.vs`` sync sysctls are written (default threshold "3 0", refresh period
+10 s) so that every connection, handshake-only and idle ones included, reaches the backup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import suppress
+
+from lvsd.config.model import ROLES, Config, HAConfig, SyncConfig
+from lvsd.core import vrrp as core
+from lvsd.ipvs.backend import Backend, IPVSError
+from lvsd.ipvs.model import DaemonState, SyncDaemon, ValueInvalid
+
+from .vrrp import VRRPError, VRRPInstance, in_netns
+
+log = logging.getLogger("lvsd.ha")
+
+SYSCTL_DIR = "/proc/sys/net/ipv4/vs"
+
+_VRRP_ROLE = {
+    core.State.MASTER: "master",
+    core.State.BACKUP: "backup",
+    core.State.FAULT: "fault",
+    core.State.INITIALIZE: "backup",
+}
+
+
+class HAError(Exception):
+    """A role request that cannot be honoured (wrong mode, unknown role); one line for the user."""
+
+
+def daemon_matches(want: SyncDaemon, have: SyncDaemon) -> bool:
+    """True if a running daemon is the one wanted; a 0/"" field in ``want`` means the kernel
+    default, which the kernel reports as its actual value (224.0.0.81, 8848, ...)."""
+    if (want.state, want.mcast_ifn, want.syncid) != (have.state, have.mcast_ifn, have.syncid):
+        return False
+    for f in ("sync_maxlen", "mcast_group", "mcast_port", "mcast_ttl"):
+        w = getattr(want, f)
+        if w and w != getattr(have, f):
+            return False
+    return True
+
+
+def describe_daemon(d: SyncDaemon) -> dict:
+    """A sync daemon as status() shows it."""
+    return {
+        "state": DaemonState(d.state).name.lower(),
+        "interface": d.mcast_ifn,
+        "syncid": d.syncid,
+        "maxlen": d.sync_maxlen,
+        "group": d.mcast_group,
+        "port": d.mcast_port,
+        "ttl": d.mcast_ttl,
+    }
+
+
+class HAManager:
+    """Holds the role and keeps the sync daemons, sysctls and hooks in step with it.
+
+    ``netns`` (optional) names a network namespace whose sysctls and interfaces are meant: tests
+    run two directors in one process. The backend must already be opened in that namespace."""
+
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        on_role: Callable[[str], None],
+        *,
+        netns: str | None = None,
+        sysctl_dir: str = SYSCTL_DIR,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.on_role = on_role
+        self.netns = netns
+        self.sysctl_dir = sysctl_dir
+        self.role = ""
+        self.role_since = 0.0
+        self.role_reason = ""
+        self.transitions = 0
+        self.vrrp: VRRPInstance | None = None
+        self.sync_error = ""
+        self.sysctl_values: dict[str, str] = {}
+        self.sysctl_errors: dict[str, str] = {}
+        self.hook_results: dict[str, str] = {}
+        self._hooks: asyncio.Queue[tuple[str, str, str]] | None = None
+        self._hook_worker: asyncio.Task | None = None
+        self._started = False
+        self._stopping = False
+
+    # --- life cycle ---
+    async def start(self) -> None:
+        """Write the sync sysctls, take the initial role, start VRRP in vrrp mode.
+        Raises HAError if VRRP cannot start (no such interface, no address)."""
+        self._hooks = asyncio.Queue()
+        self._hook_worker = asyncio.create_task(self._run_hooks(), name="ha-hooks")
+        self._write_sysctls(self.config.sync)
+        self._started = True
+        await self._start_source(self.config.ha)
+
+    async def _start_source(self, ha: HAConfig) -> None:
+        if ha.mode == "vrrp":
+            self._set("backup", "vrrp starting")
+            inst = VRRPInstance(
+                ha.interface,
+                ha.vrid,
+                ha.priority,
+                ha.advert_interval,
+                [(v.address, v.prefixlen) for v in ha.vips],
+                self._on_vrrp,
+                preempt=ha.preempt,
+                preempt_delay=ha.preempt_delay,
+                netns=self.netns,
+            )
+            self.vrrp = inst
+            try:
+                await inst.start()
+            except (VRRPError, OSError) as e:
+                self.vrrp = None
+                self._set("fault", f"vrrp cannot start: {e}")
+                raise HAError(f"ha: VRRP cannot start on {ha.interface!r}: {e}") from None
+        else:
+            self._set(ha.role, f"{ha.mode} mode, from the config")
+
+    async def reload(self, config: Config) -> None:
+        """Apply a new config: the role source, VRRP parameters, sync daemon settings, sysctls.
+        An unchanged VRRP instance keeps its state; an external role survives the reload."""
+        old = self.config
+        self.config = config
+        if config.sync != old.sync:
+            self._write_sysctls(config.sync)
+        oh, nh = old.ha, config.ha
+        same_instance = (
+            oh.mode == nh.mode == "vrrp"
+            and (oh.interface, oh.vrid) == (nh.interface, nh.vrid)
+            and self.vrrp is not None
+            and core.family_of([v.address for v in nh.vips]) == self.vrrp.af
+        )
+        if same_instance:
+            assert self.vrrp is not None
+            self.vrrp.update(
+                nh.priority,
+                nh.advert_interval,
+                [(v.address, v.prefixlen) for v in nh.vips],
+                nh.preempt,
+                nh.preempt_delay,
+            )
+            self._apply_sync()
+        elif oh.mode == nh.mode == "external":
+            self._apply_sync()
+        elif oh.mode == nh.mode == "static" and oh.role == nh.role:
+            self._apply_sync()
+        else:
+            if self.vrrp is not None:
+                vr, self.vrrp = self.vrrp, None
+                self._stopping = True
+                try:
+                    await vr.stop(resign=True)
+                finally:
+                    self._stopping = False
+            await self._start_source(nh)
+
+    async def stop(self, on_stop: str) -> None:
+        """Leave: VRRP resigns (priority 0, addresses removed); sync daemons stay running with
+        ``on_stop = "keep"`` and are stopped with ``"remove"``. Pending hooks get their timeout."""
+        self._stopping = True
+        if self.vrrp is not None:
+            await self.vrrp.stop(resign=True)
+        if on_stop == "remove" and self.config.sync is not None:
+            self._set_daemons(())
+        if self._hooks is not None and self._hook_worker is not None:
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._hooks.join(), self.config.daemon.hook_timeout + 1)
+            self._hook_worker.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._hook_worker
+        self._started = False
+
+    # --- role ---
+    def set_role(self, role: str) -> None:
+        """External mode: switch to ``role`` (master, backup or fault). HAError otherwise."""
+        if role not in ROLES:
+            raise HAError(f"role: must be master, backup or fault, got {role!r}")
+        mode = self.config.ha.mode
+        if mode != "external":
+            raise HAError(f'role: ha.mode is {mode!r}; only mode "external" takes its role from lvsctl')
+        self._set(role, "set by lvsctl role")
+
+    def _on_vrrp(self, state: core.State) -> None:
+        if self._stopping:
+            return
+        self._set(_VRRP_ROLE[state], f"vrrp {state.value}")
+
+    def _set(self, role: str, reason: str) -> None:
+        prev = self.role
+        changed = role != prev
+        self.role = role
+        self.role_reason = reason
+        if changed:
+            self.role_since = time.time()
+            self.transitions += 1
+            log.info("ha: role %s -> %s (%s)", prev or "none", role, reason)
+        self._apply_sync()
+        if changed:
+            try:
+                self.on_role(role)
+            except Exception:  # a broken observer must not stop the role change
+                log.exception("ha: on_role callback failed")
+            argv = getattr(self.config.ha, f"notify_{role}", ())
+            if argv and self._hooks is not None:
+                self._hooks.put_nowait((role, prev, " ".join(argv)))
+
+    # --- sync daemons ---
+    def _apply_sync(self) -> None:
+        sync = self.config.sync
+        if sync is None or not self.role:
+            return
+        self._set_daemons(sync.daemons_for(self.role))
+
+    def _set_daemons(self, wanted: tuple[SyncDaemon, ...]) -> None:
+        """Make the kernel run exactly ``wanted`` (at most one master, one backup): start what is
+        missing first, then stop what is not wanted, so a master never goes a moment without."""
+        try:
+            running = {d.state: d for d in self.backend.daemons()}
+        except (IPVSError, OSError) as e:
+            self.sync_error = f"reading the sync daemons: {e}"
+            log.error("ha: %s", self.sync_error)
+            return
+        errors = []
+        want = {d.state: d for d in wanted}
+        for state, d in want.items():
+            have = running.get(state)
+            if have is not None and daemon_matches(d, have):
+                continue
+            try:
+                if have is not None:
+                    self.backend.stop_daemon(state)
+                self.backend.start_daemon(d)
+                log.info(
+                    "ha: started the %s sync daemon on %s, syncid %d",
+                    DaemonState(state).name.lower(),
+                    d.mcast_ifn,
+                    d.syncid,
+                )
+            except (IPVSError, ValueInvalid) as e:
+                errors.append(f"starting the {DaemonState(state).name.lower()} sync daemon: {e}")
+        for state in running:
+            if state in want:
+                continue
+            try:
+                self.backend.stop_daemon(state)
+                log.info("ha: stopped the %s sync daemon", DaemonState(state).name.lower())
+            except IPVSError as e:
+                errors.append(f"stopping the {DaemonState(state).name.lower()} sync daemon: {e}")
+        self.sync_error = "; ".join(errors)
+        for e in errors:
+            log.error("ha: %s", e)
+
+    # --- sysctls ---
+    def _write_sysctls(self, sync: SyncConfig | None) -> None:
+        self.sysctl_values, self.sysctl_errors = {}, {}
+        if sync is None:
+            return
+        wanted = sync.sysctls()
+        with in_netns(self.netns):
+            for name, value in wanted.items():
+                path = os.path.join(self.sysctl_dir, name)
+                try:
+                    with open(path, "w") as f:
+                        f.write(value + "\n")
+                    with open(path) as f:
+                        self.sysctl_values[name] = " ".join(f.read().split())
+                except OSError as e:
+                    self.sysctl_errors[name] = e.strerror or str(e)
+        if self.sysctl_values:
+            log.info(
+                "ha: sync sysctls net.ipv4.vs: %s",
+                ", ".join(f"{k}={v}" for k, v in self.sysctl_values.items()),
+            )
+        for k, err in self.sysctl_errors.items():
+            log.error("ha: cannot set net.ipv4.vs.%s: %s", k, err)
+
+    # --- hooks ---
+    async def _run_hooks(self) -> None:
+        assert self._hooks is not None
+        while True:
+            role, prev, _ = await self._hooks.get()
+            try:
+                argv = getattr(self.config.ha, f"notify_{role}", ())
+                if argv:
+                    await self._run_hook(role, prev, argv)
+            except Exception:
+                log.exception("ha: notify_%s failed", role)
+            finally:
+                self._hooks.task_done()
+
+    async def _run_hook(self, role: str, prev: str, argv: tuple[str, ...]) -> None:
+        timeout = self.config.daemon.hook_timeout
+        env = dict(os.environ, LVSD_ROLE=role, LVSD_PREVIOUS_ROLE=prev)
+        name = f"notify_{role}"
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+            )
+        except OSError as e:
+            self.hook_results[name] = f"cannot run {argv[0]}: {e.strerror}"
+            log.error("ha: %s: %s", name, self.hook_results[name])
+            return
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            self.hook_results[name] = f"killed after {timeout:g} s"
+            log.error("ha: %s (%s) %s", name, argv[0], self.hook_results[name])
+            return
+        text = out.decode(errors="replace").strip().splitlines()
+        if proc.returncode == 0:
+            self.hook_results[name] = "ok"
+            log.info("ha: %s ran: exit 0", name)
+        else:
+            self.hook_results[name] = f"exit {proc.returncode}" + (f": {text[-1]}" if text else "")
+            log.warning("ha: %s: %s", name, self.hook_results[name])
+
+    # --- status ---
+    def status(self) -> dict:
+        """Role, mode, VRRP state, sync daemons (wanted and running), sysctls, hook results."""
+        sync = self.config.sync
+        running: list[dict] = []
+        try:
+            running = [describe_daemon(d) for d in self.backend.daemons()]
+        except (IPVSError, OSError) as e:
+            self.sync_error = f"reading the sync daemons: {e}"
+        return {
+            "mode": self.config.ha.mode,
+            "role": self.role,
+            "since": self.role_since,
+            "reason": self.role_reason,
+            "transitions": self.transitions,
+            "vrrp": self.vrrp.status() if self.vrrp is not None else None,
+            "sync": {
+                "configured": sync is not None,
+                "wanted": [describe_daemon(d) for d in sync.daemons_for(self.role)]
+                if sync and self.role
+                else [],
+                "running": running,
+                "error": self.sync_error,
+                "on_fault": sync.on_fault if sync else None,
+                "backup_always": sync.backup_always if sync else None,
+            },
+            "sysctls": dict(self.sysctl_values),
+            "sysctl_errors": dict(self.sysctl_errors),
+            "hooks": dict(self.hook_results),
+        }
