@@ -82,18 +82,28 @@ def quorum_states(
     health: Mapping[ServerId, ServerHealth],
     actual: Mapping[ServiceKey, ServiceEntry],
     previous: Mapping[str, bool] | None = None,
+    only: Iterable[str] | None = None,
 ) -> dict[str, bool]:
     """Per service name: True while the service is below quorum (sorry server in).
 
     Below ``quorum`` -> True; at or above ``quorum + hysteresis`` -> False; in between the
-    previous state holds (no flapping). Services without a quorum are absent.
+    previous state holds (no flapping). Services without a quorum are absent, and so is a
+    service seen for the first time while some of its servers are still UNKNOWN (its first
+    verdict waits for the checks). ``only`` restricts the result to the named services.
     """
     prev = previous or {}
+    names = set(only) if only is not None else None
     out: dict[str, bool] = {}
     for svc in config.services:
+        if names is not None and svc.name not in names:
+            continue
         quorum = getattr(svc, "quorum", 0) or 0
         if quorum <= 0:
             continue
+        if svc.name not in prev and any(
+            server_health(svc, srv, health).state is Health.UNKNOWN for srv in svc.servers
+        ):
+            continue  # first verdict waits for the checks: no sorry server or hook at start-up
         hysteresis = getattr(svc, "hysteresis", 0) or 0
         weight = live_weight(svc, health, actual)
         if weight < quorum:

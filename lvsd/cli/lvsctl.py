@@ -1,0 +1,149 @@
+"""``lvsctl``: talk to a running lvsd over its control socket.
+
+    lvsctl [-s SOCKET] [--json] status | services | reload | role master|backup|fault | metrics
+
+Stdlib only (http.client over AF_UNIX) so it starts fast and works on a minimal director.
+Exit status: 0 ok, 1 the daemon refused (invalid config on reload, role not settable),
+2 usage, 3 the daemon is not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import socket
+import sys
+from typing import Any
+
+DEFAULT_SOCKET = "/run/lvsd/lvsd.sock"
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Unreachable(Exception):
+    """The daemon's socket cannot be reached."""
+
+
+def request(path: str, method: str, url: str, body: Any = None, timeout: float = 130.0) -> tuple[int, bytes]:
+    """One HTTP request over the unix socket; (status, body)."""
+    conn = _UnixConnection(path, timeout)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        conn.request(method, url, body=data, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except (OSError, http.client.HTTPException) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise Unreachable(f"{path}: {why}") from None
+    finally:
+        conn.close()
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    print(f"state:    {s['state']} (pid {s['pid']}, up {s['uptime']:.0f}s, backend {s['backend']})")
+    print(f"config:   {s['config']}")
+    print(f"status:   {s['status']}")
+    h = s.get("health", {})
+    print(f"servers:  {s['servers']} in {s['services']} services: {h.get('up', 0)} up, "
+          f"{h.get('down', 0)} down, {h.get('unknown', 0)} unknown")
+    r = s["reconcile"]
+    print(f"kernel:   last reconcile {'ok' if r['ok'] else 'FAILING'} ({r['duration'] * 1000:.1f} ms), "
+          f"{sum(r['ops'].values())} ops applied, {sum(r['errors'].values())} refused, {r['repairs']} repairs")
+    rl = s["reload"]
+    if rl["count"]:
+        print(f"reload:   {'ok' if rl['ok'] else 'FAILED: ' + rl['error']}")
+    if s.get("role"):
+        print(f"role:     {s['role']}")
+    ha = s.get("ha")
+    if ha:
+        for k, v in ha.items():
+            if k != "role":
+                print(f"ha.{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+
+
+def _print_services(data: dict[str, Any]) -> None:
+    for svc in data["services"]:
+        flag = "" if svc.get("in_kernel", True) else "  [not in kernel]"
+        q = "  [BELOW QUORUM]" if svc.get("below_quorum") else ""
+        print(f"{svc['name']}  {svc['key']}  {svc['scheduler']}{flag}{q}")
+        for srv in svc["servers"]:
+            kw = srv.get("kernel_weight")
+            kernel = "-" if kw is None else str(kw)
+            reason = f"  {srv['reason']}" if srv.get("reason") else ""
+            print(f"  {srv['server']:<28} {srv['health']:<8} weight {srv['weight']:>5} kernel {kernel:>5}"
+                  f"  conns {srv.get('active_conns', 0)}/{srv.get('inact_conns', 0)}{reason}")
+        for other in svc.get("other_kernel_servers", []):
+            print(f"  {other['server']:<28} {'extra':<8} (in the kernel only, weight {other['kernel_weight']})")
+    if "kernel_error" in data:
+        print(f"kernel: {data['kernel_error']}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``lvsctl``."""
+    p = argparse.ArgumentParser(prog="lvsctl", description="Control a running lvsd.")
+    p.add_argument("-s", "--socket", default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
+    p.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("status", help="daemon state, health summary, last reconcile and reload")
+    sub.add_parser("services", help="every service with its servers' health and kernel weights")
+    sub.add_parser("reload", help="re-read the config (as SIGHUP) and wait for the result")
+    r = sub.add_parser("role", help="set the HA role (mode = external)")
+    r.add_argument("role", choices=("master", "backup", "fault"))
+    sub.add_parser("metrics", help="print the Prometheus metrics")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "status":
+            code, body = request(args.socket, "GET", "/status")
+        elif args.cmd == "services":
+            code, body = request(args.socket, "GET", "/services")
+        elif args.cmd == "reload":
+            code, body = request(args.socket, "POST", "/reload", {})
+        elif args.cmd == "role":
+            code, body = request(args.socket, "POST", "/role", {"role": args.role})
+        else:
+            code, body = request(args.socket, "GET", "/metrics")
+            sys.stdout.write(body.decode())
+            return 0 if code == 200 else 1
+    except Unreachable as e:
+        print(f"lvsctl: cannot reach lvsd: {e}", file=sys.stderr)
+        return 3
+    try:
+        data = json.loads(body)
+    except ValueError:
+        print(f"lvsctl: unexpected answer (HTTP {code})", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0 if code == 200 else 1
+    if code != 200:
+        print(f"lvsctl: {data.get('message', f'HTTP {code}')}", file=sys.stderr)
+        return 1
+    if args.cmd == "status":
+        _print_status(data)
+    elif args.cmd == "services":
+        _print_services(data)
+    elif args.cmd == "reload":
+        print(data["message"])
+    else:
+        print(f"role {data['role']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

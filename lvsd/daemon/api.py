@@ -1,0 +1,226 @@
+"""The control API: aiohttp on a unix socket (lvsctl's peer), plus /metrics, optionally on TCP.
+
+``GET /status``, ``GET /services``, ``POST /reload``, ``POST /role {"role": ...}``,
+``GET /metrics``. The socket is created with the configured mode (0660 by default) inside
+systemd's RuntimeDirectory; a stale socket left by a crash is replaced, a live one (another lvsd
+answering on it) is an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from lvsd.daemon import metrics
+
+if TYPE_CHECKING:
+    from lvsd.config.model import Config
+    from lvsd.daemon.daemon import Daemon
+
+log = logging.getLogger("lvsd")
+
+ROLES = ("master", "backup", "fault")
+
+
+class APIError(Exception):
+    """The API cannot start (socket in use, bad path)."""
+
+
+class ControlAPI:
+    """Serves the daemon's state and accepts reload/role requests."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self._runner: web.AppRunner | None = None
+        self._path: str | None = None
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/status", self.status)
+        app.router.add_get("/services", self.services)
+        app.router.add_post("/reload", self.reload)
+        app.router.add_post("/role", self.role)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    async def start(self, cfg: Config) -> None:
+        """Listen on the API socket (and on [metrics] listen, if set)."""
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        path = cfg.api.socket
+        if path:
+            sock = _bind_unix(path, cfg.api.mode)
+            self._path = path
+            await web.SockSite(self._runner, sock).start()
+            log.info("control API on %s", path)
+        listen = _metrics_listen(cfg)
+        if listen is not None:
+            host, port = listen
+            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            log.info("metrics on http://%s:%d/metrics", host, port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._path)
+            self._path = None
+
+    # --- handlers ---
+
+    async def status(self, request: web.Request) -> web.Response:
+        d = self.d
+        st = d.stats
+        body: dict[str, Any] = {
+            "state": d.state,
+            "pid": os.getpid(),
+            "config": d.config_path,
+            "backend": d.backend.name,
+            "uptime": round(time.time() - st.started, 3),
+            "status": d.status_line(),
+            "role": d.role,
+            "services": len(d.config.services),
+            "servers": sum(len(s.servers) for s in d.config.services),
+            "managed": len(d.managed),
+            "health": _count_health(d),
+            "reconcile": {
+                "ok": st.last_reconcile_ok,
+                "last": st.last_reconcile,
+                "duration": round(st.last_reconcile_duration, 6),
+                "count": dict(st.reconciles),
+                "ops": dict(st.ops),
+                "errors": dict(st.op_errors),
+                "repairs": st.repairs,
+            },
+            "reload": {
+                "ok": st.last_reload_ok,
+                "last": st.last_reload,
+                "error": st.last_reload_error,
+                "count": dict(st.reloads),
+            },
+        }
+        if d.ha is not None:
+            try:
+                body["ha"] = d.ha.status()
+            except Exception as e:  # status must answer even if HA is unwell
+                body["ha"] = {"error": str(e)}
+        return web.json_response(body)
+
+    async def services(self, request: web.Request) -> web.Response:
+        d = self.d
+        out = d.server_states()
+        try:
+            table = d.backend.dump()
+        except Exception as e:
+            return web.json_response({"services": out, "kernel_error": str(e)})
+        keys = {s.name: s.key for s in d.config.services}
+        for svc in out:
+            entry = table.get(keys[svc["name"]])
+            svc["in_kernel"] = entry is not None
+            kdests = {str(k): v for k, v in entry.dests.items()} if entry else {}
+            for srv in svc["servers"]:
+                kd = kdests.pop(srv["server"], None)
+                srv["kernel_weight"] = kd.weight if kd else None
+                srv["active_conns"] = kd.active_conns if kd else 0
+                srv["inact_conns"] = kd.inact_conns if kd else 0
+            svc["other_kernel_servers"] = [
+                {"server": k, "kernel_weight": v.weight} for k, v in kdests.items()
+            ]
+        return web.json_response({"services": out})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        fut = self.d.request_reload()
+        try:
+            ok, msg = await asyncio.wait_for(asyncio.shield(fut), 120)
+        except asyncio.TimeoutError:
+            return web.json_response({"ok": False, "message": "reload still running"}, status=504)
+        return web.json_response({"ok": ok, "message": msg}, status=200 if ok else 422)
+
+    async def role(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            role = data["role"]
+        except Exception:
+            return web.json_response({"ok": False, "message": 'body must be {"role": "master|backup|fault"}'}, status=400)
+        if role not in ROLES:
+            return web.json_response({"ok": False, "message": f"role must be one of {', '.join(ROLES)}, got {role!r}"}, status=400)
+        ha = self.d.ha
+        if ha is None:
+            return web.json_response({"ok": False, "message": "HA is not running"}, status=409)
+        try:
+            ha.set_role(role)
+        except (ValueError, RuntimeError) as e:
+            return web.json_response({"ok": False, "message": str(e)}, status=409)
+        return web.json_response({"ok": True, "role": role})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        text = metrics.render(self.d)
+        return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+def _count_health(d: Daemon) -> dict[str, int]:
+    out = {"up": 0, "down": 0, "unknown": 0}
+    for row in d.server_states():
+        for srv in row["servers"]:
+            out[srv["health"]] += 1
+    return out
+
+
+def _metrics_listen(cfg: Config) -> tuple[str, int] | None:
+    m = cfg.metrics
+    if m.address is not None and m.port is not None:
+        return m.address, m.port
+    if m.listen:
+        host, _, port = m.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+    return None
+
+
+def _bind_unix(path: str, mode: int) -> socket.socket:
+    """A listening unix socket at ``path``; replaces a stale one, refuses a live one."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise APIError(f"{path}: exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # stale: nobody answers
+        else:
+            raise APIError(f"{path}: another daemon is listening on it")
+        finally:
+            probe.close()
+    parent = os.path.dirname(path)
+    if parent:
+        try:
+            os.makedirs(parent, mode=0o755, exist_ok=True)
+        except OSError as e:
+            raise APIError(f"{parent}: {e.strerror}") from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(path)
+    except OSError as e:
+        sock.close()
+        raise APIError(f"{path}: {e.strerror}") from None
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    sock.listen(64)
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,671 @@
+"""The lvsd daemon: keeps the kernel's IPVS table equal to config + health, reloads, stops.
+
+One asyncio task owns the kernel table. Everything else (signals, health transitions, API
+requests, the resync timer) only records what it wants and wakes that task, ExaBGP style, so a
+signal handler never does work and two reconciles never interleave. Each reconcile is one dump,
+one keyed diff (lvsd.core.diff) and one batched ``Backend.apply``; a health transition re-reads
+and rewrites only the services it concerns. A failed apply is logged op by op and retried with
+backoff (lvsd.core.runner); it never ends the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lvsd.config.model import Config, ServerId, ServiceConfig
+from lvsd.core.desired import desired_table, quorum_states, server_health
+from lvsd.core.diff import diff
+from lvsd.core.health import Health, ServerHealth
+from lvsd.core.runner import BoundedFrequency
+from lvsd.daemon.notify import Notifier, watchdog_interval
+from lvsd.ipvs.backend import Backend, BatchError, IPVSError, Op, OpKind
+from lvsd.ipvs.model import ServiceEntry, ServiceKey, Timeouts, ValueInvalid
+
+log = logging.getLogger("lvsd")
+
+#: Coalescing window: bursts of health transitions within it become one kernel batch.
+MIN_INTERVAL = 0.002
+#: Ops logged one line each; above this a batch is summarised (every op still at debug level).
+LOG_OPS_MAX = 50
+
+
+def load(path: str) -> Config:
+    """Load and validate a config file (raises ConfigError or OSError)."""
+    from lvsd.config.load import load_config
+
+    return load_config(path)
+
+
+@dataclass
+class Stats:
+    """Counters behind /metrics and /status."""
+
+    started: float = field(default_factory=time.time)
+    reconciles: Counter = field(default_factory=Counter)  # by result: ok / error
+    reconcile_seconds: float = 0.0
+    last_reconcile: float = 0.0  # wall time
+    last_reconcile_duration: float = 0.0
+    last_reconcile_ok: bool = True
+    ops: Counter = field(default_factory=Counter)  # applied, by OpKind value
+    op_errors: Counter = field(default_factory=Counter)
+    reloads: Counter = field(default_factory=Counter)  # ok / error / noop
+    last_reload: float = 0.0
+    last_reload_ok: bool = True
+    last_reload_error: str = ""
+    repairs: int = 0  # resyncs that found the kernel different from what lvsd last wrote
+    role_changes: int = 0
+
+
+class Daemon:
+    """The reconcile loop and its lifecycle. ``run()`` returns the process exit status."""
+
+    def __init__(
+        self,
+        config: Config,
+        backend: Backend,
+        config_path: str | None = None,
+        notifier: Notifier | None = None,
+        *,
+        checks_factory: Callable[[Callable[[ServerId, ServerHealth], None]], Any] | None = None,
+        ha_factory: Callable[[Config, Backend, Callable[[str], None]], Any] | None = None,
+        api: bool = True,
+        install_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self._checks_factory = checks_factory
+        self._ha_factory = ha_factory
+        self._want_api = api
+        self._install_signals = install_signals
+        self.checks: Any = None
+        self.ha: Any = None
+        self.api: Any = None
+        self.role: str | None = None
+        self.health: dict[ServerId, ServerHealth] = {}
+        self.quorum: dict[str, bool] = {}
+        self.managed: set[ServiceKey] = {s.key for s in config.services}
+        self.stats = Stats()
+        self.state = "starting"
+        self._runner = BoundedFrequency(MIN_INTERVAL, config.daemon.resync or 1e9)
+        self._wake = asyncio.Event()
+        self._full = True  # next reconcile compares the whole table
+        self._dirty: dict[str, str] = {}  # service name -> why (health transitions)
+        self._stop_requested = False
+        self._reload_waiters: list[asyncio.Future] = []
+        self._reload_requested = False
+        self._tasks: list[asyncio.Task] = []
+        self._last_written: dict[ServiceKey, ServiceEntry] | None = None
+        self._by_name: dict[str, ServiceConfig] = {s.name: s for s in config.services}
+        self._hooks: set[asyncio.Task] = set()
+        self._reconcile_waiters: list[asyncio.Future] = []
+        self.running = asyncio.Event()  # set once started and READY=1 sent
+
+    # ------------------------------------------------------------------ requests (any context)
+
+    def request_reload(self) -> asyncio.Future:
+        """Ask for a reload; the future resolves to (ok, message) once it is done."""
+        fut = asyncio.get_running_loop().create_future()
+        self._reload_waiters.append(fut)
+        self._reload_requested = True
+        self._wake.set()
+        return fut
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (SIGTERM/SIGINT)."""
+        self._stop_requested = True
+        self._wake.set()
+
+    def request_resync(self) -> None:
+        """Ask for a full compare with the kernel as soon as the bounds allow."""
+        self._full = True
+        self._runner.request()
+        self._wake.set()
+
+    def _on_health(self, sid: ServerId, h: ServerHealth) -> None:
+        """CheckManager callback: record the verdict and schedule the server's service."""
+        prev = self.health.get(sid)
+        self.health[sid] = h
+        name = sid[0]
+        if prev is not None and prev.state is h.state and prev.weight == h.weight:
+            return
+        why = f"{h.state.name}" + (f" weight {h.weight}" if h.weight is not None else "")
+        if h.reason:
+            why += f": {h.reason}"
+        self._dirty[name] = f"{name} {sid[1]} {why}"
+        self._runner.request()
+        self._wake.set()
+
+    def _on_role(self, role: str) -> None:
+        """HAManager callback: the director's role changed."""
+        if role != self.role:
+            log.info("role %s -> %s", self.role or "none", role)
+            self.stats.role_changes += 1
+        self.role = role
+        self.notifier.status(self.status_line())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> int:
+        """Start, serve until asked to stop, stop. Returns the exit status."""
+        loop = asyncio.get_running_loop()
+        if self._install_signals:
+            loop.add_signal_handler(signal.SIGHUP, self._sighup)
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        try:
+            try:
+                await self.start()
+            except BaseException:
+                await self.stop(failed=True)  # release checks/HA/API; leave the table as it is
+                raise
+            wd = watchdog_interval()
+            if wd:
+                self._tasks.append(asyncio.create_task(self._watchdog(wd)))
+            self.notifier.ready(self.status_line())
+            log.info("ready: %s", self.status_line())
+            self.running.set()
+            await self._loop()
+        finally:
+            if self._install_signals:
+                for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        await self.stop()
+        return 0
+
+    def _sighup(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Adopt (or flush) the running table, start checks, reconcile once, start HA and API."""
+        cfg = self.config
+        log.info(
+            "starting: %d services, %d servers, backend %s, on_start=%s on_stop=%s",
+            len(cfg.services),
+            sum(len(s.servers) for s in cfg.services),
+            self.backend.name,
+            cfg.daemon.on_start,
+            cfg.daemon.on_stop,
+        )
+        if cfg.daemon.on_start == "flush":
+            actual = self.backend.dump()
+            ops = [Op.del_service(k) for k in actual if k in self.managed]
+            if ops:
+                log.info("on_start=flush: removing %d managed services before configuring", len(ops))
+                self._apply(ops, "on_start=flush")
+        else:
+            actual = self.backend.dump()
+            adopted = [k for k in actual if k in self.managed]
+            if adopted:
+                log.info("adopting %d services already in the kernel", len(adopted))
+        await self._start_checks(cfg)
+        self._reconcile(full=True, cause="start")
+        await self._start_ha(cfg)
+        if self._want_api:
+            await self._start_api(cfg)
+        self.state = "running"
+
+    async def _start_checks(self, cfg: Config) -> None:
+        if not any(srv.checks for s in cfg.services for srv in s.servers):
+            return
+        factory = self._checks_factory
+        if factory is None:
+            try:
+                from lvsd.checks.manager import CheckManager
+            except ImportError as e:
+                log.error("health checks configured but unavailable (%s): checked servers stay out", e)
+                return
+            factory = CheckManager
+        self.checks = factory(self._on_health)
+        await self.checks.start(cfg)
+        self.health.update(self.checks.snapshot())
+
+    async def _start_ha(self, cfg: Config) -> None:
+        factory = self._ha_factory
+        if factory is None:
+            try:
+                from lvsd.daemon.ha import HAManager
+            except ImportError as e:
+                log.warning("HA unavailable (%s): no role, no sync daemon", e)
+                return
+            factory = HAManager
+        self.ha = factory(cfg, self.backend, self._on_role)
+        await self.ha.start()
+
+    async def _start_api(self, cfg: Config) -> None:
+        from lvsd.daemon.api import ControlAPI
+
+        self.api = ControlAPI(self)
+        await self.api.start(cfg)
+
+    async def stop(self, failed: bool = False) -> None:
+        """Stop checks, HA and API; leave or remove the managed services as ``on_stop`` says
+        (``failed``: start-up failed, leave the table untouched)."""
+        self.state = "stopping"
+        on_stop = "keep" if failed else self.config.daemon.on_stop
+        self.notifier.stopping(f"stopping (on_stop={on_stop})")
+        log.info("stopping (on_stop=%s)", on_stop)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self.checks is not None:
+            await self._guard("stopping checks", self.checks.stop())
+        if on_stop == "remove":
+            try:
+                actual = self.backend.dump()
+                ops = [Op.del_service(k) for k in actual if k in self.managed]
+                if ops:
+                    log.info("on_stop=remove: removing %d managed services", len(ops))
+                    self._apply(ops, "on_stop=remove")
+            except (IPVSError, OSError) as e:
+                log.error("on_stop=remove failed: %s", e)
+        if self.ha is not None:
+            await self._guard("stopping HA", self.ha.stop(on_stop))
+        if self.api is not None:
+            await self._guard("stopping the API", self.api.stop())
+        for t in list(self._hooks):
+            t.cancel()
+        for fut in self._reload_waiters:
+            if not fut.done():
+                fut.set_result((False, "daemon stopping"))
+        self._reload_waiters.clear()
+        self.state = "stopped"
+        log.info("stopped")
+
+    @staticmethod
+    async def _guard(what: str, coro: Any) -> None:
+        try:
+            await asyncio.wait_for(coro, 30)
+        except Exception as e:  # a failing component must not keep the others from stopping
+            log.error("%s failed: %s", what, e)
+
+    async def _watchdog(self, interval: float) -> None:
+        """WATCHDOG=1 from the event loop: a blocked loop stops the pings and systemd restarts us."""
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stop_requested:
+            if self._reload_requested:
+                self._reload_requested = False
+                waiters, self._reload_waiters = self._reload_waiters, []
+                result = await self.reload()
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(result)
+                continue
+            delay = self._runner.delay(loop.time())
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            pending = self._runner.pending
+            retry = self._runner.failures > 0
+            if retry:
+                cause = "retry"
+            elif not pending:
+                cause = "resync"  # nobody asked: the periodic compare that repairs outside edits
+            else:
+                cause = "requested"
+            self._reconcile(full=self._full or not pending or retry, cause=cause)
+            await asyncio.sleep(0)  # let checks and the API run between reconciles
+
+    def _reconcile(self, full: bool, cause: str = "") -> bool:
+        """One reconcile pass: read, diff, apply. Returns True on success; never raises."""
+        loop_time = asyncio.get_running_loop().time()
+        self._runner.started(loop_time)
+        dirty, self._dirty = self._dirty, {}
+        t0 = time.perf_counter()
+        ok = True
+        try:
+            if full:
+                self._full = False
+                ops = self._plan_full()
+                if cause == "resync" and ops:
+                    self.stats.repairs += 1
+                    log.warning("resync: kernel differs from the desired table (edited outside lvsd?), repairing")
+                why = cause
+            else:
+                ops = self._plan_services(set(dirty))
+                why = "; ".join(dirty.values()) if len(dirty) <= 3 else f"{len(dirty)} services changed health"
+            if ops:
+                self._apply(ops, why)
+            if full:
+                self.managed = {s.key for s in self.config.services}
+        except (IPVSError, OSError, ValueInvalid) as e:
+            ok = False
+            self._full = True
+            if not isinstance(e, BatchError):
+                log.error("reconcile failed: %s", e)
+        except Exception as e:  # a bug must not end the loop: log it and retry with backoff
+            ok = False
+            self._full = True
+            log.exception("reconcile failed unexpectedly: %s", e)
+        dt = time.perf_counter() - t0
+        self._runner.finished(asyncio.get_running_loop().time(), ok)
+        st = self.stats
+        st.reconciles["ok" if ok else "error"] += 1
+        st.reconcile_seconds += dt
+        st.last_reconcile = time.time()
+        st.last_reconcile_duration = dt
+        if ok != st.last_reconcile_ok:
+            self.notifier.status(self.status_line() if ok else f"kernel update failing, retrying: {st.op_errors}")
+        st.last_reconcile_ok = ok
+        if not ok:
+            log.info("retrying in %.1fs", self._runner.backoff)
+        waiters, self._reconcile_waiters = self._reconcile_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(ok)
+        return ok
+
+    async def wait_reconciled(self) -> bool:
+        """Wait for the end of the next reconcile pass; its result (for tests and tools)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._reconcile_waiters.append(fut)
+        return await fut
+
+    def _plan_full(self) -> list[Op]:
+        """Ops for the whole table: one dump, health refreshed from the checks, one keyed diff."""
+        cfg = self.config
+        if self.checks is not None:
+            snap = self.checks.snapshot()
+            valid = {srv.id for s in cfg.services for srv in s.servers}
+            self.health = {sid: h for sid, h in snap.items() if sid in valid}
+        actual = self.backend.dump()
+        self._update_quorum(actual, None)
+        desired = desired_table(cfg, self.health, actual, self.quorum)
+        ops = diff(desired, actual, self.managed)
+        t = cfg.ipvs.timeouts
+        if t is not None:
+            have = self.backend.timeouts()
+            want = Timeouts(
+                t.tcp or have.tcp, t.tcp_fin or have.tcp_fin, t.udp or have.udp
+            )
+            if want != have:
+                ops.insert(0, Op.set_timeouts(t))
+        return ops
+
+    def _plan_services(self, names: set[str]) -> list[Op]:
+        """Ops for the named services only: read just them, diff just them, never delete a service."""
+        names = {n for n in names if n in self._by_name}
+        if not names:
+            return []
+        actual: dict[ServiceKey, ServiceEntry] = {}
+        for name in names:
+            key = self._by_name[name].key
+            try:
+                svc = self.backend.service(key)
+                actual[key] = ServiceEntry(svc, {d.key: d for d in self.backend.dests(key)})
+            except IPVSError as e:
+                if e.errno not in (errno.ESRCH, errno.ENOENT):
+                    raise
+        self._update_quorum(actual, names)
+        desired = desired_table(self.config, self.health, actual, self.quorum, only=names)
+        return diff(desired, actual, ())
+
+    def _update_quorum(self, actual: Mapping[ServiceKey, ServiceEntry], names: set[str] | None) -> None:
+        """Recompute quorum states; log transitions and run the quorum hooks."""
+        new = quorum_states(self.config, self.health, actual, self.quorum, only=names)
+        for name, below in new.items():
+            before = self.quorum.get(name)
+            if before is None and not below:
+                continue
+            if before == below:
+                continue
+            svc = self._by_name.get(name)
+            if svc is None:
+                continue
+            sorry = f", sorry server {svc.sorry_server.key}" if svc.sorry_server is not None else ""
+            if below:
+                log.warning("%s: below quorum %d%s", name, svc.quorum, sorry + " in" if sorry else "")
+                self._run_hook(svc.quorum_down, {"LVSD_EVENT": "quorum_down", "LVSD_SERVICE": name})
+            else:
+                log.info("%s: quorum %d restored%s", name, svc.quorum, sorry + " out" if sorry else "")
+                self._run_hook(svc.quorum_up, {"LVSD_EVENT": "quorum_up", "LVSD_SERVICE": name})
+        if names is None:
+            self.quorum = new
+        else:
+            self.quorum.update(new)
+
+    def _run_hook(self, argv: tuple[str, ...], env: dict[str, str]) -> None:
+        """Run a notify hook in the background with a timeout; never blocks the loop."""
+        if not argv:
+            return
+        task = asyncio.get_running_loop().create_task(self._hook(argv, env))
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
+
+    async def _hook(self, argv: tuple[str, ...], env: dict[str, str]) -> None:
+        timeout = self.config.daemon.hook_timeout
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                env={**os.environ, **env},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as e:
+            log.error("hook %s: %s", argv[0], e)
+            return
+        try:
+            rc = await asyncio.wait_for(proc.wait(), timeout)
+            if rc:
+                log.warning("hook %s exited %d", argv[0], rc)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+            log.warning("hook %s killed after %.1fs", argv[0], timeout)
+
+    def _apply(self, ops: list[Op], why: str) -> None:
+        """Apply one batch, logging what changed and why; on failure log each refused op and raise."""
+        summary = Counter(op.kind.value for op in ops)
+        if len(ops) <= LOG_OPS_MAX:
+            for op in ops:
+                log.info("%s (%s)", describe(op), why)
+        else:
+            log.info(
+                "applying %d ops (%s) (%s)",
+                len(ops),
+                ", ".join(f"{n} {k}" for k, n in summary.items()),
+                why,
+            )
+            if log.isEnabledFor(logging.DEBUG):
+                for op in ops:
+                    log.debug("%s", describe(op))
+        try:
+            self.backend.apply(ops)
+        except BatchError as e:
+            for op in e.applied:
+                self.stats.ops[op.kind.value] += 1
+            for op, err in e.failed[:LOG_OPS_MAX]:
+                self.stats.op_errors[op.kind.value] += 1
+                log.error("kernel refused %s: %s", describe(op), err.strerror)
+            if len(e.failed) > LOG_OPS_MAX:
+                log.error("... and %d more refused ops", len(e.failed) - LOG_OPS_MAX)
+            raise
+        except IPVSError as e:
+            op = e.op if isinstance(e.op, Op) else None
+            self.stats.op_errors[op.kind.value if op else "unknown"] += 1
+            log.error("kernel refused %s: %s", describe(op) if op else e.op, e.strerror)
+            raise
+        for k, n in summary.items():
+            self.stats.ops[k] += n
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; keep the running config if it is invalid. Returns (ok, message)."""
+        from lvsd.config.load import ConfigError
+
+        path = self.config_path
+        st = self.stats
+        st.last_reload = time.time()
+        if path is None:
+            return False, "no config file to reload"
+        self.notifier.reloading("reloading " + path)
+        try:
+            new = load(path)
+        except ConfigError as e:
+            errors = list(getattr(e, "errors", None) or [str(e)])
+            msg = f"reload failed, keeping the running config: {'; '.join(errors)}"
+            return self._reload_failed(msg)
+        except OSError as e:
+            return self._reload_failed(f"reload failed, keeping the running config: {path}: {e.strerror or e}")
+        old = self.config
+        if new == old:
+            st.reloads["noop"] += 1
+            st.last_reload_ok = True
+            st.last_reload_error = ""
+            log.info("reload: %s unchanged", path)
+            self.notifier.ready(self.status_line())
+            return True, "unchanged"
+        log.info("reload: %s", summarize_change(old, new))
+        self.config = new
+        self._by_name = {s.name: s for s in new.services}
+        self.managed |= {s.key for s in new.services}  # keep the old keys until their deletion succeeds
+        self.quorum = {n: v for n, v in self.quorum.items() if n in self._by_name}
+        self._runner.max_interval = new.daemon.resync or 1e9
+        if new.daemon.log_level != old.daemon.log_level:
+            logging.getLogger("lvsd").setLevel(getattr(logging, new.daemon.log_level.upper(), logging.INFO))
+        if self.checks is not None:
+            await self._guard("reloading checks", self.checks.reload(new))
+        else:
+            await self._start_checks(new)
+        ok = self._reconcile(full=True, cause="reload")
+        if self.ha is not None:
+            await self._guard("reloading HA", self.ha.reload(new))
+        if self.api is not None and new.api != old.api:
+            log.warning("reload: [api] changes take effect at the next restart")
+        st.reloads["ok"] += 1
+        st.last_reload_ok = True
+        st.last_reload_error = ""
+        self.notifier.ready(self.status_line())
+        return True, "reloaded" if ok else "reloaded; kernel update failing, retrying"
+
+    def _reload_failed(self, msg: str) -> tuple[bool, str]:
+        st = self.stats
+        st.reloads["error"] += 1
+        st.last_reload_ok = False
+        st.last_reload_error = msg
+        log.error("%s", msg)
+        self.notifier.ready(msg)
+        return False, msg
+
+    # ------------------------------------------------------------------ reporting
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS and lvsctl status."""
+        cfg = self.config
+        n_srv = sum(len(s.servers) for s in cfg.services)
+        down = sum(1 for h in self.health.values() if h.state is Health.DOWN)
+        parts = [f"{len(cfg.services)} services, {n_srv} servers"]
+        if self.checks is not None:
+            parts.append(f"{down} down")
+        if self.role:
+            parts.append(f"role {self.role}")
+        if not self.stats.last_reload_ok:
+            parts.append("last reload FAILED")
+        return "; ".join(parts)
+
+    def server_states(self) -> list[dict[str, Any]]:
+        """Per service: its servers with configured weight, health and reason (for the API)."""
+        out = []
+        for svc in self.config.services:
+            servers = []
+            for srv in svc.servers:
+                h = server_health(svc, srv, self.health)
+                servers.append(
+                    {
+                        "server": str(srv.key),
+                        "address": srv.address or srv.key.addr,
+                        "weight": srv.dest.weight,
+                        "health": "up" if not srv.checks else h.state.value,
+                        "checked": bool(srv.checks),
+                        "dynamic_weight": h.weight,
+                        "reason": h.reason,
+                        "on_failure": srv.on_failure,
+                    }
+                )
+            out.append(
+                {
+                    "name": svc.name,
+                    "key": str(svc.key),
+                    "scheduler": svc.service.scheduler,
+                    "quorum": svc.quorum,
+                    "below_quorum": self.quorum.get(svc.name, False),
+                    "servers": servers,
+                }
+            )
+        return out
+
+
+def describe(op: Op) -> str:
+    """An op as one readable phrase: what changes in the kernel."""
+    k = op.kind
+    if k in (OpKind.ADD_SERVICE, OpKind.EDIT_SERVICE) and op.service is not None:
+        s = op.service
+        extra = f" scheduler {s.scheduler}"
+        if s.persistent:
+            extra += f" persistent {s.timeout}s"
+        return f"{k.value} {s.key}{extra}"
+    if k in (OpKind.ADD_DEST, OpKind.EDIT_DEST) and op.dest is not None:
+        d = op.dest
+        from lvsd.ipvs.model import Forward
+
+        fwd = {0: "nat", 1: "local", 2: "tun", 3: "dr", 4: "bypass"}.get(int(d.forward), str(d.forward))
+        if d.forward == Forward.TUNNEL:
+            fwd += f"/{d.tun_type}"
+        return f"{k.value} {op.key} -> {d.key} weight {d.weight} {fwd}"
+    if k is OpKind.SET_TIMEOUTS and op.timeouts is not None:
+        t = op.timeouts
+        return f"set-timeouts tcp {t.tcp} tcpfin {t.tcp_fin} udp {t.udp}"
+    return str(op)
+
+
+def summarize_change(old: Config, new: Config) -> str:
+    """What a reload changes, by service name: added, removed, changed."""
+    o = {s.name: s for s in old.services}
+    n = {s.name: s for s in new.services}
+    added = [x for x in n if x not in o]
+    removed = [x for x in o if x not in n]
+    changed = [x for x in n if x in o and n[x] != o[x]]
+    parts = []
+    for label, names in (("added", added), ("removed", removed), ("changed", changed)):
+        if names:
+            shown = ", ".join(names[:10]) + (f" (+{len(names) - 10})" if len(names) > 10 else "")
+            parts.append(f"{label} {shown}")
+    other = [
+        f for f in ("daemon", "ipvs", "ha", "sync", "api", "metrics") if getattr(old, f) != getattr(new, f)
+    ]
+    if other:
+        parts.append("changed [" + "], [".join(other) + "]")
+    return "; ".join(parts) or "no change"

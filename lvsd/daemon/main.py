@@ -1,0 +1,169 @@
+"""``lvsd``: run the daemon, check a config (``--check-config``), or show a plan (``--plan``).
+
+Exit status: 0 success, 1 a user mistake (bad config, no IPVS, no permission) reported as one
+line per problem on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from lvsd.ipvs.backend import Backend, BackendUnavailable, IPVSError
+
+DEFAULT_CONFIG = "/etc/lvsd/lvsd.toml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lvsd",
+        description="Keep the kernel's IPVS table equal to a TOML config and its health checks.",
+    )
+    p.add_argument("-f", "--config", metavar="FILE", default=None, help=f"config file (default {DEFAULT_CONFIG})")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check-config", "-t", metavar="FILE", nargs="?", const="", default=None,
+        help="validate the config (FILE or -f's) and exit 0 if it is valid, 1 with every error if not",
+    )
+    mode.add_argument(
+        "--plan", metavar="FILE", nargs="?", const="", default=None,
+        help="print the operations that would bring the kernel table to the config, apply nothing",
+    )
+    p.add_argument("--backend", choices=("netlink", "memory"), default="netlink", help="IPVS backend (default netlink)")
+    p.add_argument("--state", metavar="FILE", help="state file of the memory backend")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override [daemon] log_level")
+    p.add_argument("--version", action="version", version=f"lvsd {_version()}")
+    return p
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("lvsd")
+    except Exception:
+        return "0.1.0"
+
+
+def _err(msg: str) -> None:
+    print(f"lvsd: {msg}", file=sys.stderr)
+
+
+def _load(path: str) -> Any:
+    """The config, or None after printing every error (one per line)."""
+    from lvsd.config.load import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        errors = list(getattr(e, "errors", None) or [str(e)])
+        for line in errors:
+            print(line, file=sys.stderr)
+        return None
+    except OSError as e:
+        _err(f"{path}: {e.strerror or e}")
+        return None
+
+
+def open_backend(name: str, state: str | None) -> Backend:
+    """The chosen backend (the memory one persists to ``state`` if given)."""
+    from lvsd.ipvs.backend import open_backend as _open
+
+    if name == "memory":
+        return _open("memory", state=state) if state else _open("memory")
+    return _open(name)
+
+
+def check_config(path: str) -> int:
+    """``--check-config``: 0 if valid, 1 with every error on stderr."""
+    cfg = _load(path)
+    if cfg is None:
+        return 1
+    n_srv = sum(len(s.servers) for s in cfg.services)
+    print(f"{path}: ok ({len(cfg.services)} services, {n_srv} servers)")
+    return 0
+
+
+def plan(path: str, backend_name: str, state: str | None) -> int:
+    """``--plan``: the ops that would make the kernel match the config, every server taken as up."""
+    from lvsd.core.desired import desired_table
+    from lvsd.core.diff import diff
+    from lvsd.core.health import Health, ServerHealth
+    from lvsd.daemon.daemon import describe
+
+    cfg = _load(path)
+    if cfg is None:
+        return 1
+    try:
+        backend = open_backend(backend_name, state)
+        with backend:
+            actual = backend.dump()
+            health = {srv.id: ServerHealth(Health.UP) for s in cfg.services for srv in s.servers}
+            desired = desired_table(cfg, health, actual)
+            ops = diff(desired, actual, {s.key for s in cfg.services})
+            t = cfg.ipvs.timeouts
+            if t is not None:
+                from lvsd.ipvs.backend import Op
+                from lvsd.ipvs.model import Timeouts
+
+                have = backend.timeouts()
+                if Timeouts(t.tcp or have.tcp, t.tcp_fin or have.tcp_fin, t.udp or have.udp) != have:
+                    ops.insert(0, Op.set_timeouts(t))
+    except (BackendUnavailable, IPVSError, OSError) as e:
+        _err(str(e))
+        return 1
+    for op in ops:
+        print(describe(op))
+    others = [k for k in actual if k not in {s.key for s in cfg.services}]
+    print(
+        f"# {len(ops)} operations; {len(others)} services in the kernel not in the config are left alone"
+        "; health checks may hold servers out",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run(path: str, backend_name: str, state: str | None, log_level: str | None) -> int:
+    """Run the daemon until SIGTERM/SIGINT."""
+    from lvsd.daemon.api import APIError
+    from lvsd.daemon.daemon import Daemon
+    from lvsd.daemon.log import setup_logging
+
+    cfg = _load(path)
+    if cfg is None:
+        return 1
+    log = setup_logging(log_level or cfg.daemon.log_level)
+    try:
+        backend = open_backend(backend_name, state)
+    except (BackendUnavailable, IPVSError, OSError) as e:
+        _err(str(e))
+        return 1
+    daemon = Daemon(cfg, backend, config_path=path)
+    try:
+        return asyncio.run(daemon.run())
+    except APIError as e:
+        log.error("%s", e)
+        return 1
+    except (BackendUnavailable, IPVSError, OSError) as e:
+        log.error("cannot start: %s", e)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        backend.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``lvsd``."""
+    args = _parser().parse_args(argv)
+    if args.check_config is not None:
+        return check_config(args.check_config or args.config or DEFAULT_CONFIG)
+    if args.plan is not None:
+        return plan(args.plan or args.config or DEFAULT_CONFIG, args.backend, args.state)
+    return run(args.config or DEFAULT_CONFIG, args.backend, args.state, args.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Prometheus text exposition (format 0.0.4) of the daemon's state and the kernel's counters.
+
+Written by hand: a few dozen lines beat a dependency, and the kernel counters are read with
+one dump at scrape time so they are as fresh as IPVS keeps them (2 s).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lvsd.core.desired import server_health
+from lvsd.core.health import Health
+from lvsd.ipvs.backend import IPVSError
+
+if TYPE_CHECKING:
+    from lvsd.daemon.daemon import Daemon
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_HEALTH_VALUE = {Health.UP: 1, Health.DOWN: 0, Health.UNKNOWN: -1}
+
+
+def _esc(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Out:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_: str) -> None:
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        if labels:
+            lab = ",".join(f'{k}="{_esc(str(v))}"' for k, v in labels.items())
+            self.lines.append(f"{name}{{{lab}}} {_num(value)}")
+        else:
+            self.lines.append(f"{name} {_num(value)}")
+
+
+def _num(v: float) -> str:
+    if isinstance(v, bool):
+        return "1" if v else "0"
+    if isinstance(v, int):
+        return str(v)
+    return repr(float(v))
+
+
+def render(d: Daemon) -> str:
+    """The whole exposition for one scrape."""
+    o = _Out()
+    st = d.stats
+    cfg = d.config
+    o.family("lvsd_start_time_seconds", "gauge", "Unix time the daemon started.")
+    o.sample("lvsd_start_time_seconds", round(st.started, 3))
+    o.family("lvsd_reconciles_total", "counter", "Reconcile passes by result.")
+    for r in ("ok", "error"):
+        o.sample("lvsd_reconciles_total", st.reconciles[r], result=r)
+    o.family("lvsd_reconcile_seconds_total", "counter", "Time spent reconciling.")
+    o.sample("lvsd_reconcile_seconds_total", round(st.reconcile_seconds, 6))
+    o.family("lvsd_last_reconcile_duration_seconds", "gauge", "Duration of the last reconcile.")
+    o.sample("lvsd_last_reconcile_duration_seconds", round(st.last_reconcile_duration, 6))
+    o.family("lvsd_last_reconcile_success", "gauge", "1 if the last reconcile applied everything.")
+    o.sample("lvsd_last_reconcile_success", st.last_reconcile_ok)
+    o.family("lvsd_kernel_ops_total", "counter", "IPVS writes applied, by kind.")
+    for k, n in sorted(st.ops.items()):
+        o.sample("lvsd_kernel_ops_total", n, kind=k)
+    o.family("lvsd_kernel_op_errors_total", "counter", "IPVS writes the kernel refused, by kind.")
+    for k, n in sorted(st.op_errors.items()):
+        o.sample("lvsd_kernel_op_errors_total", n, kind=k)
+    o.family("lvsd_resync_repairs_total", "counter", "Resyncs that found and repaired outside edits.")
+    o.sample("lvsd_resync_repairs_total", st.repairs)
+    o.family("lvsd_reloads_total", "counter", "Config reloads by result.")
+    for r in ("ok", "noop", "error"):
+        o.sample("lvsd_reloads_total", st.reloads[r], result=r)
+    o.family("lvsd_config_last_reload_successful", "gauge", "0 if the last reload was refused.")
+    o.sample("lvsd_config_last_reload_successful", st.last_reload_ok)
+    o.family("lvsd_role", "gauge", "1 for the director's current role.")
+    for r in ("master", "backup", "fault"):
+        o.sample("lvsd_role", d.role == r, role=r)
+    o.family("lvsd_service_below_quorum", "gauge", "1 while a service is below its quorum.")
+    for s in cfg.services:
+        o.sample("lvsd_service_below_quorum", d.quorum.get(s.name, False), service=s.name)
+    o.family("lvsd_server_health", "gauge", "Server health: 1 up, 0 down, -1 unknown.")
+    o.family("lvsd_server_configured_weight", "gauge", "Weight from the config.")
+    health_lines: list[tuple[str, str, int, int]] = []
+    for s in cfg.services:
+        for srv in s.servers:
+            h = server_health(s, srv, d.health)
+            health_lines.append((s.name, str(srv.key), _HEALTH_VALUE[h.state], srv.dest.weight))
+    for name, server, hv, _ in health_lines:
+        o.sample("lvsd_server_health", hv, service=name, server=server)
+    for name, server, _, w in health_lines:
+        o.sample("lvsd_server_configured_weight", w, service=name, server=server)
+    _kernel(o, d)
+    return "\n".join(o.lines) + "\n"
+
+
+def _kernel(o: _Out, d: Daemon) -> None:
+    names = {s.key: s.name for s in d.config.services}
+    try:
+        table = d.backend.dump()
+    except (IPVSError, OSError):
+        o.family("lvsd_kernel_up", "gauge", "1 if the IPVS table could be read.")
+        o.sample("lvsd_kernel_up", 0)
+        return
+    o.family("lvsd_kernel_up", "gauge", "1 if the IPVS table could be read.")
+    o.sample("lvsd_kernel_up", 1)
+    svc_fams = (
+        ("lvsd_ipvs_service_connections_total", "conns", "Connections scheduled to the service."),
+        ("lvsd_ipvs_service_in_packets_total", "inpkts", "Packets in."),
+        ("lvsd_ipvs_service_out_packets_total", "outpkts", "Packets out."),
+        ("lvsd_ipvs_service_in_bytes_total", "inbytes", "Bytes in."),
+        ("lvsd_ipvs_service_out_bytes_total", "outbytes", "Bytes out."),
+    )
+    managed = [(names[k], e) for k, e in table.items() if k in names]
+    for fam, attr, help_ in svc_fams:
+        o.family(fam, "counter", help_)
+        for name, e in managed:
+            o.sample(fam, getattr(e.service.stats, attr), service=name)
+    dest_fams = (
+        ("lvsd_ipvs_server_weight", "gauge", "Weight in the kernel.", lambda x: x.weight),
+        ("lvsd_ipvs_server_active_connections", "gauge", "Active connections.", lambda x: x.active_conns),
+        ("lvsd_ipvs_server_inactive_connections", "gauge", "Inactive connections.", lambda x: x.inact_conns),
+        ("lvsd_ipvs_server_connections_total", "counter", "Connections scheduled.", lambda x: x.stats.conns),
+        ("lvsd_ipvs_server_in_bytes_total", "counter", "Bytes in.", lambda x: x.stats.inbytes),
+        ("lvsd_ipvs_server_out_bytes_total", "counter", "Bytes out.", lambda x: x.stats.outbytes),
+    )
+    for fam, kind, help_, get in dest_fams:
+        o.family(fam, kind, help_)
+        for name, e in managed:
+            for dest in e.dests.values():
+                o.sample(fam, get(dest), service=name, server=str(dest.key))
