@@ -49,16 +49,20 @@ _NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 
 
 def format_duration(seconds: float) -> str:
-    """Shortest text that parse_duration reads back as ``seconds`` (for messages and dumps)."""
+    """Short text that parse_duration reads back as ``seconds`` (for messages and dumps)."""
+
+    def num(x: float) -> str:
+        return format(x, ".6f").rstrip("0").rstrip(".")
+
     if seconds == 0:
         return "0s"
     if seconds < 1:
-        ms = seconds * 1000
-        return f"{ms:g}ms" if ms >= 1 or ms == int(ms) else f"{seconds * 1e6:g}us"
+        return f"{num(seconds * 1000)}ms"
     if seconds == int(seconds):
         s = int(seconds)
         if s % 3600 == 0:
             return f"{s // 3600}h"
         if s % 60 == 0:
             return f"{s // 60}m"
-    return f"{seconds:g}s"
+        return f"{s}s"
+    return f"{num(seconds)}s"
