@@ -1,0 +1,346 @@
+"""CheckManager: runs every configured check on one scheduler and reports server transitions.
+
+Design (measured in docs/performance.md, "checks"):
+* One heap of (when, seq, generation, probe) drives every probe with a single loop timer, re-armed
+  only when an earlier entry arrives; due entries within 1 ms are run in one batch. A probe has one
+  live entry: its next start while idle, its deadline while in flight (a stale entry is skipped by
+  its generation). No task, no coroutine and no TimerHandle per probe.
+* Identical checks (same CheckConfig, same effective target) are one Probe feeding every server
+  that uses them; a probe's rise/fall state lives in the probe (lvsd.core.health.CheckState).
+* A server's health is the combination of its probes (all must pass); ``on_change`` fires when its
+  state or dynamic weight changes, and each transition is logged with its reason.
+* Reload keeps probes whose key is unchanged (state, counters and next-run time untouched), starts
+  new ones at a jittered time and stops the ones no longer used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..core.health import UNKNOWN_HEALTH, CheckState, Health, ServerHealth, combine
+from .base import Checker, CheckSpec, spec_from_config
+
+log = logging.getLogger("lvsd.checks")
+
+ServerId = tuple  # (service name, DestKey)
+
+#: Entries due within this many seconds of now run in the same batch.
+SLACK = 0.001
+
+
+def make_checker(spec: CheckSpec, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Any) -> Checker:
+    """Build the Checker for a spec's type (imports only the module needed)."""
+    t = spec.type
+    if t == "tcp":
+        from .tcp import TCPChecker
+
+        return TCPChecker(spec, addr, port, loop, done)
+    if t in ("http", "https"):
+        from .http import HTTPChecker
+
+        return HTTPChecker(spec, addr, port, loop, done)
+    if t == "script":
+        from .script import ScriptChecker
+
+        return ScriptChecker(spec, addr, port, loop, done)
+    if t == "udp":
+        from .udp import UDPChecker
+
+        return UDPChecker(spec, addr, port, loop, done)
+    if t == "dns":
+        from .dns import DNSChecker
+
+        return DNSChecker(spec, addr, port, loop, done)
+    raise ValueError(f"unknown check type {t!r}")
+
+
+class Probe:
+    """One distinct check against one target, shared by every server that uses it."""
+
+    __slots__ = ("key", "spec", "sched", "checker", "state", "servers", "gen", "inflight", "started",
+                 "label", "results")
+
+    def __init__(self, key: Any, spec: CheckSpec, addr: str, port: int, sched: Scheduler) -> None:
+        self.key = key
+        self.spec = spec
+        self.sched = sched
+        self.state = CheckState(spec.rise, spec.fall)
+        self.servers: list[_Server] = []
+        self.gen = 0
+        self.inflight = False
+        self.started = 0.0
+        self.results = 0
+        self.checker = make_checker(spec, addr, port, sched.loop, self.done)
+        self.label = f"{spec.type} {self.checker.addr}:{self.checker.port}"
+
+    def launch(self, now: float) -> None:
+        """Start a probe now; its deadline replaces the start entry."""
+        self.inflight = True
+        self.started = now
+        self.gen += 1
+        self.sched.push(now + self.spec.timeout, self)
+        try:
+            self.checker.start()
+        except Exception as e:  # a checker bug must not stop the scheduler
+            log.exception("%s: checker crashed", self.label)
+            if self.inflight:
+                self.checker.cancel()
+                self.done(False, f"{self.spec.type} check error: {e}", None)
+
+    def timeout(self) -> None:
+        """The deadline passed with the probe in flight."""
+        reason = self.checker.cancel()
+        self.done(False, reason, None)
+
+    def done(self, ok: bool, detail: str, weight: int | None) -> None:
+        """The checker's verdict: feed the state machine, schedule the next run."""
+        if not self.inflight:
+            return
+        self.inflight = False
+        self.gen += 1
+        self.results += 1
+        sched = self.sched
+        spec = self.spec
+        now = sched.loop.time()
+        nxt = self.started + (spec.interval if ok else spec.retry)
+        sched.push(nxt if nxt > now else now, self)
+        if self.state.record(ok, detail, weight):
+            sched.transition(self)
+
+    def stop(self) -> None:
+        """Forget this probe: abort anything in flight, invalidate its heap entry."""
+        self.gen += 1
+        if self.inflight:
+            self.inflight = False
+            self.checker.cancel()
+        self.checker.close()
+
+
+class Scheduler:
+    """The single timer heap behind every probe."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_transition: Callable[[Probe], None]) -> None:
+        self.loop = loop
+        self.transition = on_transition
+        self.heap: list[tuple[float, int, int, Probe]] = []
+        self.seq = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_when = float("inf")
+        self.running = True
+
+    def push(self, when: float, probe: Probe) -> None:
+        """Queue the probe's next event (start or deadline) at ``when``."""
+        self.seq += 1
+        heapq.heappush(self.heap, (when, self.seq, probe.gen, probe))
+        if when < self.timer_when - SLACK and self.running:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_when = when
+            self.timer = self.loop.call_at(when, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        self.timer_when = float("-inf")  # pushes during the batch never arm; re-armed below
+        heap = self.heap
+        pop = heapq.heappop
+        now = self.loop.time()
+        limit = now + SLACK
+        while heap and heap[0][0] <= limit:
+            _, _, gen, probe = pop(heap)
+            if gen != probe.gen:
+                continue  # stale: the probe finished early, was stopped or relaunched
+            if probe.inflight:
+                probe.timeout()
+            else:
+                probe.launch(now)
+        self.timer_when = float("inf")
+        if heap and self.running:
+            self.timer_when = heap[0][0]
+            self.timer = self.loop.call_at(self.timer_when, self._tick)
+
+    def stop(self) -> None:
+        self.running = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.heap.clear()
+
+
+class _Server:
+    """A configured server with checks: which probes decide it and what it was last reported as."""
+
+    __slots__ = ("sid", "label", "probes", "health")
+
+    def __init__(self, sid: ServerId, label: str) -> None:
+        self.sid = sid
+        self.label = label
+        self.probes: list[Probe] = []
+        self.health = UNKNOWN_HEALTH
+
+    def combined(self) -> ServerHealth:
+        if len(self.probes) == 1:
+            return self.probes[0].state.health()
+        return combine(p.state.health() for p in self.probes)
+
+
+def _target(spec: CheckSpec, addr: str, port: int) -> tuple[str, int]:
+    return (spec.connect_addr or addr, spec.connect_port if spec.connect_port is not None else port)
+
+
+class CheckManager:
+    """Runs the checks of a Config; see the module docstring and docs/checks.md."""
+
+    def __init__(self, on_change: Callable[[ServerId, ServerHealth], None]) -> None:
+        self.on_change = on_change
+        self.sched: Scheduler | None = None
+        self.probes: dict[Any, Probe] = {}
+        self.servers: dict[ServerId, _Server] = {}
+        self._specs: dict[Any, CheckSpec] = {}
+
+    # --- lifecycle ---
+    async def start(self, config: Any) -> None:
+        """Start checking every server of ``config`` that has checks."""
+        loop = asyncio.get_running_loop()
+        self.sched = Scheduler(loop, self._on_transition)
+        self._apply(config)
+
+    async def reload(self, config: Any) -> None:
+        """Switch to a new config; unchanged checks keep their state and timers."""
+        if self.sched is None:
+            await self.start(config)
+            return
+        self._apply(config)
+
+    async def stop(self) -> None:
+        """Stop every probe, release every socket and kill every script still running."""
+        if self.sched is not None:
+            self.sched.stop()
+        for p in self.probes.values():
+            p.stop()
+        self.probes.clear()
+        self.servers.clear()
+        await asyncio.sleep(0)  # let cancelled script tasks run their cleanup
+
+    def snapshot(self) -> dict[ServerId, ServerHealth]:
+        """Current health of every server that has checks."""
+        return {sid: s.health for sid, s in self.servers.items()}
+
+    def probe_count(self) -> int:
+        """Number of distinct probes running (after deduplication)."""
+        return len(self.probes)
+
+    # --- internals ---
+    def _spec(self, cc: Any) -> CheckSpec:
+        spec = self._specs.get(cc)
+        if spec is None:
+            spec = self._specs[cc] = spec_from_config(cc)
+        return spec
+
+    def _apply(self, config: Any) -> None:
+        sched = self.sched
+        assert sched is not None
+        now = sched.loop.time()
+        wanted: dict[ServerId, tuple[str, list[tuple[Any, CheckSpec, str, int]]]] = {}
+        for svc in _services(config):
+            for srv in svc.servers:
+                checks = tuple(srv.checks or ())
+                if not checks:
+                    continue
+                dk = srv.key
+                sid = (svc.name, dk)
+                keys = []
+                for cc in checks:
+                    spec = self._spec(cc)
+                    addr, port = _target(spec, dk.addr, dk.port)
+                    keys.append(((cc, addr, port), spec, dk.addr, dk.port))
+                wanted[sid] = (f"{svc.name} {dk}", keys)
+
+        old_probes = self.probes
+        new_probes: dict[Any, Probe] = {}
+        for _sid, (_label, keys) in wanted.items():
+            for key, spec, addr, port in keys:
+                if key in new_probes:
+                    continue
+                p = old_probes.get(key)
+                if p is None:
+                    p = Probe(key, spec, addr, port, sched)
+                    sched.push(now + random.uniform(0, spec.interval), p)  # jittered first run
+                new_probes[key] = p
+                p.servers = []
+        for key, p in old_probes.items():
+            if key not in new_probes:
+                p.stop()
+        self.probes = new_probes
+
+        old_servers = self.servers
+        servers: dict[ServerId, _Server] = {}
+        changed: list[_Server] = []
+        for sid, (label, keys) in wanted.items():
+            s = old_servers.get(sid)
+            if s is None:
+                s = _Server(sid, label)
+            s.label = label
+            s.probes = []
+            for key, _spec, _a, _p in keys:
+                p = new_probes[key]
+                if p not in s.probes:
+                    s.probes.append(p)
+                    p.servers.append(s)
+            servers[sid] = s
+            changed.append(s)
+        self.servers = servers
+        self._specs = {k[0]: p.spec for k, p in new_probes.items()}
+        for s in changed:
+            self._update(s)
+
+    def _on_transition(self, probe: Probe) -> None:
+        for s in probe.servers:
+            self._update(s)
+
+    def _update(self, s: _Server) -> None:
+        h = s.combined()
+        old = s.health
+        if h.state is old.state and h.weight == old.weight:
+            return
+        s.health = h
+        if h.state is Health.UNKNOWN and old.state is Health.UNKNOWN:
+            return
+        if h.state is Health.DOWN:
+            log.warning("%s DOWN: %s", s.label, h.reason)
+        elif h.state is Health.UP:
+            w = "" if h.weight is None else f", weight {h.weight}"
+            log.info("%s UP: %s%s", s.label, h.reason, w)
+        else:
+            log.info("%s UNKNOWN: checks changed, waiting for a verdict", s.label)
+        try:
+            self.on_change(s.sid, h)
+        except Exception:
+            log.exception("%s: on_change handler failed", s.label)
+
+
+def _services(config: Any) -> Iterable[Any]:
+    return getattr(config, "services", ()) or ()
+
+
+async def check_once(check: Any, addr: str, port: int) -> tuple[bool, str, int | None]:
+    """Run one probe of ``check`` (a CheckConfig or CheckSpec) against addr:port, honouring its
+    timeout; return (ok, detail, weight). For tests and one-off diagnostics."""
+    spec = spec_from_config(check)
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[tuple[bool, str, int | None]] = loop.create_future()
+
+    def done(ok: bool, detail: str, weight: int | None) -> None:
+        if not fut.done():
+            fut.set_result((ok, detail, weight))
+
+    checker = make_checker(spec, addr, port, loop, done)
+    checker.start()
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), spec.timeout)
+    except asyncio.TimeoutError:
+        return (False, checker.cancel(), None)

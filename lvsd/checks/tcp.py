@@ -1,0 +1,182 @@
+"""TCP check: connect (optionally from ``bind``, optionally to ``connect``), optionally send bytes
+and expect bytes in the reply, then close with RST (SO_LINGER 0) so no TIME_WAIT is left behind.
+
+Lean on purpose: a raw non-blocking socket driven by the event loop's add_writer/add_reader, no
+transport/protocol objects, no task, no per-probe closures; see docs/performance.md ("checks").
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import os
+import select
+import socket
+import struct
+
+from .base import Checker
+
+_LINGER0 = struct.pack("ii", 1, 0)
+_SOL_SOCKET = socket.SOL_SOCKET
+_SO_LINGER = socket.SO_LINGER
+_SO_ERROR = socket.SO_ERROR
+_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+_EINPROGRESS = errno.EINPROGRESS
+_IN = select.EPOLLIN
+_OUT = select.EPOLLOUT
+_ERRTEXT: dict[int, str] = {}
+
+
+def _err(e: int) -> str:
+    t = _ERRTEXT.get(e)
+    if t is None:
+        t = _ERRTEXT[e] = os.strerror(e).lower()
+    return t
+
+
+class StreamChecker(Checker):
+    """Connect phase shared by tcp and http(s): start() opens the socket and connects; on success
+    ``connected()`` is called with the socket registered nowhere."""
+
+    kind = "tcp"
+
+    sock: socket.socket | None = None
+    fd: int = -1
+    watched = False
+    phase = "connect"
+    #: the C socket type: no Python-level __init__ per probe (https needs socket.socket for ssl)
+    socket_type = _socket.socket
+
+    def _watch(self, events: int, cb) -> None:
+        self.watched = True
+        self.poller.set(self.fd, events, cb)
+
+    def _unwatch(self) -> None:
+        if self.watched:
+            self.watched = False
+            self.poller.clear(self.fd)
+
+    def _open(self) -> socket.socket:
+        s = self.socket_type(self.family, _STREAM)
+        s.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER0)
+        if self.spec.bind:
+            s.bind((self.spec.bind, 0))
+        return s
+
+    def start(self) -> None:
+        try:
+            s = self._open()
+        except OSError as e:
+            self.done(False, f"{self.kind}: socket: {_err(e.errno or 0)}", None)
+            return
+        err = s.connect_ex((self.addr, self.port))
+        if err == _EINPROGRESS:
+            self.sock = s
+            self.fd = fd = s.fileno()
+            self.phase = "connect"
+            self.watched = True
+            self.poller.set(fd, _OUT, self._on_connect)
+            return
+        if err:
+            s.close()
+            self.done(False, f"{self.kind} connect: {_err(err)}", None)
+            return
+        self.sock = s
+        self.fd = s.fileno()
+        self.connected()
+
+    def _on_connect(self) -> None:
+        s = self.sock
+        if s is None:
+            return
+        self._unwatch()
+        err = s.getsockopt(_SOL_SOCKET, _SO_ERROR)
+        if err:
+            self._finish(False, f"{self.kind} connect: {_err(err)}")
+            return
+        self.connected()
+
+    def connected(self) -> None:
+        """The TCP connection is up; plain tcp check: send/expect or done."""
+        spec = self.spec
+        if spec.send is None and spec.expect is None:
+            self._finish(True, "tcp connect ok")
+            return
+        self.buf = bytearray()
+        if spec.send is not None:
+            self.pending = memoryview(spec.send)
+            self.phase = "send"
+            self._on_send()
+        else:
+            self._want_read()
+
+    def _on_send(self) -> None:
+        s = self.sock
+        if s is None:
+            return
+        try:
+            n = s.send(self.pending)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as e:
+            self._finish(False, f"{self.kind} send: {_err(e.errno or 0)}")
+            return
+        self.pending = self.pending[n:]
+        if self.pending:
+            self._watch(_OUT, self._on_send)
+            return
+        if self.spec.expect is None:
+            self._finish(True, "tcp send ok")
+            return
+        self._want_read()
+
+    def _want_read(self) -> None:
+        self.phase = "read"
+        self._watch(_IN, self._on_read)
+
+    def _on_read(self) -> None:
+        s = self.sock
+        if s is None:
+            return
+        try:
+            data = s.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._finish(False, f"tcp recv: {_err(e.errno or 0)}")
+            return
+        expect = self.spec.expect
+        assert expect is not None
+        buf = self.buf
+        buf += data
+        if expect in buf:
+            self._finish(True, "tcp reply matched")
+        elif not data:
+            self._finish(False, f"tcp reply did not contain {expect[:40]!r}")
+        elif len(buf) > max(self.spec.body_limit, len(expect)):
+            self._finish(False, f"tcp reply did not contain {expect[:40]!r} in {len(buf)} bytes")
+
+    def _release(self) -> None:
+        s = self.sock
+        if s is None:
+            return
+        self.sock = None
+        self._unwatch()
+        self.fd = -1
+        s.close()  # SO_LINGER 0: RST, no TIME_WAIT
+
+    def _finish(self, ok: bool, detail: str) -> None:
+        self._release()
+        self.done(ok, detail, None)
+
+    def cancel(self) -> str:
+        phase = self.phase if self.sock is not None else "connect"
+        self._release()
+        what = {"connect": "connect", "send": "send", "read": "no reply"}.get(phase, phase)
+        return f"{self.kind} {what} timeout after {self.spec.timeout:g}s"
+
+
+class TCPChecker(StreamChecker):
+    """tcp: connect, optional send/expect, RST."""
+
+    kind = "tcp"

@@ -1,0 +1,334 @@
+"""Benchmark: CPU cost of lvsd's TCP/HTTP checks, side by side with keepalived's TCP_CHECK/HTTP_GET.
+
+One listener process serves N loopback addresses (127.1.x.y, one port), counts what it serves and
+answers HTTP with a fixed 200. The checker under test probes every address each ``interval``; its
+own process CPU time (user+sys) over a steady window, divided by the checks the listener counted,
+gives CPU-seconds per 10,000 checks. keepalived (in the VM: ``VM_APT=keepalived``) is run the same
+way against the same listener with one virtual server holding the N real servers.
+
+    python tests/bench/checks.py lvsd --kind tcp -n 1000 --interval 0.1 --seconds 10
+    python tests/bench/checks.py compare --kind tcp -n 200 --interval 1 --seconds 20    # needs keepalived+IPVS
+    python tests/bench/checks.py latency -n 1000 --interval 0.1                        # result->change p99
+
+Prints one line per run and, for ``compare``, the ratio lvsd/keepalived (target <= 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing import Process, Value
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+HTTP_REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+
+def addrs(n: int) -> list[str]:
+    """N distinct loopback addresses 127.1.x.y."""
+    return [f"127.1.{(i // 250) % 250}.{i % 250 + 1}" for i in range(n)]
+
+
+def _serve(port: int, http: bool, counter: Value, ready: Value) -> None:  # type: ignore[valid-type]
+    """Listener process: accept on 0.0.0.0:port (so every 127.x address), count, answer, close."""
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", port))
+    ls.listen(4096)
+    ls.setblocking(False)
+    ep = select.epoll()
+    ep.register(ls.fileno(), select.EPOLLIN)
+    conns: dict[int, socket.socket] = {}
+    served = 0
+    ready.value = 1
+    linger0 = b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    while True:
+        for fd, _ev in ep.poll(0.2):
+            if fd == ls.fileno():
+                while True:
+                    try:
+                        c, _ = ls.accept()
+                    except BlockingIOError:
+                        break
+                    served += 1
+                    if not http:
+                        c.close()
+                        continue
+                    c.setblocking(False)
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+                    conns[c.fileno()] = c
+                    ep.register(c.fileno(), select.EPOLLIN)
+            else:
+                c = conns.pop(fd)
+                ep.unregister(fd)
+                try:
+                    if c.recv(4096):
+                        c.send(HTTP_REPLY)
+                except OSError:
+                    pass
+                c.close()
+        counter.value = served
+
+
+@dataclass
+class Listener:
+    port: int
+    http: bool
+
+    def __enter__(self) -> Listener:
+        self.counter = Value("q", 0, lock=False)
+        ready = Value("i", 0, lock=False)
+        self.proc = Process(target=_serve, args=(self.port, self.http, self.counter, ready), daemon=True)
+        self.proc.start()
+        deadline = time.monotonic() + 10
+        while not ready.value and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def count(self) -> int:
+        return int(self.counter.value)
+
+    def __exit__(self, *a: object) -> None:
+        self.proc.terminate()
+        self.proc.join(5)
+
+
+def make_config(kind: str, targets: list[str], port: int, interval: float, timeout: float):
+    """A duck-typed Config with one service holding every target (what CheckManager reads)."""
+    from lvsd.checks.base import CheckSpec
+    from lvsd.ipvs.model import DestKey
+
+    spec = CheckSpec(type=kind, interval=interval, timeout=timeout, rise=1, fall=1, path="/")
+
+    class Srv:
+        def __init__(self, a: str) -> None:
+            self.key = DestKey.of(a, port)
+            self.checks = (spec,)
+
+    class Svc:
+        name = "bench"
+        servers = tuple(Srv(a) for a in targets)
+
+    class Cfg:
+        services = (Svc(),)
+
+    return Cfg()
+
+
+def cpu_self() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def run_lvsd(kind: str, n: int, interval: float, seconds: float, port: int, warm: float = 2.0) -> tuple[float, int]:
+    """Run CheckManager over N targets; return (cpu seconds, checks served) over the window."""
+    from lvsd.checks.manager import CheckManager
+
+    changes: list[object] = []
+    with Listener(port, kind != "tcp") as lst:
+        cfg = make_config(kind, addrs(n), port, interval, min(2.0, interval * 0.9 if interval < 2 else 2.0))
+
+        async def main() -> tuple[float, int]:
+            m = CheckManager(lambda sid, h: changes.append((sid, h)))
+            await m.start(cfg)
+            await asyncio.sleep(warm + interval)
+            c0, n0 = cpu_self(), lst.count()
+            await asyncio.sleep(seconds)
+            c1, n1 = cpu_self(), lst.count()
+            await m.stop()
+            down = sum(1 for s in m.snapshot().values() if s.state.name != "UP")
+            if down:
+                print(f"warning: {down} servers not UP", file=sys.stderr)
+            return c1 - c0, n1 - n0
+
+        return asyncio.run(main())
+
+
+KEEPALIVED_CONF = """global_defs {{
+    router_id bench
+}}
+virtual_server 10.9.9.9 {port} {{
+    delay_loop {interval}
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+{reals}}}
+"""
+
+REAL_TCP = """    real_server {addr} {port} {{
+        weight 1
+        TCP_CHECK {{
+            connect_timeout {timeout}
+        }}
+    }}
+"""
+
+REAL_HTTP = """    real_server {addr} {port} {{
+        weight 1
+        HTTP_GET {{
+            url {{
+                path /
+                status_code 200
+            }}
+            connect_timeout {timeout}
+        }}
+    }}
+"""
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tck
+        except (OSError, IndexError):
+            pass
+    return total
+
+
+def _tree(root: int) -> list[int]:
+    out = [root]
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid in out:
+                out.append(int(d))
+    return out
+
+
+def run_keepalived(kind: str, n: int, interval: float, seconds: float, port: int, warm: float = 3.0) -> tuple[float, int]:
+    """Run keepalived's checker over the same N targets; return (cpu seconds, checks served)."""
+    exe = shutil.which("keepalived") or "/usr/sbin/keepalived"
+    tmpl = REAL_TCP if kind == "tcp" else REAL_HTTP
+    reals = "".join(tmpl.format(addr=a, port=port, timeout=2) for a in addrs(n))
+    with tempfile.TemporaryDirectory() as d, Listener(port, kind != "tcp") as lst:
+        conf = os.path.join(d, "keepalived.conf")
+        with open(conf, "w") as f:
+            f.write(KEEPALIVED_CONF.format(port=port, interval=interval, reals=reals))
+        p = subprocess.Popen(
+            [exe, "-n", "-C", "-D", "-f", conf, "-p", f"{d}/k.pid", "-c", f"{d}/c.pid", "--no-syslog"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(warm + interval)
+            pids = _tree(p.pid)
+            c0, n0 = _proc_cpu(pids), lst.count()
+            time.sleep(seconds)
+            c1, n1 = _proc_cpu(pids), lst.count()
+        finally:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return c1 - c0, n1 - n0
+
+
+def report(who: str, kind: str, n: int, interval: float, seconds: float, cpu: float, checks: int) -> float:
+    per10k = cpu / checks * 10000 if checks else float("inf")
+    rate = checks / seconds
+    print(f"{who:10s} {kind:5s} n={n:<6d} interval={interval:<5g} {rate:8.0f} checks/s  "
+          f"cpu {cpu:6.2f}s = {100 * cpu / seconds:5.1f}% of a core  {per10k:6.2f} cpu-s/10k checks", flush=True)
+    return per10k
+
+
+def latency(n: int, interval: float, port: int, flips: int = 50) -> None:
+    """Check result -> on_change latency: toggle one target's listener while n others run."""
+    from lvsd.checks.base import CheckSpec
+    from lvsd.checks.manager import CheckManager
+    from lvsd.ipvs.model import DestKey
+
+    with Listener(port, False):
+        cfg = make_config("tcp", addrs(n), port, interval, 0.5)
+        probe_port = port + 1
+        spec = CheckSpec(type="tcp", interval=0.02, timeout=0.5, rise=1, fall=1)
+
+        class Srv:
+            key = DestKey.of("127.0.0.1", probe_port)
+            checks = (spec,)
+
+        class Svc:
+            name = "flip"
+            servers = (Srv(),)
+
+        cfg.services = cfg.services + (Svc(),)
+        lat: list[float] = []
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            ev = asyncio.Event()
+
+            def on_change(sid, h):
+                if sid[0] == "flip":
+                    # latency from the probe's verdict to here (the daemon's reconcile starts here)
+                    lat.append(loop.time() - m.probes[next(iter(m.probes.keys() - base))].started)
+                    ev.set()
+
+            m = CheckManager(on_change)
+            await m.start(cfg)
+            base = {k for k in m.probes if k[2] != probe_port}
+            ls = None
+            for _i in range(flips):
+                ev.clear()
+                if ls is None:
+                    ls = socket.socket()
+                    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    ls.bind(("127.0.0.1", probe_port))
+                    ls.listen(64)
+                else:
+                    ls.close()
+                    ls = None
+                await asyncio.wait_for(ev.wait(), 5)
+            await m.stop()
+
+        asyncio.run(main())
+    lat.sort()
+    p50 = lat[len(lat) // 2] * 1000
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    print(f"latency probe start -> on_change, {n} other targets at {n / interval:.0f} checks/s: "
+          f"p50 {p50:.2f} ms  p99 {p99:.2f} ms  max {lat[-1] * 1000:.2f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=("lvsd", "keepalived", "compare", "latency"))
+    ap.add_argument("--kind", choices=("tcp", "http"), default="tcp")
+    ap.add_argument("-n", type=int, default=1000)
+    ap.add_argument("--interval", type=float, default=0.1)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--port", type=int, default=18080)
+    a = ap.parse_args()
+    if a.mode == "latency":
+        latency(a.n, a.interval, a.port)
+        return
+    res = {}
+    if a.mode in ("lvsd", "compare"):
+        cpu, checks = run_lvsd(a.kind, a.n, a.interval, a.seconds, a.port)
+        res["lvsd"] = report("lvsd", a.kind, a.n, a.interval, a.seconds, cpu, checks)
+    if a.mode in ("keepalived", "compare"):
+        cpu, checks = run_keepalived(a.kind, a.n, a.interval, a.seconds, a.port + 2)
+        res["keepalived"] = report("keepalived", a.kind, a.n, a.interval, a.seconds, cpu, checks)
+    if len(res) == 2:
+        print(f"ratio lvsd/keepalived ({a.kind}): {res['lvsd'] / res['keepalived']:.2f} (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""CheckManager over real loopback servers: transitions and their reasons, rise/fall timing,
+dedup of identical checks, reload keeping state, all-must-pass, jitter, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from lvsd.checks.manager import CheckManager
+from lvsd.config.load import parse_config
+from lvsd.core.health import Health
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def listen(port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(128)
+    return s
+
+
+def config(services: list[tuple[str, list[int], str]]):
+    """services: (name, server ports on 127.0.0.1, inline check table)."""
+    parts = []
+    for i, (name, ports, check) in enumerate(services):
+        parts.append(f'[[service]]\nname = "{name}"\nvip = "10.0.0.{i + 1}:80"\nforward = "nat"\ncheck = {check}\n')
+        for p in ports:
+            parts.append(f'  [[service.server]]\n  address = "127.0.0.1"\n  port = {p}\n')
+    return parse_config("\n".join(parts))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[float, tuple, Health, int | None, str]] = []
+        self.cond: asyncio.Condition | None = None
+
+    def __call__(self, sid, h) -> None:
+        self.events.append((time.monotonic(), sid, h.state, h.weight, h.reason))
+        if self.cond is not None:
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        assert self.cond is not None
+        async with self.cond:
+            self.cond.notify_all()
+
+    async def wait(self, pred, timeout: float = 5.0) -> None:
+        if self.cond is None:
+            self.cond = asyncio.Condition()
+        async with self.cond:
+            await asyncio.wait_for(self.cond.wait_for(lambda: pred(self.events)), timeout)
+
+
+def has(sid, state):
+    return lambda ev: any(e[1] == sid and e[2] is state for e in ev)
+
+
+def count(sid, state, n):
+    return lambda ev: sum(1 for e in ev if e[1] == sid and e[2] is state) >= n
+
+
+TCP = '{ type = "tcp", interval = 0.05, timeout = 0.1, rise = 2, fall = 3 }'
+
+
+def test_up_down_up_with_reasons_and_timing(caplog) -> None:
+    port = free_port()
+    ls = listen(port)
+    cfg = config([("web", [port], TCP)])
+    sid = ("web", cfg.services[0].servers[0].key)
+
+    async def main():
+        rec = Recorder()
+        m = CheckManager(rec)
+        await m.start(cfg)
+        assert m.snapshot() == {sid: m.snapshot()[sid]} and m.snapshot()[sid].state is Health.UNKNOWN
+        await rec.wait(has(sid, Health.UP))
+        assert rec.events[0][2:] == (Health.UP, None, "tcp connect ok (1/1 passed)")
+        ls.close()
+        t_kill = time.monotonic()
+        await rec.wait(has(sid, Health.DOWN))
+        down_after = rec.events[-1][0] - t_kill
+        assert rec.events[-1][4] == "tcp connect: connection refused (3/3 failed)"
+        ls2 = listen(port)
+        t_back = time.monotonic()
+        await rec.wait(count(sid, Health.UP, 2))
+        up_after = rec.events[-1][0] - t_back
+        assert rec.events[-1][4] == "tcp connect ok (2/2 passed)"
+        assert m.snapshot()[sid].state is Health.UP
+        await m.stop()
+        ls2.close()
+        return down_after, up_after
+
+    with caplog.at_level(logging.INFO, logger="lvsd.checks"):
+        down_after, up_after = run(main())
+    # interval x fall + timeout (+ scheduling slack)
+    assert down_after <= 0.05 * 3 + 0.1 + 0.1, down_after
+    assert up_after <= 0.05 * 2 + 0.1, up_after
+    msgs = [r.getMessage() for r in caplog.records]
+    assert f"web 127.0.0.1:{port} DOWN: tcp connect: connection refused (3/3 failed)" in msgs
+    assert f"web 127.0.0.1:{port} UP: tcp connect ok (2/2 passed)" in msgs
+
+
+def test_identical_checks_are_one_probe() -> None:
+    port = free_port()
+    ls = listen(port)
+    # two services, same server, same check: one probe feeding both
+    cfg = config([("a", [port], TCP), ("b", [port], TCP),
+                  ("c", [port], '{ type = "tcp", interval = 0.05, timeout = 0.1, rise = 2, fall = 2 }')])
+
+    async def main():
+        rec = Recorder()
+        m = CheckManager(rec)
+        await m.start(cfg)
+        assert m.probe_count() == 2  # a and b share; c differs (fall)
+        key = cfg.services[0].servers[0].key
+        await rec.wait(lambda ev: {e[1][0] for e in ev if e[2] is Health.UP} == {"a", "b", "c"})
+        probes = list(m.probes.values())
+        await m.stop()
+        return probes, key
+
+    probes, key = run(main())
+    ls.close()
+    shared = [p for p in probes if len(p.servers) == 2]
+    assert len(shared) == 1 and {s.sid[0] for s in shared[0].servers} == {"a", "b"}
+
+
+def test_reload_keeps_unchanged_state_and_timers() -> None:
+    p1, p2 = free_port(), free_port()
+    l1, l2 = listen(p1), listen(p2)
+    cfg1 = config([("web", [p1, p2], TCP)])
+    slow = '{ type = "tcp", interval = 0.05, timeout = 0.1, rise = 3, fall = 3 }'
+
+    async def main():
+        rec = Recorder()
+        m = CheckManager(rec)
+        await m.start(cfg1)
+        s1 = ("web", cfg1.services[0].servers[0].key)
+        s2 = ("web", cfg1.services[0].servers[1].key)
+        await rec.wait(lambda ev: has(s1, Health.UP)(ev) and has(s2, Health.UP)(ev))
+        probe1 = next(p for p in m.probes.values() if p.key[2] == p1)
+        results_before = probe1.results
+        n_events = len(rec.events)
+        # same file plus a new service: web's check is unchanged
+        cfg2 = config([("web", [p1, p2], TCP), ("new", [p2], slow)])
+        await m.reload(cfg2)
+        assert next(p for p in m.probes.values() if p.key[2] == p1) is probe1
+        assert m.snapshot()[s1].state is Health.UP and m.snapshot()[s2].state is Health.UP
+        assert len(rec.events) == n_events  # no transition from a no-op reload
+        assert m.snapshot()[("new", s2[1])].state is Health.UNKNOWN
+        await asyncio.sleep(0.2)
+        assert probe1.results > results_before  # its timer kept running
+        # change web's check: a new probe, state starts over (UNKNOWN, reported)
+        cfg3 = config([("web", [p1], slow)])
+        await m.reload(cfg3)
+        assert probe1.checker.sock is None and probe1 not in m.probes.values()
+        assert set(m.snapshot()) == {s1}
+        assert rec.events[-1][1:3] == (s1, Health.UNKNOWN)
+        await rec.wait(lambda ev: ev[-1][1:3] == (s1, Health.UP))
+        await m.stop()
+
+    run(main())
+    l1.close()
+    l2.close()
+
+
+def test_all_checks_must_pass() -> None:
+    up, dead = free_port(), free_port()
+    ls = listen(up)
+    both = (f'[{{ type = "tcp", interval = 0.05, timeout = 0.1, rise = 1, fall = 1 }}, '
+            f'{{ type = "tcp", connect = "127.0.0.1:{dead}", interval = 0.05, timeout = 0.1, rise = 1, fall = 1 }}]')
+    cfg = config([("web", [up], both)])
+    sid = ("web", cfg.services[0].servers[0].key)
+
+    async def main():
+        rec = Recorder()
+        m = CheckManager(rec)
+        await m.start(cfg)
+        await rec.wait(has(sid, Health.DOWN))
+        assert rec.events[-1][4] == "tcp connect: connection refused (1/1 failed)"
+        l2 = listen(dead)
+        await rec.wait(has(sid, Health.UP))
+        await m.stop()
+        l2.close()
+        return [e[2] for e in rec.events]
+
+    states = run(main())
+    ls.close()
+    assert states == [Health.DOWN, Health.UP]
+
+
+def test_first_checks_are_jittered_across_the_interval() -> None:
+    ports = [free_port() for _ in range(50)]
+    cfg = config([("web", ports, '{ type = "tcp", interval = 1.0, timeout = 0.1, rise = 1, fall = 1 }')])
+
+    async def main():
+        m = CheckManager(lambda sid, h: None)
+        t0 = asyncio.get_running_loop().time()
+        await m.start(cfg)
+        starts = sorted(w - t0 for w, _s, _g, _p in m.sched.heap)
+        await m.stop()
+        return starts
+
+    starts = run(main())
+    assert len(starts) == 50 and 0 <= starts[0] and starts[-1] <= 1.0
+    assert starts[-1] - starts[0] > 0.5  # spread, not all at once
+    assert len({round(s, 3) for s in starts}) > 40
+
+
+def test_stop_releases_everything() -> None:
+    ls, fillers = None, []
+    # a listener with a full backlog: probes hang in connect until stop
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    port = ls.getsockname()[1]
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        fillers.append(c)
+    cfg = config([("web", [port], '{ type = "tcp", interval = 0.02, timeout = 5, rise = 1, fall = 1 }')])
+
+    async def main():
+        events = []
+        m = CheckManager(lambda sid, h: events.append(h))
+        await m.start(cfg)
+        await asyncio.sleep(0.1)
+        probe = next(iter(m.probes.values()))
+        assert probe.inflight and probe.checker.sock is not None
+        poller = probe.checker.poller
+        await m.stop()
+        assert probe.checker.sock is None and not poller.handlers
+        await asyncio.sleep(0.1)
+        return events
+
+    assert run(main()) == []
+    for c in fillers:
+        c.close()
+    ls.close()
+
+
+def test_dynamic_weight_changes_are_reported(tmp_path) -> None:
+    import sys
+
+    state = tmp_path / "rc"
+    state.write_text("12")
+    script = tmp_path / "check.py"
+    script.write_text(f"import sys; sys.exit(int(open({str(state)!r}).read()))\n")
+    chk = (f'{{ type = "script", argv = ["{sys.executable}", "{script}"], dynamic_weight = true, '
+           f'interval = 0.05, timeout = 2, rise = 1, fall = 1 }}')
+    cfg = config([("web", [80], chk)])
+    sid = ("web", cfg.services[0].servers[0].key)
+
+    async def main():
+        rec = Recorder()
+        m = CheckManager(rec)
+        await m.start(cfg)
+        await rec.wait(has(sid, Health.UP))
+        assert rec.events[-1][2:4] == (Health.UP, 10)
+        state.write_text("52")
+        await rec.wait(lambda ev: ev[-1][3] == 50)
+        state.write_text("1")
+        await rec.wait(has(sid, Health.DOWN))
+        state.write_text("0")
+        await rec.wait(lambda ev: ev[-1][2:4] == (Health.UP, None))
+        await m.stop()
+
+    run(main())

@@ -1,0 +1,170 @@
+"""Script checker: exit codes, dynamic weight, hangs, forks that hang (whole group killed, no
+zombie, no leaked descriptor)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+import pytest
+
+from lvsd.checks.base import CheckSpec
+from lvsd.checks.manager import check_once
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def script(code: str, **kw) -> CheckSpec:
+    kw.setdefault("timeout", 2.0)
+    return CheckSpec(type="script", argv=(sys.executable, "-c", code), **kw)
+
+
+def children() -> list[tuple[int, str]]:
+    """(pid, state) of our direct children."""
+    me = os.getpid()
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(rest[1]) == me:
+            out.append((int(d), rest[0]))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "code,ok,detail",
+    [("0", True, "exit 0"), ("1", False, "exit 1"), ("2", False, "exit 2"), ("42", False, "exit 42")],
+)
+def test_exit_codes(code, ok, detail) -> None:
+    res = run(check_once(script(f"raise SystemExit({code})"), "127.0.0.1", 80))
+    assert res[0] is ok and detail in res[1] and res[2] is None, res
+
+
+@pytest.mark.parametrize(
+    "code,ok,weight",
+    [(0, True, None), (1, False, None), (2, True, 0), (3, True, 1), (102, True, 100), (255, True, 253)],
+)
+def test_dynamic_weight(code, ok, weight) -> None:
+    res = run(check_once(script(f"raise SystemExit({code})", dynamic_weight=True), "127.0.0.1", 80))
+    assert res[0] is ok and res[2] == weight, res
+
+
+def test_killed_by_signal_is_down_never_a_weight() -> None:
+    res = run(check_once(script("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", dynamic_weight=True),
+                         "127.0.0.1", 80))
+    assert res == (False, "script python3 killed by signal 15", None) or (not res[0] and "signal 15" in res[1])
+
+
+def test_environment_and_no_shell() -> None:
+    code = ("import os, sys; sys.exit(0 if os.environ['LVSD_CHECK_ADDR'] == '10.1.2.3' and "
+            "os.environ['LVSD_CHECK_PORT'] == '8080' else 1)")
+    assert run(check_once(script(code), "10.1.2.3", 8080))[0]
+    # a shell string is never interpreted: the whole thing is argv[0] and does not exist
+    res = run(check_once(CheckSpec(type="script", argv=("true && false",), timeout=1), "127.0.0.1", 80))
+    assert not res[0] and "cannot run" in res[1]
+
+
+def test_no_leaked_descriptors() -> None:
+    r, w = os.pipe()  # a descriptor the script must not inherit
+    os.set_inheritable(w, True)
+    code = f"import os, sys; sys.exit(1 if os.path.exists('/proc/self/fd/{w}') else 0)"
+    try:
+        res = run(check_once(script(code), "127.0.0.1", 80))
+    finally:
+        os.close(r)
+        os.close(w)
+    assert res[0], res
+
+
+def test_hanging_script_is_killed() -> None:
+    pidfile = f"/tmp/lvsd-test-hang-{os.getpid()}"
+    code = f"import os, time; open({pidfile!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+
+    async def main():
+        t0 = time.monotonic()
+        res = await check_once(script(code, timeout=0.5), "127.0.0.1", 80)
+        took = time.monotonic() - t0
+        pid = int(open(pidfile).read())
+        for _ in range(100):  # the reaper runs in the background: give it a moment
+            if not alive(pid) and not [c for c in children() if c[0] == pid]:
+                break
+            await asyncio.sleep(0.02)
+        return res, took, pid
+
+    res, took, pid = run(main())
+    os.unlink(pidfile)
+    assert res == (False, "script python3 timed out after 0.5s (killed)", None) or "timed out" in res[1]
+    assert took < 1.5
+    assert not alive(pid)
+    assert [c for c in children() if c[0] == pid] == []  # reaped: no zombie
+
+
+def test_forking_script_whole_group_killed() -> None:
+    pidfile = f"/tmp/lvsd-test-fork-{os.getpid()}"
+    code = (
+        "import os, time\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        f"    open({pidfile!r}, 'w').write(str(os.getpid())); time.sleep(60); os._exit(0)\n"
+        "time.sleep(60)\n"
+    )
+
+    async def main():
+        res = await check_once(script(code, timeout=0.7), "127.0.0.1", 80)
+        for _ in range(50):
+            if os.path.exists(pidfile):
+                break
+            await asyncio.sleep(0.02)
+        grandchild = int(open(pidfile).read())
+        for _ in range(100):
+            if not alive(grandchild) and not [c for c in children() if c[1] == "Z"]:
+                break
+            await asyncio.sleep(0.02)
+        return res, grandchild
+
+    res, grandchild = run(main())
+    os.unlink(pidfile)
+    assert not res[0] and "timed out" in res[1]
+    assert not alive(grandchild), "the forked grandchild survived the timeout"
+    assert [c for c in children() if c[1] == "Z"] == []
+
+
+def test_script_that_forks_and_exits_leaves_nothing() -> None:
+    pidfile = f"/tmp/lvsd-test-fork2-{os.getpid()}"
+    code = (
+        "import os, time, sys\n"
+        "if os.fork() == 0:\n"
+        f"    open({pidfile!r}, 'w').write(str(os.getpid())); time.sleep(60); os._exit(0)\n"
+        "time.sleep(0.2); sys.exit(0)\n"
+    )
+
+    async def main():
+        res = await check_once(script(code, timeout=2), "127.0.0.1", 80)
+        grandchild = int(open(pidfile).read())
+        for _ in range(100):
+            if not alive(grandchild):
+                break
+            await asyncio.sleep(0.02)
+        return res, grandchild
+
+    res, grandchild = run(main())
+    os.unlink(pidfile)
+    assert res[0], res
+    assert not alive(grandchild)

@@ -1,0 +1,210 @@
+"""TCP, UDP and DNS checkers against real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+import pytest
+
+from lvsd.checks.base import CheckSpec
+from lvsd.checks.manager import check_once
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def tcp(**kw) -> CheckSpec:
+    kw.setdefault("timeout", 0.5)
+    return CheckSpec(type="tcp", **kw)
+
+
+def tcp_states(port: int) -> list[str]:
+    """TCP states (hex) of sockets on loopback with this port, from /proc/net/tcp."""
+    out = []
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            parts = line.split()
+            lport = int(parts[1].split(":")[1], 16)
+            rport = int(parts[2].split(":")[1], 16)
+            if port in (lport, rport):
+                out.append(parts[3])
+    return out
+
+
+def test_tcp_healthy_and_no_time_wait() -> None:
+    ls = socket.create_server(("127.0.0.1", 0))
+    port = ls.getsockname()[1]
+
+    async def main():
+        return [await check_once(tcp(), "127.0.0.1", port) for _ in range(20)]
+
+    res = run(main())
+    assert all(r[0] for r in res), res
+    assert res[0][1] == "tcp connect ok"
+    ls.close()
+    # RST on close: the 20 probes leave nothing in TIME_WAIT (06)
+    assert "06" not in tcp_states(port)
+
+
+def test_tcp_refused() -> None:
+    port = free_port()
+    ok, detail, _ = run(check_once(tcp(), "127.0.0.1", port))
+    assert not ok and detail == "tcp connect: connection refused"
+
+
+def full_backlog_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener whose accept queue is full: further SYNs are dropped, so connect() hangs."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(ls.getsockname())
+        fillers.append(c)
+    return ls, fillers
+
+
+def test_tcp_connect_timeout() -> None:
+    ls, fillers = full_backlog_listener()
+    ok, detail, _ = run(check_once(tcp(timeout=0.3), "127.0.0.1", ls.getsockname()[1]))
+    for c in fillers:
+        c.close()
+    ls.close()
+    assert not ok and detail == "tcp connect timeout after 0.3s"
+
+
+def test_tcp_send_expect() -> None:
+    async def main():
+        async def handle(r, w):
+            line = await r.readline()
+            w.write(b"+PONG\r\n" if line == b"PING\r\n" else b"-ERR\r\n")
+            await w.drain()
+            w.close()
+
+        srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        good = await check_once(tcp(send=b"PING\r\n", expect=b"+PONG"), "127.0.0.1", port)
+        bad = await check_once(tcp(send=b"HELLO\r\n", expect=b"+PONG"), "127.0.0.1", port)
+        srv.close()
+        return good, bad
+
+    good, bad = run(main())
+    assert good[0], good
+    assert not bad[0] and "did not contain" in bad[1]
+
+
+def test_tcp_accepts_but_never_answers() -> None:
+    ls = socket.create_server(("127.0.0.1", 0))  # listens, never accepts nor answers
+    port = ls.getsockname()[1]
+    ok_connect = run(check_once(tcp(), "127.0.0.1", port))
+    hung = run(check_once(tcp(send=b"x", expect=b"y", timeout=0.3), "127.0.0.1", port))
+    ls.close()
+    assert ok_connect[0]  # a plain connect check passes: the kernel completed the handshake
+    assert not hung[0] and hung[1] == "tcp no reply timeout after 0.3s"
+
+
+def test_tcp_connect_override_and_bind() -> None:
+    ls = socket.create_server(("127.0.0.1", 0))
+    port = ls.getsockname()[1]
+    # the server address is wrong, but connect= points the probe at the listener, from 127.0.0.2
+    spec = tcp(connect_addr="127.0.0.1", connect_port=port, bind="127.0.0.2")
+
+    async def main():
+        res = await check_once(spec, "127.0.0.9", 1)
+        return res
+
+    ok, detail, _ = run(main())
+    ls.close()
+    assert ok, detail
+
+
+def test_udp_reply_refused_and_expect() -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        class Echo(asyncio.DatagramProtocol):
+            def connection_made(self, t):
+                self.t = t
+
+            def datagram_received(self, data, addr):
+                self.t.sendto(b"pong:" + data, addr)
+
+        t, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
+        port = t.get_extra_info("sockname")[1]
+        good = await check_once(CheckSpec(type="udp", send=b"ping", expect=b"pong", timeout=0.5), "127.0.0.1", port)
+        bad = await check_once(CheckSpec(type="udp", send=b"ping", expect=b"nope", timeout=0.5), "127.0.0.1", port)
+        t.close()
+        refused = await check_once(CheckSpec(type="udp", send=b"ping", timeout=0.5), "127.0.0.1", free_port(socket.SOCK_DGRAM))
+        return good, bad, refused
+
+    good, bad, refused = run(main())
+    assert good[0], good
+    assert not bad[0] and "did not contain" in bad[1]
+    assert not refused[0] and refused[1] == "udp: connection refused"
+
+
+def test_udp_no_reply_times_out() -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))  # bound, never answers
+    port = s.getsockname()[1]
+    ok, detail, _ = run(check_once(CheckSpec(type="udp", send=b"x", timeout=0.2), "127.0.0.1", port))
+    s.close()
+    assert not ok and detail == "udp no reply within 0.2s"
+
+
+def dns_reply(query: bytes, rcode: int, answers: list[tuple[int, bytes]]) -> bytes:
+    qid, _flags = struct.unpack_from("!HH", query)
+    question = query[12:]
+    hdr = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, len(answers), 0, 0)
+    body = question
+    for rtype, rdata in answers:
+        body += b"\xc0\x0c" + struct.pack("!HHIH", rtype, 1, 60, len(rdata)) + rdata
+    return hdr + body
+
+
+@pytest.mark.parametrize(
+    "rcode,answers,spec_kw,expect_ok,detail",
+    [
+        (0, [(1, bytes([10, 0, 0, 5]))], {}, True, "dns NOERROR, 1 answers"),
+        (0, [(1, bytes([10, 0, 0, 5]))], {"dns_expect": ("10.0.0.5",)}, True, "dns NOERROR, 1 answers"),
+        (0, [(1, bytes([10, 0, 0, 6]))], {"dns_expect": ("10.0.0.5",)}, False, "10.0.0.5 not in answers"),
+        (3, [], {}, False, "dns rcode NXDOMAIN"),
+        (3, [], {"rcode": "NXDOMAIN"}, True, "dns NXDOMAIN"),
+        (2, [], {}, False, "dns rcode SERVFAIL"),
+        (0, [(5, b"\x03www\x07example\x00")], {"qtype": "CNAME", "dns_expect": ("www.example",)}, True, "dns NOERROR"),
+    ],
+)
+def test_dns(rcode, answers, spec_kw, expect_ok, detail) -> None:
+    async def main():
+        loop = asyncio.get_running_loop()
+
+        class Resp(asyncio.DatagramProtocol):
+            def connection_made(self, t):
+                self.t = t
+
+            def datagram_received(self, data, addr):
+                self.t.sendto(b"\x00" * 12, addr)  # garbage first: must be ignored (wrong id)
+                self.t.sendto(dns_reply(data, rcode, answers), addr)
+
+        t, _ = await loop.create_datagram_endpoint(Resp, local_addr=("127.0.0.1", 0))
+        port = t.get_extra_info("sockname")[1]
+        res = await check_once(CheckSpec(type="dns", query="svc.example.org", timeout=0.5, **spec_kw), "127.0.0.1", port)
+        t.close()
+        return res
+
+    ok, d, _ = run(main())
+    assert ok is expect_ok and detail in d, d
