@@ -413,8 +413,10 @@ class _Ctx:
         if not self.check_files or not prog.startswith("/"):
             return
         if prog not in self._exec_cache:
-            if not os.path.isfile(prog):
+            if not os.path.exists(prog):
                 self._exec_cache[prog] = "no such file"
+            elif not os.path.isfile(prog):
+                self._exec_cache[prog] = "not a regular file"
             elif not os.access(prog, os.X_OK):
                 self._exec_cache[prog] = "not executable"
             else:
@@ -426,7 +428,9 @@ class _Ctx:
     def file(self, tbl: dict, key: str, path: str) -> Any:
         v = self.str(tbl, key, path)
         if v is not None and self.check_files and not os.path.isfile(v):
-            self.err(_p(path, key), f"{_show(v)}: no such file")
+            self.err(
+                _p(path, key), f"{_show(v)}: {'not a regular file' if os.path.exists(v) else 'no such file'}"
+            )
         return v
 
     def ip(self, value: object, path: str, af: int | None = None) -> tuple[int, str] | None:
@@ -1211,11 +1215,13 @@ class _Builder:
         if port == 0 and checks:
             for j, c in enumerate(checks):
                 if getattr(c, "connect_port", 0) is None:
-                    cp = _p(path, "check") if "check" in layer else path
-                    ctx.err(
-                        cp if len(checks) == 1 else _p(cp, j),
-                        f'{c.type} check of a server with port 0 needs connect = "address:port" or ":port"',
-                    )
+                    if "check" in layer:
+                        cp = _p(path, "check")
+                        cp = _p(cp, j) if isinstance(st["check"], list) else cp
+                        what = f"{c.type} check"
+                    else:
+                        cp, what = path, f"inherited {c.type} check"
+                    ctx.err(cp, f'{what} of a server with port 0 needs connect = "address:port" or ":port"')
         if not enabled:
             return None
         tun = m["tunnel"]

@@ -1,0 +1,233 @@
+"""[ha] and [sync]: roles, VRRP parameters, sync daemons by role, sync sysctls."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from lvsd.config import ConfigError, parse_config
+from lvsd.config.model import HAConfig, SyncConfig, VipConfig
+from lvsd.ipvs.model import AF_INET, AF_INET6, DaemonState, SyncDaemon
+
+
+def P(text):
+    return parse_config(textwrap.dedent(text))
+
+
+def E(text) -> list[str]:
+    with pytest.raises(ConfigError) as e:
+        parse_config(textwrap.dedent(text))
+    return e.value.errors
+
+
+def assert_err(errs, path, fragment=""):
+    assert any(e.startswith(path + ": ") and fragment in e for e in errs), "\n".join(errs)
+
+
+def test_static_and_external_roles():
+    assert P("").ha == HAConfig(mode="static", role="master")
+    assert P('[ha]\nrole = "backup"').ha.role == "backup"
+    assert P('[ha]\nmode = "external"').ha.role == "backup"  # safe until told otherwise
+    assert P('[ha]\nmode = "external"\nrole = "fault"').ha.role == "fault"
+    assert_err(E('[ha]\nrole = "fault"'), "ha.role", 'must be "master" or "backup"')
+    assert_err(E('[ha]\nmode = "keepalived"'), "ha.mode", 'must be "static", "external" or "vrrp"')
+
+
+def test_vrrp_every_key():
+    ha = P(
+        """
+        [ha]
+        mode = "vrrp"
+        interface = "eth0"
+        vrid = 51
+        priority = 200
+        advert_interval = "100ms"
+        vips = ["192.0.2.10/24", "192.0.2.11", "192.0.2.12/32"]
+        preempt = false
+        preempt_delay = "30s"
+        version = 3
+        notify_master = ["/bin/true", "master"]
+        notify_backup = ["/bin/true", "backup"]
+        notify_fault = ["/bin/true", "fault"]
+        """
+    ).ha
+    assert ha == HAConfig(
+        mode="vrrp",
+        role="backup",
+        interface="eth0",
+        vrid=51,
+        priority=200,
+        advert_interval=0.1,
+        vips=(
+            VipConfig(AF_INET, "192.0.2.10", 24),
+            VipConfig(AF_INET, "192.0.2.11", 32),
+            VipConfig(AF_INET, "192.0.2.12", 32),
+        ),
+        preempt=False,
+        preempt_delay=30.0,
+        version=3,
+        notify_master=("/bin/true", "master"),
+        notify_backup=("/bin/true", "backup"),
+        notify_fault=("/bin/true", "fault"),
+    )
+    assert str(ha.vips[0]) == "192.0.2.10/24"
+    ha6 = P('[ha]\nmode = "vrrp"\ninterface = "eth0"\nvrid = 1\nvips = ["2001:db8::10/64", "fe80::1"]').ha
+    assert [(v.af, v.address, v.prefixlen) for v in ha6.vips] == [
+        (AF_INET6, "2001:db8::10", 64),
+        (AF_INET6, "fe80::1", 128),
+    ]
+    assert ha6.priority == 100 and ha6.advert_interval == 1.0 and ha6.preempt and ha6.version == 3
+
+
+def test_vrrp_errors():
+    errs = E(
+        """
+        [ha]
+        mode = "vrrp"
+        role = "master"
+        vrid = 256
+        priority = 255
+        advert_interval = "15ms"
+        vips = ["192.0.2.10/24", "2001:db8::1", "bogus", "192.0.2.10/16", 5]
+        version = 4
+        interface = "a-very-long-interface-name"
+        """
+    )
+    assert_err(errs, "ha.role", "VRRP elects the role")
+    assert_err(errs, "ha.vrid", "must be 1..255")
+    assert_err(errs, "ha.priority", "must be 1..254")
+    assert_err(errs, "ha.advert_interval", "multiple of 10ms")
+    assert_err(errs, "ha.vips[2]", '"address/prefix"')
+    assert_err(errs, "ha.vips[3]", "duplicate address 192.0.2.10")
+    assert_err(errs, "ha.vips[4]", "got integer")
+    assert_err(errs, "ha.vips", "mixes IPv4 and IPv6")
+    assert_err(errs, "ha.version", "must be 2..3")
+    assert_err(errs, "ha.interface", "at most 15 bytes")
+    errs = E('[ha]\nmode = "vrrp"')
+    for k in ("interface", "vrid", "vips"):
+        assert_err(errs, f"ha.{k}", 'required with mode = "vrrp"')
+    errs = E(
+        '[ha]\nmode = "vrrp"\ninterface = "eth0"\nvrid = 1\nvips = ["2001:db8::1"]\nversion = 2\nadvert_interval = "1500ms"'
+    )
+    assert_err(errs, "ha.version", "VRRPv2 is IPv4 only")
+    assert_err(errs, "ha.advert_interval", "VRRPv2 counts whole seconds")
+    errs = E(
+        '[ha]\nmode = "vrrp"\ninterface = "eth0"\nvrid = 1\nvips = ["192.0.2.1"]\nadvert_interval = "41s"'
+    )
+    assert_err(errs, "ha.advert_interval", "at most 40.95s")
+
+
+def test_vrrp_keys_only_in_vrrp_mode():
+    errs = E('[ha]\nmode = "static"\nvrid = 5\npriority = 100\nvips = []')
+    for k in ("vrid", "priority", "vips"):
+        assert_err(errs, f"ha.{k}", 'only with mode = "vrrp" (mode is "static")')
+    # hooks are fine in every mode
+    assert P('[ha]\nmode = "external"\nnotify_master = ["/bin/true"]').ha.notify_master == ("/bin/true",)
+
+
+def test_sync_every_key_and_daemons():
+    s = P(
+        """
+        [sync]
+        interface = "eth1"
+        syncid = 9
+        maxlen = 1400
+        group = "239.1.2.3"
+        port = 8849
+        ttl = 2
+        backup_always = true
+        on_fault = "none"
+        manage_sysctls = true
+        sync_threshold = [2, 10]
+        sync_refresh_period = "1m"
+        sync_retries = 3
+        sync_persist_mode = 1
+        sync_version = 0
+        sync_ports = 4
+        sync_qlen_max = 1000
+        sync_sock_size = 65536
+        """
+    ).sync
+    assert s == SyncConfig(
+        "eth1", 9, 1400, "239.1.2.3", 8849, 2, True, "none", True, (2, 10), 60, 3, 1, 0, 4, 1000, 65536
+    )
+    m = SyncDaemon(DaemonState.MASTER, "eth1", 9, 1400, "239.1.2.3", 8849, 2)
+    b = SyncDaemon(DaemonState.BACKUP, "eth1", 9, 1400, "239.1.2.3", 8849, 2)
+    assert s.daemons_for("master") == (m, b)  # backup_always
+    assert s.daemons_for("backup") == (b,)
+    assert s.daemons_for("fault") == ()
+    for d in s.daemons_for("master"):
+        d.validate()
+    assert s.sysctls() == {
+        "sync_threshold": "2 10",
+        "sync_refresh_period": "60",
+        "sync_retries": "3",
+        "sync_persist_mode": "1",
+        "sync_version": "0",
+        "sync_ports": "4",
+        "sync_qlen_max": "1000",
+        "sync_sock_size": "65536",
+    }
+
+
+def test_sync_defaults_sync_every_connection():
+    s = P('[sync]\ninterface = "eth1"').sync
+    assert (s.syncid, s.maxlen, s.group, s.port, s.ttl, s.backup_always, s.on_fault) == (
+        0,
+        0,
+        "",
+        0,
+        0,
+        False,
+        "backup",
+    )
+    assert s.sysctls() == {
+        "sync_threshold": "3 0",
+        "sync_refresh_period": "10",
+        "sync_retries": "0",
+        "sync_persist_mode": "0",
+        "sync_version": "1",
+    }
+    assert s.daemons_for("master") == (SyncDaemon(DaemonState.MASTER, "eth1"),)
+    assert s.daemons_for("fault") == (SyncDaemon(DaemonState.BACKUP, "eth1"),)
+    assert P('[sync]\ninterface = "eth1"\nmanage_sysctls = false').sync.sysctls() == {}
+    assert P("").sync is None
+
+
+def test_sync_errors():
+    errs = E(
+        """
+        [sync]
+        syncid = 256
+        maxlen = -1
+        group = "192.0.2.1"
+        port = 70000
+        ttl = 256
+        on_fault = "master"
+        sync_threshold = [50, 3]
+        sync_refresh_period = "1.5s"
+        sync_retries = 4
+        sync_persist_mode = 2
+        sync_version = 2
+        sync_ports = 0
+        """
+    )
+    assert_err(errs, "sync.interface", "missing")
+    assert_err(errs, "sync.syncid", "must be 0..255")
+    assert_err(errs, "sync.maxlen", "must be 0..65535")
+    assert_err(errs, "sync.group", "must be a multicast address")
+    assert_err(errs, "sync.port", "must be 0..65535")
+    assert_err(errs, "sync.ttl", "must be 0..255")
+    assert_err(errs, "sync.on_fault", 'must be "backup" or "none"')
+    assert_err(errs, "sync.sync_threshold", "threshold must be below period")
+    assert_err(errs, "sync.sync_refresh_period", "whole number of seconds")
+    assert_err(errs, "sync.sync_retries", "must be 0..3")
+    assert_err(errs, "sync.sync_persist_mode", "must be 0..1")
+    assert_err(errs, "sync.sync_version", "must be 0..1")
+    assert_err(errs, "sync.sync_ports", "must be 1..1024")
+    assert_err(
+        E('[sync]\ninterface = "e"\nsync_threshold = "3 50"'), "sync.sync_threshold", "[threshold, period]"
+    )
+    assert_err(E('[sync]\ninterface = "e"\nsync_threshold = [3, -1]'), "sync.sync_threshold", "non-negative")
+    assert P('[sync]\ninterface = "e"\ngroup = "ff02::81"').sync.group == "ff02::81"
