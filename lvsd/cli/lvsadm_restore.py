@@ -1,0 +1,202 @@
+"""lvsadm -R: read ipvsadm rules from stdin, parse every line first, then apply them in
+batches through the backend (one netlink socket), with ipvsadm's messages for refusals.
+
+Differences from ipvsadm, on purpose: a line ipvsadm would reject while parsing is reported
+as ``line N: <ipvsadm's message>`` and nothing at all is applied (ipvsadm applies the lines
+before it); ``--atomic`` puts the previous table back if the kernel refuses any operation.
+Kernel refusals without --atomic behave as in ipvsadm: the message, the next line goes on,
+and the exit status is that of the last line.
+"""
+
+from __future__ import annotations
+
+_WS = " \t\r"
+
+
+def split_lines(data: str) -> list[tuple[int, list[str]]]:
+    """ipvsadm's config_stream_read(): tokens split on space, tab, CR; 'ipvsadm' tokens dropped.
+    Returns (line number, tokens) for every line with tokens."""
+    lines = data.split("\n")
+    terminated = data.endswith("\n")
+    if terminated:
+        lines.pop()
+    result = []
+    for n, line in enumerate(lines, 1):
+        toks = []
+        cur: list[str] = []
+        for ch in line:
+            if ch in _WS:
+                if cur:
+                    toks.append("".join(cur))
+                    cur = []
+            else:
+                cur.append(ch)
+        if cur:
+            toks.append("".join(cur))
+        toks = [t for t in toks if t != "ipvsadm"]
+        if not toks:
+            continue
+        if n == len(lines) and not terminated:
+            stripped = line.rstrip(_WS)
+            if len(line) - len(stripped) >= 2:
+                # ipvsadm's reader drops an unterminated last line ending in 2+ blanks
+                continue
+        result.append((n, toks))
+    return result
+
+
+def restore(backend, data: str, prog: str, atomic: bool, out: list[str], err: list[str]) -> int:  # type: ignore[no-untyped-def]
+    """Parse all of ``data``, then apply it; returns the exit status."""
+    import os
+
+    from . import lvsadm_parse as P
+    from .lvsadm import _Exit, execute, ipvs_strerror, make_op
+
+    posix = bool(os.environ.get("POSIXLY_CORRECT") or os.environ.get("POSIX_ME_HARDER"))
+    actions: list[tuple] = []  # ("op", lineno, Op) | ("read", lineno, Command) | ("usage", lineno, text)
+    for n, toks in split_lines(data):
+        try:
+            ce = P.parse_options(toks, prog, posix)
+        except P.Fail as f:
+            err.append(f"line {n}: {f.message}")
+            return f.code
+        except P.Usage as u:
+            actions.append(("usage", n, u.text))
+            break
+        if ce.cmd == P.CMD_RESTORE:
+            err.append(f"line {n}: {P.tryhelp(prog).message}")
+            return 255
+        if ce.cmd in (P.CMD_LIST, P.CMD_SAVE):
+            actions.append(("read", n, ce))
+        else:
+            try:
+                op = make_op(ce)
+                op.validate()
+            except ValueError as e:
+                err.append(f"line {n}: {e}")
+                return 2
+            actions.append(("op", n, op))
+
+    snapshot = _snapshot(backend) if atomic else None
+    result = 0
+    batch: list = []
+    failures: list[tuple[int, object, int]] = []
+
+    def flush() -> int:
+        """Apply the pending ops; print refusals in line order; result of the last op."""
+        if not batch:
+            return result
+        ops = [a[2] for a in batch]
+        failed_idx = _apply(backend, ops)
+        last = 0
+        for i, errno in failed_idx:
+            n, op = batch[i][1], ops[i]
+            failures.append((n, op, errno))
+            if not atomic:
+                err.append(ipvs_strerror(op.kind.value, errno))
+            if i == len(ops) - 1:
+                last = -1
+        batch.clear()
+        return last
+
+    for act in actions:
+        kind = act[0]
+        if kind == "op":
+            batch.append(act)
+            continue
+        result = flush()
+        if failures and atomic:
+            break
+        if kind == "usage":
+            out.append(act[2][:-1])
+            raise _Exit(0)
+        result = execute(backend, act[2], prog, out, err, reading_stdin=True)
+    else:
+        result = flush()
+
+    if atomic and failures:
+        n, op, errno = failures[0]
+        err.append(ipvs_strerror(op.kind.value, errno))
+        problems = _rollback(backend, snapshot)
+        if problems:
+            err.append(f"line {n}: the kernel refused {op}; restoring the previous table failed too: {problems}")
+        else:
+            err.append(f"line {n}: the kernel refused {op}; the previous table was restored")
+        return 255
+    return result & 0xFF
+
+
+def _apply(backend, ops: list) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    """backend.apply(ops); the (index, errno) of every refused op."""
+    from lvsd.ipvs.backend import BatchError, IPVSError
+
+    try:
+        backend.apply(ops)
+        return []
+    except BatchError as e:
+        pos: dict[int, int] = {}
+        for i, op in enumerate(ops):
+            pos.setdefault(id(op), i)
+        out = []
+        used: set[int] = set()
+        for fop, ferr in e.failed:
+            i = pos.get(id(fop))
+            if i is None or i in used:
+                i = next(j for j, op in enumerate(ops) if op == fop and j not in used)
+            used.add(i)
+            out.append((i, ferr.errno))
+        out.sort()
+        return out
+    except IPVSError as e:
+        return [(0, e.errno)]
+
+
+def _snapshot(backend):  # type: ignore[no-untyped-def]
+    return backend.dump(), backend.timeouts(), backend.daemons()
+
+
+def _rollback(backend, snapshot) -> str:  # type: ignore[no-untyped-def]
+    """Bring the table back to ``snapshot`` with the fewest operations; '' on success."""
+    from lvsd.ipvs.backend import Op
+
+    table, timeouts, daemons = snapshot
+    now = backend.dump()
+    ops = []
+    for key in now:
+        if key not in table:
+            ops.append(Op.del_service(key))
+    for key, entry in table.items():
+        cur = now.get(key)
+        if cur is None:
+            ops.append(Op.add_service(entry.service))
+            for d in reversed(list(entry.dests.values())):
+                ops.append(Op.add_dest(key, d))
+            continue
+        if cur.service != entry.service:
+            ops.append(Op.edit_service(entry.service))
+        for dk in cur.dests:
+            if dk not in entry.dests:
+                ops.append(Op.del_dest(key, dk))
+        for d in reversed(list(entry.dests.values())):
+            c = cur.dests.get(d.key)
+            if c is None:
+                ops.append(Op.add_dest(key, d))
+            elif c != d:
+                ops.append(Op.edit_dest(key, d))
+    if backend.timeouts() != timeouts:
+        ops.append(Op.set_timeouts(timeouts))
+    cur_d = {d.state: d for d in backend.daemons()}
+    old_d = {d.state: d for d in daemons}
+    for st, d in cur_d.items():
+        if old_d.get(st) != d:
+            ops.append(Op.stop_daemon(st))
+    for st, d in old_d.items():
+        if cur_d.get(st) != d:
+            ops.append(Op.start_daemon(d))
+    if not ops:
+        return ""
+    try:
+        backend.apply(ops)
+    except Exception as e:  # report, do not hide
+        return str(e)
+    return ""
