@@ -113,6 +113,9 @@ class HAManager:
 
     async def _start_source(self, ha: HAConfig) -> None:
         if ha.mode == "vrrp":
+            if ha.version != 3:
+                self._set("fault", "unsupported VRRP version")
+                raise HAError(f"ha.version: lvsd speaks VRRP version 3 only, got {ha.version}")
             self._set("backup", "vrrp starting")
             inst = VRRPInstance(
                 ha.interface,
