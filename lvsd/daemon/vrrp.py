@@ -489,7 +489,8 @@ class VRRPInstance:
             info = socket.inet_pton(socket.AF_INET6, self.params.primary) + struct.pack("=I", self.ifindex)
             anc = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)]
         try:
-            self._sock.sendmsg([data], anc, 0, (self.group, 0))
+            dest = (self.group, 0) if self.af == core.AF_INET else (self.group, 0, 0, self.ifindex)
+            self._sock.sendmsg([data], anc, 0, dest)
             self.counters["sent"] += 1
             if priority == 0:
                 self.counters["sent_priority_0"] += 1
