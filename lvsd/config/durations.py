@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -41,7 +42,7 @@ def _show(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return '"' + v + '"'
+        return json.dumps(v, ensure_ascii=False)
     return repr(v)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import grp
 import ipaddress
+import json
 import math
 import os
 import pwd
@@ -216,6 +217,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,63}")
 _HOST_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 _DNSNAME_RE = re.compile(r"(?=.{1,254}$)([A-Za-z0-9_*](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+|\.")
 _HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
@@ -227,6 +229,8 @@ _IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 def _p(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not _BARE_KEY.fullmatch(key):  # quoted TOML keys: show them quoted, escaped, on one line
+        key = json.dumps(key, ensure_ascii=False)
     return f"{path}.{key}" if path else key
 
 
@@ -250,7 +254,7 @@ def _show(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(v, ensure_ascii=False)  # quoted, control characters escaped: one line
     if isinstance(v, dict):
         return "a table"
     if isinstance(v, list):

@@ -143,7 +143,7 @@ def test_http_errors():
     assert_err(errs, f"{P}.body", "not a valid regular expression")
     assert_err(errs, f"{P}.digest", "32 hex digits (md5)")
     assert_err(errs, f"{P}.digest", "use body or digest, not both")
-    assert_err(errs, f"{P}.headers.Bad Header", "not a valid header name")
+    assert_err(errs, f'{P}.headers."Bad Header"', "not a valid header name")
     assert_err(errs, f"{P}.headers.Ok", "must be a string")
     assert_err(errs, f"{P}.max_body", "must be 1..")
     assert_err(errs, f"{P}.verify", 'only for type "https"')
