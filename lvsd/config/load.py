@@ -218,6 +218,7 @@ _HOST_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-
 _DNSNAME_RE = re.compile(r"(?=.{1,254}$)([A-Za-z0-9_*](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?)+|\.")
 _HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_KEY_SHOWN: dict[str, str] = {}
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
@@ -229,9 +230,12 @@ _IPV4_RE = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 def _p(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
-    if not _BARE_KEY.fullmatch(key):  # quoted TOML keys: show them quoted, escaped, on one line
-        key = json.dumps(key, ensure_ascii=False)
-    return f"{path}.{key}" if path else key
+    shown = _KEY_SHOWN.get(key)
+    if shown is None:  # quoted TOML keys are shown quoted and escaped, so an error stays one line
+        shown = key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+        if len(_KEY_SHOWN) < 4096:
+            _KEY_SHOWN[key] = shown
+    return f"{path}.{shown}" if path else shown
 
 
 def _tname(v: object) -> str:
@@ -931,13 +935,14 @@ class _Builder:
         self.keys: dict[ServiceKey, str] = {}
         self._addr_cache: dict[tuple[str, int], tuple[int, str]] = {}
 
-    def address(self, value: object, path: str, af: int) -> tuple[int, str] | None:
-        """An IP literal, or a hostname resolved now: first address of the service's family,
-        else (for tunnels) of the other family. Results are cached per (text, family)."""
+    def address(self, value: object, parent: str, af: int) -> tuple[int, str] | None:
+        """``parent``.address: an IP literal, or a hostname resolved now: first address of the
+        service's family, else (for tunnels) of the other family. Cached per (text, family)."""
         hit = self._addr_cache.get((value, af)) if isinstance(value, str) else None
         if hit is not None:
             return hit
         ctx = self.ctx
+        path = _p(parent, "address")
         if not isinstance(value, str) or not value:
             ctx.err(path, f"must be an IP address or hostname string, got {_tname(value)} {_show(value)}")
             return None
@@ -1183,14 +1188,16 @@ class _Builder:
             ctx.keys(st, path, SERVER_KEYS, _SERVICE_KEYS_ELSEWHERE)
         layer = _server_layer(ctx, st, path)
         m = {**inherited, **layer} if layer else inherited
-        enabled = ctx.bool(st, "enabled", path, True)
+        enabled = st.get("enabled", True)
+        if enabled is not True:
+            enabled = ctx.bool(st, "enabled", path, True)
         if "address" not in st:
             ctx.err(_p(path, "address"), "missing")
             addr = None
         else:
-            addr = self.address(st["address"], _p(path, "address"), skey.af if skey else AF_INET)
+            addr = self.address(st["address"], path, skey.af if skey else AF_INET)
         vport = skey.port if skey else 0
-        port = ctx.int(st, "port", path, 0, 65535, vport)
+        port = ctx.int(st, "port", path, 0, 65535, vport) if "port" in st else vport
         fwd = m["forward"]
         fwd_bad = "forward" in st and "forward" not in layer
         if fwd_bad:  # already reported: judge nothing else by a forward method we do not know
@@ -1253,7 +1260,7 @@ class _Builder:
         if "address" not in t:
             ctx.err(_p(p, "address"), "missing")
             return None
-        addr = self.address(t["address"], _p(p, "address"), skey.af if skey else AF_INET)
+        addr = self.address(t["address"], p, skey.af if skey else AF_INET)
         vport = skey.port if skey else 0
         port = ctx.int(t, "port", p, 0, 65535, vport)
         fwd = ctx.choice(t, "forward", p, tuple(FORWARDS), inherited["forward"])
