@@ -162,20 +162,24 @@ class Rtnl:
                 return flags, _attrs(payload, 16).get(IFLA_ADDRESS, b"")
         raise OSError(errno.ENODEV, f"no interface with index {index}")
 
-    def addresses(self, index: int, family: int) -> list[tuple[str, int, int]]:
-        """(address, prefix length, scope) of each address of ``family`` on the interface."""
+    def all_addresses(self, family: int) -> list[tuple[int, str, int, int]]:
+        """(interface index, address, prefix length, scope) of every address of ``family``."""
         out = []
         for typ, payload in self._request(RTM_GETADDR, NLM_F_DUMP, struct.pack("=BBBBI", family, 0, 0, 0, 0)):
             if typ != RTM_NEWADDR:
                 continue
             fam, plen, _flags, scope, idx = struct.unpack_from("=BBBBI", payload)
-            if idx != index or fam != family:
+            if fam != family:
                 continue
             a = _attrs(payload, 8)
             raw = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
             if raw:
-                out.append((str(ipaddress.ip_address(raw)), plen, scope))
+                out.append((idx, str(ipaddress.ip_address(raw)), plen, scope))
         return out
+
+    def addresses(self, index: int, family: int) -> list[tuple[str, int, int]]:
+        """(address, prefix length, scope) of each address of ``family`` on the interface."""
+        return [(a, plen, scope) for idx, a, plen, scope in self.all_addresses(family) if idx == index]
 
     def addr(self, add: bool, index: int, address: str, prefixlen: int) -> bool:
         """Add or delete one address; False if it was already there (add) or absent (delete)."""
@@ -265,6 +269,7 @@ class VRRPInstance:
         self.group = core.VRRP_GROUP4 if self.af == core.AF_INET else core.VRRP_GROUP6
         self.ifindex = 0
         self.mac = b""
+        self.vip_ifindex: dict[str, int] = {}  # where each virtual address goes
         self.counters: Counter[str] = Counter()
         self.last_warning = ""
         self.master_seen = ""
@@ -272,10 +277,11 @@ class VRRPInstance:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._mon: socket.socket | None = None
-        self._announce: socket.socket | None = None
+        self._announce: dict[int, tuple[socket.socket, bytes]] = {}  # ifindex -> (socket, MAC)
         self._rtnl: Rtnl | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._garp_handles: list[asyncio.TimerHandle] = []
+        self._ifnames: dict[int, str] = {}
         self._running = False
 
     # --- life cycle ---
@@ -291,12 +297,11 @@ class VRRPInstance:
             self._rtnl = Rtnl()
             flags, self.mac = self._rtnl.link(self.ifindex)
             self._open_sockets()
+            self._place_vips()
         self._running = True
         for addr, plen in self.vips:  # a crashed predecessor may have left them
-            if self._rtnl.addr(False, self.ifindex, addr, plen):
-                log.warning(
-                    "vrrp: removed left-over virtual address %s/%d from %s", addr, plen, self.interface
-                )
+            if self._rtnl.addr(False, self.vip_ifindex[addr], addr, plen):
+                log.warning("vrrp: removed left-over virtual address %s/%d", addr, plen)
         self._loop.add_reader(self._sock.fileno(), self._on_readable)  # type: ignore[union-attr]
         self._loop.add_reader(self._mon.fileno(), self._on_link_event)  # type: ignore[union-attr]
         if link_running(flags) and self._find_primary():
@@ -321,9 +326,9 @@ class VRRPInstance:
             if s is not None:
                 self._loop.remove_reader(s.fileno())
                 s.close()
-        for s in (self._announce,):
-            if s is not None:
-                s.close()
+        for s, _mac in self._announce.values():
+            s.close()
+        self._announce = {}
         if self._rtnl:
             self._rtnl.close()
 
@@ -340,7 +345,11 @@ class VRRPInstance:
         if core.family_of([a for a, _ in new_vips]) != self.af:
             raise VRRPError("ha.vips: cannot change the address family on reload")
         old = set(self.vips)
+        old_place = dict(self.vip_ifindex)
         self.vips = new_vips
+        if self._rtnl is not None:
+            with in_netns(self.netns):
+                self._place_vips()
         self.params = replace(
             self.params,
             priority=priority,
@@ -351,10 +360,10 @@ class VRRPInstance:
         )
         if self.state.state is core.State.MASTER and self._rtnl:
             for a, plen in old - set(new_vips):
-                self._rtnl.addr(False, self.ifindex, a, plen)
+                self._rtnl.addr(False, old_place.get(a, self.ifindex), a, plen)
             added = [v for v in new_vips if v not in old]
             for a, plen in added:
-                self._rtnl.addr(True, self.ifindex, a, plen)
+                self._rtnl.addr(True, self.vip_ifindex[a], a, plen)
             self._announce_vips([a for a, _ in added])
             self._send(self.params.priority)
 
@@ -373,6 +382,7 @@ class VRRPInstance:
             "primary": p.primary,
             "master": p.primary if self.state.state is core.State.MASTER else self.state.master_addr,
             "vips": [f"{a}/{plen}" for a, plen in self.vips],
+            "vip_interfaces": {a: self._ifnames.get(i, str(i)) for a, i in self.vip_ifindex.items()},
             "preempt": p.preempt,
             "preempt_delay": p.preempt_delay,
             "counters": dict(self.counters),
@@ -393,8 +403,6 @@ class VRRPInstance:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, core.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, core.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-            a = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-            a.bind((self.interface, 0))
         else:
             s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, core.VRRP_PROTO)
             s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname)
@@ -407,18 +415,50 @@ class VRRPInstance:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, core.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, core.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            a = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-            a.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname)
-            a.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)  # we only send
-            a.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
-            a.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-            a.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
         s.setblocking(False)
-        a.setblocking(False)
         m = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
         m.bind((0, RTMGRP_LINK))
         m.setblocking(False)
-        self._sock, self._announce, self._mon = s, a, m
+        self._sock, self._mon = s, m
+
+    def _place_vips(self) -> None:
+        """Decide each virtual address's interface: the one that already has an address in the
+        virtual address's subnet (e.g. a floating gateway on the real servers' side), else the
+        VRRP interface; open an announcement socket on each. Called inside the namespace."""
+        assert self._rtnl is not None
+        fam = socket.AF_INET if self.af == core.AF_INET else socket.AF_INET6
+        vips = {a for a, _ in self.vips}
+        nets = []
+        for idx, addr, plen, _scope in self._rtnl.all_addresses(fam):
+            ip = ipaddress.ip_address(addr)
+            if addr in vips or ip.is_link_local or ip.is_loopback:
+                continue
+            nets.append((idx, ipaddress.ip_network(f"{addr}/{plen}", strict=False)))
+        place = {}
+        for a, _plen in self.vips:
+            ip = ipaddress.ip_address(a)
+            own = [idx for idx, net in nets if ip in net]
+            place[a] = self.ifindex if (not own or self.ifindex in own) else own[0]
+        self.vip_ifindex = place
+        for idx in sorted(set(place.values()) - set(self._announce)):
+            name = socket.if_indextoname(idx)
+            self._ifnames[idx] = name
+            _flags, mac = self._rtnl.link(idx)
+            if self.af == core.AF_INET:
+                a = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+                a.bind((name, 0))
+            else:
+                a = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+                a.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
+                a.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)  # we only send
+                a.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+                a.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                a.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+            a.setblocking(False)
+            self._announce[idx] = (a, mac)
+        for a, idx in place.items():
+            if idx != self.ifindex:
+                log.info("vrrp: %s goes on %s, which holds its subnet", a, self._ifnames.get(idx, idx))
 
     def _find_primary(self) -> bool:
         """Pick the address adverts come from: the interface's first IPv4 address that is not a
@@ -503,7 +543,7 @@ class VRRPInstance:
         assert self._rtnl is not None
         for addr, plen in self.vips:
             try:
-                self._rtnl.addr(True, self.ifindex, addr, plen)
+                self._rtnl.addr(True, self.vip_ifindex.get(addr, self.ifindex), addr, plen)
             except OSError as e:
                 log.error("vrrp: cannot add %s/%d to %s: %s", addr, plen, self.interface, e.strerror)
         assert self._loop is not None
@@ -522,14 +562,16 @@ class VRRPInstance:
             self._announce_vips(addrs)
 
     def _announce_vips(self, addrs: list[str]) -> None:
-        if self._announce is None:
-            return
         for a in addrs:
+            idx = self.vip_ifindex.get(a, self.ifindex)
+            if idx not in self._announce:
+                continue
+            sock, mac = self._announce[idx]
             try:
                 if self.af == core.AF_INET:
-                    self._announce.send(garp_frame(self.mac, a))
+                    sock.send(garp_frame(mac, a))
                 else:
-                    self._announce.sendto(unsolicited_na(self.mac, a), ("ff02::1", 0, 0, self.ifindex))
+                    sock.sendto(unsolicited_na(mac, a), ("ff02::1", 0, 0, idx))
                 self.counters["announcements"] += 1
             except OSError as e:
                 self.counters["announce_errors"] += 1
@@ -544,7 +586,7 @@ class VRRPInstance:
             return
         for addr, plen in self.vips:
             try:
-                self._rtnl.addr(False, self.ifindex, addr, plen)
+                self._rtnl.addr(False, self.vip_ifindex.get(addr, self.ifindex), addr, plen)
             except OSError as e:
                 log.error("vrrp: cannot remove %s/%d from %s: %s", addr, plen, self.interface, e.strerror)
 

@@ -331,8 +331,10 @@ async def failover(advert: str) -> dict:
         set_link("hasw", "vhad1", False)
         t_cut = (t_cut + loop.time()) / 2
         await wait_for(lambda: d2.role == "master", 15, "had2 to take over")
-        t_master = next(t for t, r in d2.roles if r == "master")
-        takeover = t_master - t_cut
+        t_master = next(t for t, r in d2.roles if r == "master")  # sync daemons switched too
+        t_vip = d2.ha.vrrp.became_master_at  # type: ignore[union-attr]  # VIPs added, GARP sent
+        assert t_vip is not None and t_vip <= t_master
+        takeover = t_vip - t_cut
         assert {VIP, GW} <= addresses("had2")
         await wait_for(lambda: d1.role == "fault", 5, "had1 in fault (its link is down)")
         assert not {VIP, GW} & addresses("had1")
@@ -358,6 +360,7 @@ async def failover(advert: str) -> dict:
             "advert_interval": advert,
             "master_down_interval": round(bound, 3),
             "takeover_s": round(takeover, 3),
+            "role_switched_s": round(t_master - t_cut, 3),
             "gap_s": round(gap, 3),
             "handshake_only_survived": True,
             "long_lived_survived": True,
@@ -470,6 +473,58 @@ def test_vrrp_ipv6(topology) -> None:  # type: ignore[no-untyped-def]
     r = asyncio.run(asyncio.wait_for(ipv6_failover(), 90))
     record("ipv6_100ms", r)
     assert r["takeover_s"] <= 0.5 and r["first_ping_after_s"] < 1.0, r
+
+
+# --- a virtual address goes on the interface that holds its subnet ------------------------------------
+
+PLACE_CONF = """
+[ha]
+mode = "vrrp"
+interface = "a0"
+vrid = 71
+priority = 200
+advert_interval = "100ms"
+vips = ["10.1.0.100/24", "10.2.0.1/24"]
+"""
+
+
+def addrs_of(ns: str, ifname: str) -> set[str]:
+    with in_netns(ns):
+        r = dv.Rtnl()
+        try:
+            return {a for a, _, _ in r.addresses(socket.if_nametoindex(ifname), socket.AF_INET)}
+        finally:
+            r.close()
+
+
+async def placement() -> dict:
+    d = Director("havp", PLACE_CONF)
+    try:
+        await d.ha.start()
+        await wait_for(lambda: d.role == "master", 5, "a lone router to become master")
+        front, back = addrs_of("havp", "a0"), addrs_of("havp", "a1")
+        assert "10.1.0.100" in front and "10.1.0.100" not in back
+        assert "10.2.0.1" in back and "10.2.0.1" not in front
+        st = d.ha.status()["vrrp"]
+        assert st["vip_interfaces"] == {"10.1.0.100": "a0", "10.2.0.1": "a1"}
+        return st
+    finally:
+        await d.stop()
+        assert not {"10.1.0.100", "10.2.0.1"} & (addrs_of("havp", "a0") | addrs_of("havp", "a1"))
+
+
+def test_vip_goes_where_its_subnet_is() -> None:
+    subprocess.run(["ip", "netns", "del", "havp"], capture_output=True)
+    sh(
+        "bash", "-c",
+        "set -e; ip netns add havp; ip -n havp link add a0 type veth peer name a1;"
+        "ip -n havp addr add 10.1.0.5/24 dev a0; ip -n havp addr add 10.2.0.5/24 dev a1;"
+        "ip -n havp link set a0 up; ip -n havp link set a1 up",
+    )  # fmt: skip
+    try:
+        asyncio.run(asyncio.wait_for(placement(), 60))
+    finally:
+        subprocess.run(["ip", "netns", "del", "havp"], capture_output=True)
 
 
 # --- 4: against keepalived ------------------------------------------------------------------------------
