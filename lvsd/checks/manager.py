@@ -31,6 +31,9 @@ ServerId = tuple  # (service name, DestKey)
 
 #: Entries due within this many seconds of now run in the same batch.
 SLACK = 0.001
+#: At most this many entries per batch: a backlog (overload, a stalled loop) is worked off in
+#: slices so I/O callbacks and the daemon's reconcile interleave with it.
+BATCH = 256
 
 
 def make_checker(spec: CheckSpec, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Any) -> Checker:
@@ -150,6 +153,7 @@ class Scheduler:
         pop = heapq.heappop
         now = self.loop.time()
         limit = now + SLACK
+        budget = BATCH
         while heap and heap[0][0] <= limit:
             _, _, gen, probe = pop(heap)
             if gen != probe.gen:
@@ -158,6 +162,9 @@ class Scheduler:
                 probe.timeout()
             else:
                 probe.launch(now)
+            budget -= 1
+            if not budget:
+                break  # let I/O callbacks and the reconcile run between batches
         self.timer_when = float("inf")
         if heap and self.running:
             self.timer_when = heap[0][0]
