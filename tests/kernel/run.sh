@@ -1,0 +1,16 @@
+#!/bin/sh
+# tests/kernel/run.sh -- the whole kernel suite, run INSIDE the VM in one boot:
+#     tests/kernel/vm.sh tests/kernel/run.sh [PYTEST ARGS...]
+# Loads every IPVS scheduler and the SIP persistence engine first (the contract tests use them
+# all; autoloading them one by one mid-test costs more under emulation), then runs the backend
+# contract against the real kernel (LVSD_TEST_BACKEND=netlink) and tests/kernel with
+# ${PYTHON:-python3} (e.g. PYTHON=.venv/bin/python). Exit status: pytest's.
+set -eu
+PY=${PYTHON:-python3}
+for m in ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_dh ip_vs_sh \
+         ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf ip_vs_mh ip_vs_twos ip_vs_pe_sip; do
+  # ip_vs_twos is newer than some kernels: a missing scheduler is reported, not fatal
+  modprobe -q "$m" 2>/dev/null || echo "run.sh: no module $m in $(uname -r)" >&2
+done
+export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 LVSD_TEST_BACKEND=netlink
+exec "$PY" -m pytest tests/contract tests/kernel -p no:cacheprovider "$@"
