@@ -1376,8 +1376,12 @@ def _ha(ctx: _Ctx, t: dict) -> HAConfig:
         for k in ("interface", "vrid"):
             if k not in t:
                 ctx.err(_p(p, k), 'missing (required with mode = "vrrp")')
-        if not vips and "vips" not in t:
+        if "vips" not in t:
             ctx.err(_p(p, "vips"), 'missing (required with mode = "vrrp")')
+        elif not raw:
+            ctx.err(_p(p, "vips"), 'must list at least one address with mode = "vrrp"')
+    if len(vips) > 255:
+        ctx.err(_p(p, "vips"), f"at most 255 addresses fit in a VRRP advertisement, got {len(vips)}")
     return HAConfig(
         mode=mode,
         role=role,

@@ -107,6 +107,13 @@ def test_vrrp_errors():
     errs = E('[ha]\nmode = "vrrp"')
     for k in ("interface", "vrid", "vips"):
         assert_err(errs, f"ha.{k}", 'required with mode = "vrrp"')
+    assert_err(
+        E('[ha]\nmode = "vrrp"\ninterface = "eth0"\nvrid = 1\nvips = []'), "ha.vips", "at least one address"
+    )
+    many = ", ".join(f'"10.0.{i // 250}.{i % 250}"' for i in range(256))
+    assert_err(
+        E(f'[ha]\nmode = "vrrp"\ninterface = "eth0"\nvrid = 1\nvips = [{many}]'), "ha.vips", "at most 255"
+    )
     errs = E(
         '[ha]\nmode = "vrrp"\ninterface = "eth0"\nvrid = 1\nvips = ["2001:db8::1"]\nversion = 2\nadvert_interval = "1500ms"'
     )
