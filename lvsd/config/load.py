@@ -1583,7 +1583,7 @@ def load_config(
     except OSError as e:
         raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a BOM left by some editors is not a syntax error
     except UnicodeDecodeError as e:
         raise ConfigError([f"{path}: not UTF-8 (byte {e.start})"]) from None
     return parse_config(text, path, resolver, check_files)

@@ -1017,7 +1017,7 @@ def test_load_config_file_errors(tmp_path):
         load_config(str(bad))
     assert "not UTF-8" in e.value.errors[0]
     good = tmp_path / "good.toml"
-    good.write_text(SVC)
+    good.write_text("\ufeff" + SVC, encoding="utf-8")
     c = load_config(str(good))
     assert c.source == str(good) and c.services[0].name == "web"
 
