@@ -1,7 +1,8 @@
 """Kernel tests: they need real IPVS and root, i.e. the VM of tests/kernel/vm.sh.
 
 On a host without IPVS every test here is skipped with the command that runs them instead
-(``tests/kernel/vm.sh tests/kernel/run.sh``). Fixtures: ``lab`` (a netns.Lab torn down after
+(``tests/kernel/vm.sh tests/kernel/run.sh``), unless LVSD_KERNEL_REQUIRED=1 (run.sh sets it):
+then the run stops with the reason, so a kernel suite can never pass by skipping. Fixtures: ``lab`` (a netns.Lab torn down after
 the test), ``ipvs`` (the NetlinkBackend on this namespace's table, checked empty before and
 emptied after, so one test's leftovers never pass or fail the next).
 """
@@ -37,6 +38,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Mark every test of this directory `kernel`, and skip them where there is no IPVS."""
     here = Path(__file__).resolve().parent
     why = kernel_unavailable()
+    if why and os.environ.get("LVSD_KERNEL_REQUIRED") == "1":
+        pytest.exit(f"kernel tests required (LVSD_KERNEL_REQUIRED=1) but {why}", returncode=1)
     for item in items:
         if here not in Path(str(item.fspath)).resolve().parents:
             continue

@@ -12,5 +12,7 @@ for m in ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_v
   # ip_vs_twos is newer than some kernels: a missing scheduler is reported, not fatal
   modprobe -q "$m" 2>/dev/null || echo "run.sh: no module $m in $(uname -r)" >&2
 done
-export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 LVSD_TEST_BACKEND=netlink
+[ -e /proc/net/ip_vs ] || { echo "run.sh: no IPVS in kernel $(uname -r): run me through tests/kernel/vm.sh" >&2; exit 1; }
+# LVSD_KERNEL_REQUIRED: kernel tests fail instead of skipping if IPVS or root is missing
+export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 LVSD_TEST_BACKEND=netlink LVSD_KERNEL_REQUIRED=1
 exec "$PY" -m pytest tests/contract tests/kernel -p no:cacheprovider "$@"
