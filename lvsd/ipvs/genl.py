@@ -255,6 +255,7 @@ class GenlSocket:
         sndbuf: int = DEFAULT_SNDBUF,
         timeout: float = 30.0,
         max_batch: int = MAX_BATCH,
+        recv_size: int = RECV_BUFSIZE,
     ) -> None:
         self.sock = s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_GENERIC)
         try:
@@ -267,7 +268,7 @@ class GenlSocket:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
             s.bind((0, 0))
-            self._buf = bytearray(RECV_BUFSIZE)
+            self._buf = bytearray(max(recv_size, 4096))
             self._view = memoryview(self._buf)
             self.seq = int.from_bytes(os.urandom(2), "little") << 8
             self.max_batch = max_batch
@@ -344,26 +345,36 @@ class GenlSocket:
 
     def dump(self, cmd: int, payload: bytes = b"") -> list[bytes]:
         """Run an NLM_F_DUMP request; return the attribute payloads of every multipart reply."""
-        seq = self._next_seq()
-        self.sock.send(encode_msg(self.family_id, NLM_F_REQUEST | NLM_F_DUMP, seq, cmd, self.version, payload))
+        seq = self.seq = (self.seq + 1) & 0xFFFFFFFF
+        sock = self.sock
+        sock.send(_GENLHDR.pack(HDRLEN + len(payload), self.family_id, NLM_F_REQUEST | NLM_F_DUMP, seq, 0,
+                                cmd, self.version, 0) + payload)
         out: list[bytes] = []
         append = out.append
-        recv = self._recv
+        buf = self._buf
+        recvmsg_into = sock.recvmsg_into
+        unpack = _nlmsghdr_unpack
+        bufs = [buf]
         while True:
-            data = recv()
-            pos, end = 0, len(data)
-            while pos + NLMSG_HDRLEN <= end:
-                ln, mtype, flags, mseq, _pid = _nlmsghdr_unpack(data, pos)
+            try:
+                n, _anc, rflags, _addr = recvmsg_into(bufs)
+            except BlockingIOError:
+                raise TimeoutError(_errno.ETIMEDOUT, "no answer from the kernel (netlink receive timed out)") from None
+            if rflags & socket.MSG_TRUNC:
+                raise OSError(_errno.EMSGSIZE, "netlink datagram larger than the receive buffer")
+            pos = 0
+            while pos + NLMSG_HDRLEN <= n:
+                ln, mtype, flags, mseq, _pid = unpack(buf, pos)
                 if ln < NLMSG_HDRLEN:
                     break
                 if mseq == seq:
                     if mtype == NLMSG_DONE:
                         return out
                     if mtype == NLMSG_ERROR:
-                        err, _s, text = parse_error(data, pos, ln, flags)
+                        err, _s, text = parse_error(bytes(buf[pos : pos + ln]), 0, ln, flags)
                         raise NetlinkError(err or _errno.EIO, text)
                     if mtype > NLMSG_OVERRUN:
-                        append(data[pos + HDRLEN : pos + ln])
+                        append(bytes(buf[pos + HDRLEN : pos + ln]))
                 pos += (ln + 3) & ~3
 
     # --- batches ---

@@ -28,6 +28,7 @@ from .model import (
     Connection,
     Destination,
     DestKey,
+    Forward,
     Info,
     Service,
     ServiceEntry,
@@ -35,6 +36,8 @@ from .model import (
     Stats,
     SyncDaemon,
     Timeouts,
+    TunType,
+    normalize_addr,
 )
 
 # --- include/uapi/linux/ip_vs.h -----------------------------------------------------------------
@@ -119,17 +122,17 @@ _flags = struct.Struct("=II")
 _inet_pton = socket.inet_pton
 _inet_ntop = socket.inet_ntop
 
-# Attribute blocks with a fixed layout, packed in one call (header + value for each attribute).
 _U32_ATTR = struct.Struct("=HHI")
-# FWD u32, WEIGHT u32, U_THRESH u32, L_THRESH u32, TUN_TYPE u8, TUN_PORT be16, TUN_FLAGS u16,
-# ADDR_FAMILY u16
-_DEST_TAIL = struct.Struct("=" + "HHI" * 4 + "HHB3x" + "HH2s2x" + "HHH2x" + "HHH2x")
 
 _ENCODE_CACHE_MAX = 4096
 
 
 def _addr_bytes(af: int, addr: str) -> bytes:
-    return _inet_pton(socket.AF_INET6 if af == AF_INET6 else socket.AF_INET, addr)
+    fam = socket.AF_INET6 if af == AF_INET6 else socket.AF_INET
+    try:
+        return _inet_pton(fam, addr)
+    except (OSError, TypeError):  # not canonical text (e.g. "[::1]"): let the model normalize it
+        return _inet_pton(fam, normalize_addr(addr, af)[1])
 
 
 def _addr_text(af: int, raw: bytes) -> str:
@@ -181,31 +184,42 @@ def encode_service(svc: Service) -> bytes:
     return genl.nla_nest(IPVS_CMD_ATTR_SERVICE, *body)
 
 
+_DEST4 = struct.Struct("=HH" + "HH4s" + "HH2s2x" + "HHI" * 4 + "HHB3x" + "HH2s2x" + "HHH2x" + "HHH2x")
+_DEST6 = struct.Struct("=HH" + "HH16s" + "HH2s2x" + "HHI" * 4 + "HHB3x" + "HH2s2x" + "HHH2x" + "HHH2x")
+_be16_pack = _be16.pack
+
+
 def encode_dest(dest: Destination, full: bool = True) -> bytes:
-    """IPVS_CMD_ATTR_DEST: identity (addr, port, family) and, when full, every settable field."""
+    """IPVS_CMD_ATTR_DEST: identity (addr, port, family) and, when full, every settable field:
+    FWD_METHOD, WEIGHT, U/L_THRESH (u32), TUN_TYPE (u8), TUN_PORT (be16), TUN_FLAGS (u16)."""
     k = dest.key
     raw = _addr_bytes(k.af, k.addr)
-    ident = (
-        _nla_pack(4 + len(raw), IPVS_DEST_ATTR_ADDR)
-        + raw
-        + _nla_pack(6, IPVS_DEST_ATTR_PORT)
-        + _be16.pack(k.port)
-        + b"\0\0"
-    )
     if not full:
-        ident += _nla_pack(6, IPVS_DEST_ATTR_ADDR_FAMILY) + _u16.pack(k.af) + b"\0\0"
+        ident = (
+            _nla_pack(4 + len(raw), IPVS_DEST_ATTR_ADDR)
+            + raw
+            + _nla_pack(6, IPVS_DEST_ATTR_PORT)
+            + _be16_pack(k.port)
+            + b"\0\0"
+            + _nla_pack(6, IPVS_DEST_ATTR_ADDR_FAMILY)
+            + _u16.pack(k.af)
+            + b"\0\0"
+        )
         return genl.nla_nest(IPVS_CMD_ATTR_DEST, ident)
-    tail = _DEST_TAIL.pack(
+    st = _DEST6 if len(raw) == 16 else _DEST4
+    return st.pack(
+        st.size, IPVS_CMD_ATTR_DEST,
+        4 + len(raw), IPVS_DEST_ATTR_ADDR, raw,
+        6, IPVS_DEST_ATTR_PORT, _be16_pack(k.port),
         8, IPVS_DEST_ATTR_FWD_METHOD, dest.forward & IP_VS_CONN_F_FWD_MASK,
         8, IPVS_DEST_ATTR_WEIGHT, dest.weight,
         8, IPVS_DEST_ATTR_U_THRESH, dest.u_threshold,
         8, IPVS_DEST_ATTR_L_THRESH, dest.l_threshold,
         5, IPVS_DEST_ATTR_TUN_TYPE, dest.tun_type,
-        6, IPVS_DEST_ATTR_TUN_PORT, _be16.pack(dest.tun_port),
+        6, IPVS_DEST_ATTR_TUN_PORT, _be16_pack(dest.tun_port),
         6, IPVS_DEST_ATTR_TUN_FLAGS, dest.tun_flags,
         6, IPVS_DEST_ATTR_ADDR_FAMILY, k.af,
     )  # fmt: skip
-    return genl.nla_nest(IPVS_CMD_ATTR_DEST, ident, tail)
 
 
 def encode_daemon(d: SyncDaemon, full: bool = True) -> bytes:
@@ -364,6 +378,126 @@ def decode_dest(payload: bytes, service_af: int) -> Destination:
     )
 
 
+# Fast path for dest dumps. ip_vs_genl_fill_dest() always emits the same attributes in the same
+# order with fixed sizes (ADDR is the 16-byte union), so a whole reply decodes with one unpack.
+# The layout is verified in full on the first reply of every dump (header words compared with
+# the expected ones); the rest of that dump, made by the same kernel code, is checked by size.
+# Anything else (older kernels, other arches with pad attributes) takes decode_dest().
+_DEST_PARTS = (
+    (IPVS_CMD_ATTR_DEST, None, 0),
+    (IPVS_DEST_ATTR_ADDR, "16s", 16),
+    (IPVS_DEST_ATTR_PORT, "H2x", 2),
+    (IPVS_DEST_ATTR_FWD_METHOD, "I", 4),
+    (IPVS_DEST_ATTR_WEIGHT, "I", 4),
+    (IPVS_DEST_ATTR_TUN_TYPE, "B3x", 1),
+    (IPVS_DEST_ATTR_TUN_PORT, "H2x", 2),
+    (IPVS_DEST_ATTR_TUN_FLAGS, "H2x", 2),
+    (IPVS_DEST_ATTR_U_THRESH, "I", 4),
+    (IPVS_DEST_ATTR_L_THRESH, "I", 4),
+    (IPVS_DEST_ATTR_ACTIVE_CONNS, "I", 4),
+    (IPVS_DEST_ATTR_INACT_CONNS, "I", 4),
+    (IPVS_DEST_ATTR_PERSIST_CONNS, "I", 4),
+    (IPVS_DEST_ATTR_ADDR_FAMILY, "H2x", 2),
+    (IPVS_DEST_ATTR_STATS, None, 0),
+    *((t, "4x" if t not in (4, 5) else "8x", 4 if t not in (4, 5) else 8) for t in range(1, 11)),
+    (IPVS_DEST_ATTR_STATS64, None, 0),
+    *((t, "Q", 8) for t in range(1, 11)),
+)
+
+
+def _build_dest_layout() -> tuple[struct.Struct, struct.Struct, bytes, int]:
+    """(values-only Struct, headers-only Struct, expected header bytes, total size)."""
+    vals, hdrs = ["="], ["="]
+    expected: list[int] = []
+    nest_stack: list[tuple[int, int]] = []  # (index in expected, start offset)
+    size = 0
+    for atype, fmt, width in _DEST_PARTS:
+        if fmt is None:  # a nest header: its length is patched once its content is known
+            nest_stack.append((len(expected), size))
+            expected += [0, atype]
+            vals.append("4x")
+            hdrs.append("HH")
+            size += 4
+            continue
+        expected += [4 + width, atype]
+        pad = -width & 3
+        vals.append("4x" + fmt)
+        hdrs.append("HH" + f"{width + pad}x")
+        size += 4 + width + pad
+    # nests: the top one spans everything; STATS up to STATS64; STATS64 to the end
+    (top_i, _), (st_i, st_off), (st64_i, st64_off) = nest_stack
+    expected[top_i] = size
+    expected[st_i] = st64_off - st_off
+    expected[st64_i] = size - st64_off
+    hs = struct.Struct("".join(hdrs))
+    return struct.Struct("".join(vals)), hs, hs.pack(*expected), size
+
+
+_DEST_VALS, _DEST_HDRS, _DEST_HDR_BYTES, DEST_REPLY_SIZE = _build_dest_layout()
+_dest_vals_unpack = _DEST_VALS.unpack
+_dest_new = object.__new__
+_set = {n: Destination.__dict__[n].__set__ for n in Destination.__slots__}  # type: ignore[attr-defined]
+_setk = {n: DestKey.__dict__[n].__set__ for n in DestKey.__slots__}  # type: ignore[attr-defined]
+_stats_new = Stats
+_LITTLE = struct.pack("=H", 1) == b"\x01\x00"  # the fast path byte-swaps be16 ports itself
+
+
+def dest_layout_matches(payload: bytes) -> bool:
+    """Does this GET_DEST reply have exactly the layout the fast path decodes?"""
+    return len(payload) == DEST_REPLY_SIZE and _DEST_HDRS.pack(*_DEST_HDRS.unpack(payload)) == _DEST_HDR_BYTES
+
+
+def decode_dests(payloads: list[bytes], service_af: int) -> list[Destination]:
+    """Every reply of one GET_DEST dump -> Destinations, one struct unpack each when the kernel's
+    layout is the one we know (verified on the first reply), else through decode_dest()."""
+    if not payloads:
+        return []
+    if not _LITTLE or not dest_layout_matches(payloads[0]):
+        return [decode_dest(p, service_af) for p in payloads]
+    out = []
+    append = out.append
+    unpack = _dest_vals_unpack
+    ntop = _inet_ntop
+    new = _dest_new
+    s_key, s_fwd, s_w, s_u, s_l = _set["key"], _set["forward"], _set["weight"], _set["u_threshold"], _set["l_threshold"]
+    s_tt, s_tp, s_tf = _set["tun_type"], _set["tun_port"], _set["tun_flags"]
+    s_ac, s_ic, s_pc, s_st = _set["active_conns"], _set["inact_conns"], _set["persist_conns"], _set["stats"]
+    k_af, k_addr, k_port = _setk["af"], _setk["addr"], _setk["port"]
+    zero = _ZERO_STATS
+    size = DEST_REPLY_SIZE
+    v6 = socket.AF_INET6
+    for p in payloads:
+        if len(p) != size:
+            append(decode_dest(p, service_af))
+            continue
+        (raw, port, fwd, weight, tt, tp, tf, ut, lt, ac, ic, pc, af, *st) = unpack(p)
+        if af == AF_INET6:
+            text = ntop(v6, raw)
+            if "." in text:
+                text = _addr_text(AF_INET6, raw)
+        else:
+            text = ntop(2, raw[:4])
+        key = new(DestKey)
+        k_af(key, af)
+        k_addr(key, text)
+        k_port(key, ((port & 0xFF) << 8) | (port >> 8))
+        d = new(Destination)
+        s_key(d, key)
+        s_fwd(d, fwd & IP_VS_CONN_F_FWD_MASK)
+        s_w(d, weight)
+        s_u(d, ut)
+        s_l(d, lt)
+        s_tt(d, tt)
+        s_tp(d, ((tp & 0xFF) << 8) | (tp >> 8))
+        s_tf(d, tf)
+        s_ac(d, ac)
+        s_ic(d, ic)
+        s_pc(d, pc)
+        s_st(d, _stats_new(*st) if any(st) else zero)
+        append(d)
+    return out
+
+
 def decode_daemon(payload: bytes) -> SyncDaemon:
     """A GET_DAEMON reply -> SyncDaemon with the values the kernel runs (defaults filled in)."""
     a = _parse(_parse(payload)[IPVS_CMD_ATTR_DAEMON])
@@ -382,6 +516,76 @@ def decode_daemon(payload: bytes) -> SyncDaemon:
         mcast_port=g(a[IPVS_DAEMON_ATTR_MCAST_PORT]) if IPVS_DAEMON_ATTR_MCAST_PORT in a else 0,
         mcast_ttl=g(a[IPVS_DAEMON_ATTR_MCAST_TTL]) if IPVS_DAEMON_ATTR_MCAST_TTL in a else 0,
     )
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+#: int and the model's IntEnums; bool (an int subclass the model rejects) is deliberately absent
+_INT_TYPES = frozenset((int, Forward, TunType))
+
+
+def _dest_fields_ok(d: Destination, service_af: int | None) -> bool:
+    """A fast equivalent of Destination.validate() that only ever *accepts*: True means the
+    model's validate() would pass too (inet_pton accepts a subset of what ipaddress accepts;
+    tests/unit/test_genl.py checks the implication on generated values). False means: ask
+    the model, which raises the precise ValueInvalid."""
+    k = d.key
+    af = k.af
+    try:
+        if af == AF_INET:
+            _inet_pton(socket.AF_INET, k.addr)
+        elif af == AF_INET6:
+            _inet_pton(socket.AF_INET6, k.addr)
+        else:
+            return False
+    except (OSError, TypeError, ValueError):
+        return False
+    p, f, w, u, lo, tt, tp, tf = k.port, d.forward, d.weight, d.u_threshold, d.l_threshold, d.tun_type, d.tun_port, d.tun_flags
+    ints = _INT_TYPES
+    if not (
+        type(p) in ints and type(f) in ints and type(w) in ints and type(u) in ints and type(lo) in ints
+        and type(tt) in ints and type(tp) in ints and type(tf) in ints
+        and 0 <= p <= 65535 and 0 <= f <= 4 and 0 <= w <= 0x7FFFFFFF and 0 <= u <= _M32 and 0 <= lo <= _M32
+        and 0 <= tt <= 2 and 0 <= tp <= 65535 and 0 <= tf <= 0xFFFF
+    ):  # fmt: skip
+        return False
+    return service_af is None or service_af == af or d.forward == 2
+
+
+def validate_ops(ops: Sequence[Op]) -> None:
+    """validate_all(ops), made cheap for big batches: each distinct service key is validated once
+    and destinations go through _dest_fields_ok() first; anything it does not accept goes
+    through the model's own validate(), so the first bad value raises the same ValueInvalid."""
+    seen: set[ServiceKey] = set()
+    rest: list[Op] = []
+    for op in ops:
+        k = op.kind
+        if k is OpKind.ADD_DEST or k is OpKind.EDIT_DEST or k is OpKind.DEL_DEST:
+            key = op.key
+            if key is None or op.dest is None:
+                rest.append(op)
+                continue
+            if key not in seen:
+                try:
+                    key.validate()
+                except Exception:
+                    rest.append(op)
+                    continue
+                seen.add(key)
+            if k is OpKind.DEL_DEST:
+                ok = _dest_fields_ok(Destination(op.dest.key), None)
+            else:
+                ok = _dest_fields_ok(op.dest, key.af)
+            if not ok:
+                rest.append(op)
+        else:
+            rest.append(op)
+    if len(rest) == len(ops):
+        validate_all(ops)
+    elif rest:
+        # keep the model's order of errors: validate the not-yet-accepted ops in batch order
+        validate_all(rest)
 
 
 # --- the backend --------------------------------------------------------------------------------
@@ -466,7 +670,7 @@ class NetlinkBackend(Backend):
                 self.service(key)  # the kernel dumps nothing for a missing service: say ESRCH
             except IPVSError as e:
                 raise IPVSError(f"list-servers {key}", e.errno, e.strerror) from None
-        return [decode_dest(p, key.af) for p in replies]
+        return decode_dests(replies, key.af)
 
     def dump(self) -> dict[ServiceKey, ServiceEntry]:
         """The whole table: one service dump, then one dest dump per service."""
@@ -479,12 +683,7 @@ class NetlinkBackend(Backend):
                 replies = dump(IPVS_CMD_GET_DEST, payload)
             except genl.NetlinkError as e:
                 raise IPVSError(f"list-servers {key}", e.errno, e.strerror) from None
-            af = key.af
-            dests: dict[DestKey, Destination] = {}
-            for p in replies:
-                d = decode_dest(p, af)
-                dests[d.key] = d
-            out[key] = ServiceEntry(svc, dests)
+            out[key] = ServiceEntry(svc, {d.key: d for d in decode_dests(replies, key.af)})
         return out
 
     def timeouts(self) -> Timeouts:
@@ -514,7 +713,7 @@ class NetlinkBackend(Backend):
         """Validate every op, then send them all in order, batched. Raises IPVSError for a
         batch of one, BatchError naming what was applied and what failed otherwise."""
         ops = list(ops)
-        validate_all(ops)
+        validate_ops(ops)  # = validate_all(ops), fast path for big batches
         if not ops:
             return
         ids: dict[ServiceKey, bytes] = {}
