@@ -1199,19 +1199,18 @@ class _Builder:
         vport = skey.port if skey else 0
         port = ctx.int(st, "port", path, 0, 65535, vport) if "port" in st else vport
         fwd = m["forward"]
-        fwd_bad = "forward" in st and "forward" not in layer
-        if fwd_bad:  # already reported: judge nothing else by a forward method we do not know
-            return None
-        if skey is not None and not skey.fwmark and fwd in ("dr", "tun") and port != vport:
+        # a bad forward is already reported: judge nothing else by a method we do not know
+        fwd_ok = not ("forward" in st and "forward" not in layer)
+        if fwd_ok and skey is not None and not skey.fwmark and fwd in ("dr", "tun") and port != vport:
             ctx.err(
                 _p(path, "port"), f'must equal the VIP\'s port ({vport}) with forward = "{fwd}", got {port}'
             )
-        if "tunnel" in layer and fwd != "tun":
+        if fwd_ok and "tunnel" in layer and fwd != "tun":
             ctx.err(_p(path, "tunnel"), f'only with forward = "tun" (forward is "{fwd}")')
         if addr is None or skey is None:
             return None
         af, text = addr
-        if af != skey.af and fwd != "tun":
+        if fwd_ok and af != skey.af and fwd != "tun":
             ctx.err(
                 _p(path, "address"),
                 f"an {'IPv6' if af == AF_INET6 else 'IPv4'} server behind an {'IPv6' if skey.af == AF_INET6 else 'IPv4'} "
@@ -1233,7 +1232,7 @@ class _Builder:
                     else:
                         cp, what = path, f"inherited {c.type} check"
                     ctx.err(cp, f'{what} of a server with port 0 needs connect = "address:port" or ":port"')
-        if not enabled:
+        if not enabled or not fwd_ok:
             return None
         tun = m["tunnel"]
         dest = self._dest(dk, fwd, m["weight"], m["thresholds"], tun)

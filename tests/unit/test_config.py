@@ -576,6 +576,12 @@ def test_server_errors_collected_in_one_pass():
     assert_has(errs, f"{p}[11].on_failure", 'must be "remove" or "inhibit"')
     assert_has(errs, f"{p}[11].notify_up", "list of strings")
     assert len(errs) == 13, errs
+    # a server with a bad forward is still checked for everything that does not depend on it
+    errs = E(SVC + '  [[service.server]]\n  address = "192.0.2.21"\n  forward = "bogus"\n')
+    assert errs == [
+        'service[web].server[1].forward: must be "dr", "tun" or "nat", got "bogus"',
+        "service[web].server[1]: duplicate server 192.0.2.21:80 (also server[0])",
+    ]
 
 
 def test_server_ports_dr_tun_nat_and_fwmark():
