@@ -11,7 +11,7 @@ import pytest
 
 from lvsd.ipvs import genl
 from lvsd.ipvs import netlink as nl
-from lvsd.ipvs.backend import BackendUnavailable, Op
+from lvsd.ipvs.backend import BackendUnavailable, Op, validate_all
 from lvsd.ipvs.model import (
     AF_INET,
     AF_INET6,
@@ -394,3 +394,90 @@ def test_out_of_range_values_never_reach_the_kernel():
     assert rec.batches == []
     b.apply([good])
     assert len(rec.batches) == 1 and rec.batches[0][0][0] == nl.IPVS_CMD_NEW_SERVICE
+
+
+# --- fast paths are exact -----------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ints = st.one_of(
+    st.integers(-3, 6), st.integers(0, 2**33), st.sampled_from([0x7FFFFFFF, 0x80000000, 0xFFFF, 0x10000, 0xFFFFFFFF]),
+    st.just(True), st.just(1.0), st.sampled_from(list(Forward)), st.sampled_from(list(TunType)),
+)  # fmt: skip
+_addrs = st.sampled_from([
+    "10.0.0.1", "10.0.0.01", "256.1.1.1", "1.2.3", "::1", "2001:DB8::1", "::ffff:1.2.3.4", "[::1]", "fe80::1%eth0",
+    "1:2:3:4:5:6:7:8:9", "", "x", "0.0.0.0", "::", "1::2::3", "::1.2.3.04",
+])  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(af=st.sampled_from([AF_INET, AF_INET6, 0]), addr=_addrs, port=_ints, fwd=_ints, w=_ints, u=_ints, lo=_ints,
+       tt=_ints, tp=_ints, tf=_ints, saf=st.sampled_from([None, AF_INET, AF_INET6]))  # fmt: skip
+def test_fast_dest_check_never_accepts_what_the_model_rejects(af, addr, port, fwd, w, u, lo, tt, tp, tf, saf):
+    d = Destination(DestKey(af, addr, port), fwd, w, u, lo, tt, tp, tf)
+    if nl._dest_fields_ok(d, saf):
+        d.validate(saf)  # must not raise
+
+
+def test_fast_dest_check_accepts_the_common_cases():
+    ok = [
+        (Destination(DestKey.of("10.0.0.1", 80), Forward.MASQ, 1), AF_INET),
+        (Destination(DestKey.of("2001:db8::1", 80), Forward.ROUTE, 0, 0x7FFFFFFF, 5), AF_INET6),
+        (Destination(DestKey.of("10.0.0.1", 0), Forward.TUNNEL, 0x7FFFFFFF, tun_type=TunType.GUE, tun_port=1), AF_INET6),
+        (Destination(DestKey(AF_INET6, "2001:DB8::1", 65535), 2, 1, 0xFFFFFFFF, 0, 2, 65535, 0xFFFF), None),
+    ]
+    for d, saf in ok:
+        assert nl._dest_fields_ok(d, saf), d
+    assert not nl._dest_fields_ok(Destination(DestKey.of("10.0.0.1", 80), Forward.MASQ), AF_INET6)  # mixed, not tunnel
+    assert not nl._dest_fields_ok(Destination(DestKey.of("10.0.0.1", 80), weight=True), AF_INET)  # bool
+
+
+def test_validate_ops_raises_the_models_first_error():
+    k = ServiceKey.inet("tcp", "10.0.0.1", 80)
+    ops = [Op.add_service(Service(k))] + [Op.add_dest(k, Destination(DestKey.of(f"10.1.0.{i}", 80))) for i in range(1, 50)]
+    bad1 = Op.add_dest(k, Destination(DestKey(AF_INET, "10.1.1.1", 80), weight=-1))
+    bad2 = Op.add_dest(k, Destination(DestKey(AF_INET, "10.1.1.2", 80), tun_type=9))
+    nl.validate_ops(ops)
+    for seq in (ops[:10] + [bad1] + ops[10:] + [bad2], [bad2, bad1]):
+        with pytest.raises(ValueInvalid) as fast:
+            nl.validate_ops(seq)
+        with pytest.raises(ValueInvalid) as model:
+            validate_all(seq)
+        assert str(fast.value) == str(model.value)
+
+
+def _kernel_dest_reply(d: Destination, stats: tuple[int, ...]) -> bytes:
+    """A GET_DEST reply laid out exactly as ip_vs_genl_fill_dest() writes it (6.1)."""
+    raw = socket.inet_pton(socket.AF_INET6 if d.key.af == AF_INET6 else socket.AF_INET, d.key.addr)
+    body = (
+        genl.nla(1, raw + b"\0" * (16 - len(raw))) + genl.nla_be16(2, d.key.port) + genl.nla_u32(3, d.forward)
+        + genl.nla_u32(4, d.weight) + genl.nla_u8(13, d.tun_type) + genl.nla_be16(14, d.tun_port)
+        + genl.nla_u16(15, d.tun_flags) + genl.nla_u32(5, d.u_threshold) + genl.nla_u32(6, d.l_threshold)
+        + genl.nla_u32(7, 1) + genl.nla_u32(8, 2) + genl.nla_u32(9, 3) + genl.nla_u16(11, d.key.af)
+        + genl.nla_nest(10, _stats_block(False, [v & 0xFFFFFFFF for v in stats]))
+        + genl.nla_nest(12, _stats_block(True, list(stats)))
+    )  # fmt: skip
+    return genl.nla_nest(nl.IPVS_CMD_ATTR_DEST, body)
+
+
+def test_fast_dest_decode_equals_generic_decode():
+    dests = [
+        Destination(DestKey.of("10.0.0.2", 8080), Forward.MASQ, 3, 100, 10),
+        Destination(DestKey.of("2001:db8::5", 443), Forward.TUNNEL, 0x7FFFFFFF, 0, 0, TunType.GUE, 6080, 3),
+        Destination(DestKey.of("::ffff:10.1.2.3", 1), Forward.ROUTE, 0),
+    ]
+    stats = [(0,) * 10, tuple(range(1, 11)), (2**40,) * 10]
+    replies = [_kernel_dest_reply(d, s) for d in dests for s in stats]
+    assert len(replies[0]) == nl.DEST_REPLY_SIZE and nl.dest_layout_matches(replies[0])
+    fast = nl.decode_dests(replies, AF_INET)
+    slow = [nl.decode_dest(p, AF_INET) for p in replies]
+    assert [repr(a) for a in fast] == [repr(b) for b in slow]
+    assert [(a.stats, a.active_conns, a.inact_conns, a.persist_conns) for a in fast] == [
+        (b.stats, b.active_conns, b.inact_conns, b.persist_conns) for b in slow
+    ]
+    assert fast[0] == dests[0] and fast[3] == dests[1] and fast[6] == dests[2]
+    # an unknown layout (a PAD attribute, another attribute order) falls back to the generic decoder
+    odd = genl.nla_nest(nl.IPVS_CMD_ATTR_DEST, genl.nla(16, b"") + genl.parse_attrs(replies[1])[nl.IPVS_CMD_ATTR_DEST])
+    assert not nl.dest_layout_matches(odd)
+    assert nl.decode_dests([odd], AF_INET)[0].stats == slow[1].stats
