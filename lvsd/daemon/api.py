@@ -159,7 +159,9 @@ class ControlAPI:
             return web.json_response({"ok": False, "message": "HA is not running"}, status=409)
         try:
             ha.set_role(role)
-        except (ValueError, RuntimeError) as e:
+        except Exception as e:  # HAError: wrong mode; one line back to lvsctl
+            if type(e).__name__ != "HAError" and not isinstance(e, ValueError):
+                raise
             return web.json_response({"ok": False, "message": str(e)}, status=409)
         return web.json_response({"ok": True, "role": role})
 

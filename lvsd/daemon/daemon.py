@@ -45,6 +45,10 @@ def load(path: str) -> Config:
     return load_config(path)
 
 
+class StartError(Exception):
+    """The daemon cannot start (one line for the user: a component refused the config)."""
+
+
 @dataclass
 class Stats:
     """Counters behind /metrics and /status."""
@@ -147,9 +151,8 @@ class Daemon:
         self._wake.set()
 
     def _on_role(self, role: str) -> None:
-        """HAManager callback: the director's role changed."""
+        """HAManager callback: the director's role changed (HAManager logs it with its reason)."""
         if role != self.role:
-            log.info("role %s -> %s", self.role or "none", role)
             self.stats.role_changes += 1
         self.role = role
         self.notifier.status(self.status_line())
@@ -241,7 +244,12 @@ class Daemon:
                 return
             factory = HAManager
         self.ha = factory(cfg, self.backend, self._on_role)
-        await self.ha.start()
+        try:
+            await self.ha.start()
+        except Exception as e:
+            if type(e).__name__ != "HAError":
+                raise
+            raise StartError(f"HA: {e}") from None
 
     async def _start_api(self, cfg: Config) -> None:
         from lvsd.daemon.api import ControlAPI
@@ -279,6 +287,7 @@ class Daemon:
             await self._guard("stopping HA", self.ha.stop(on_stop))
         if self.api is not None:
             await self._guard("stopping the API", self.api.stop())
+            self.api = None
         for t in list(self._hooks):
             t.cancel()
         for fut in self._reload_waiters:

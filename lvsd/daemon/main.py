@@ -128,7 +128,7 @@ def plan(path: str, backend_name: str, state: str | None) -> int:
 def run(path: str, backend_name: str, state: str | None, log_level: str | None) -> int:
     """Run the daemon until SIGTERM/SIGINT."""
     from lvsd.daemon.api import APIError
-    from lvsd.daemon.daemon import Daemon
+    from lvsd.daemon.daemon import Daemon, StartError
     from lvsd.daemon.log import setup_logging
 
     cfg = _load(path)
@@ -143,8 +143,8 @@ def run(path: str, backend_name: str, state: str | None, log_level: str | None) 
     daemon = Daemon(cfg, backend, config_path=path)
     try:
         return asyncio.run(daemon.run())
-    except APIError as e:
-        log.error("%s", e)
+    except (APIError, StartError) as e:
+        log.error("cannot start: %s", e)
         return 1
     except (BackendUnavailable, IPVSError, OSError) as e:
         log.error("cannot start: %s", e)
