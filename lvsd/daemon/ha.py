@@ -96,6 +96,7 @@ class HAManager:
         self.sysctl_values: dict[str, str] = {}
         self.sysctl_errors: dict[str, str] = {}
         self.hook_results: dict[str, str] = {}
+        self.sync_switch_seconds = 0.0  # how long the last daemon start/stop took in the kernel
         self._hooks: asyncio.Queue[tuple[str, str, str]] | None = None
         self._hook_worker: asyncio.Task | None = None
         self._started = False
@@ -243,6 +244,7 @@ class HAManager:
             log.error("ha: %s", self.sync_error)
             return
         errors = []
+        t0 = time.monotonic()
         want = {d.state: d for d in wanted}
         for state, d in want.items():
             have = running.get(state)
@@ -269,6 +271,7 @@ class HAManager:
             except IPVSError as e:
                 errors.append(f"stopping the {DaemonState(state).name.lower()} sync daemon: {e}")
         self.sync_error = "; ".join(errors)
+        self.sync_switch_seconds = time.monotonic() - t0
         for e in errors:
             log.error("ha: %s", e)
 
@@ -365,6 +368,7 @@ class HAManager:
                 else [],
                 "running": running,
                 "error": self.sync_error,
+                "last_switch_seconds": round(self.sync_switch_seconds, 4),
                 "on_fault": sync.on_fault if sync else None,
                 "backup_always": sync.backup_always if sync else None,
             },

@@ -274,6 +274,7 @@ class VRRPInstance:
         self.last_warning = ""
         self.master_seen = ""
         self.became_master_at: float | None = None
+        self.last_advert_at: float | None = None  # loop time of the last accepted advert
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._mon: socket.socket | None = None
@@ -659,6 +660,7 @@ class VRRPInstance:
                 self._drop("dropped", verdict.reason, src)
             return
         self.counters["received"] += 1
+        self.last_advert_at = self._loop.time() if self._loop else None
         if verdict.warning:
             self.counters["address_mismatch"] += 1
             if verdict.warning != self.last_warning:

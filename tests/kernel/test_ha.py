@@ -328,15 +328,17 @@ async def failover(advert: str) -> dict:
 
         # cut the master's link on the bridge: director death
         t_cut = loop.time()
+        last_rx = d2.ha.vrrp.last_advert_at  # type: ignore[union-attr]
         set_link("hasw", "vhad1", False)
         t_cut = (t_cut + loop.time()) / 2
+        await wait_for(lambda: d1.role == "fault", 5, "had1 in fault (its link is down)")
+        d1_switch = d1.ha.sync_switch_seconds
         await wait_for(lambda: d2.role == "master", 15, "had2 to take over")
         t_master = next(t for t, r in d2.roles if r == "master")  # sync daemons switched too
         t_vip = d2.ha.vrrp.became_master_at  # type: ignore[union-attr]  # VIPs added, GARP sent
         assert t_vip is not None and t_vip <= t_master
         takeover = t_vip - t_cut
         assert {VIP, GW} <= addresses("had2")
-        await wait_for(lambda: d1.role == "fault", 5, "had1 in fault (its link is down)")
         assert not {VIP, GW} & addresses("had1")
 
         # bytes after the failover get answers, on both connections
@@ -356,11 +358,16 @@ async def failover(advert: str) -> dict:
 
         p = d2.ha.vrrp.params  # type: ignore[union-attr]
         bound = p.master_down_interval(p.advert_int)
+        last_rx = max(last_rx or 0, d2.ha.vrrp.last_advert_at or 0)  # type: ignore[union-attr]
         result = {
             "advert_interval": advert,
             "master_down_interval": round(bound, 3),
             "takeover_s": round(takeover, 3),
             "role_switched_s": round(t_master - t_cut, 3),
+            "last_advert_before_cut_s": round(t_cut - last_rx, 3),
+            "overhead_after_master_down_s": round(t_vip - (last_rx + bound), 3),
+            "fault_side_sync_switch_s": round(d1_switch, 3),
+            "master_side_sync_switch_s": round(d2.ha.sync_switch_seconds, 3),
             "gap_s": round(gap, 3),
             "handshake_only_survived": True,
             "long_lived_survived": True,
@@ -380,14 +387,15 @@ async def failover(advert: str) -> dict:
 
 
 def test_vrrp_election_sync_and_failover_1s(topology) -> None:  # type: ignore[no-untyped-def]
-    r = asyncio.run(asyncio.wait_for(failover("1s"), 120))
-    record("failover_1s", r)
-    # within 3 x advert + skew (3.61 s for priority 100; keepalived here: 3.0-3.4 s), plus
-    # scheduling slack under emulation
-    assert r["takeover_s"] <= r["master_down_interval"] + 0.25
-    # the connection resumes with the client's first TCP retransmission after the takeover; by
-    # then its backoff is at most 3.2 s (keepalived here: 3.5 s, or 7 s when the backoff missed)
-    assert r["gap_s"] <= r["takeover_s"] + 3.2 + 0.5
+    runs = [asyncio.run(asyncio.wait_for(failover("1s"), 120)) for _ in range(2)]
+    record("failover_1s", runs)
+    for r in runs:
+        # within 3 x advert + skew (3.61 s for priority 100; keepalived here: 3.0-3.4 s), plus
+        # scheduling slack under emulation
+        assert r["takeover_s"] <= r["master_down_interval"] + 0.25, r
+        # the connection resumes with the client's first TCP retransmission after the takeover; by
+        # then its backoff is at most 3.2 s (keepalived here: 3.5 s, or 7 s when the backoff missed)
+        assert r["gap_s"] <= r["takeover_s"] + 3.2 + 0.5, r
 
 
 def test_vrrp_failover_100ms(topology) -> None:  # type: ignore[no-untyped-def]
