@@ -67,6 +67,8 @@ def build_request(spec: CheckSpec, addr: str, port: int, tls: bool) -> bytes:
         lines.append("User-Agent: lvsd-check")
     if "connection" not in names:
         lines.append("Connection: close")
+    if spec.method in ("POST", "PUT") and "content-length" not in names:
+        lines.append("Content-Length: 0")
     lines.extend(f"{k}: {v}" for k, v in spec.headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -102,8 +104,9 @@ class HTTPChecker(StreamChecker):
         self.kind = spec.type
         if self.tls:
             self.socket_type = socket.socket  # ssl wraps only socket.socket
-            self.server_hostname = name = tls_name(spec.sni or spec.host)
-            self.ctx = tls_context(spec.verify, bool(spec.verify and name), spec.ca, spec.cert, spec.key)
+            # the name verified (and sent as SNI unless it is an IP): sni, else host, else the address
+            self.server_hostname = tls_name(spec.sni or spec.host) or self.addr
+            self.ctx = tls_context(spec.verify, spec.verify, spec.ca, spec.cert, spec.key)
         self.request = build_request(spec, self.addr, self.port, self.tls)
         self.ranges = spec.status
         self.need_body = spec.body is not None or spec.digest is not None

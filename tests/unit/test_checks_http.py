@@ -196,7 +196,7 @@ def pki(tmp_path_factory):
     [
         ({"ca": "CA", "sni": "www.example.org"}, True, "https status 200"),
         ({"ca": "CA", "host": "www.example.org"}, True, "https status 200"),
-        ({"ca": "CA"}, True, "https status 200"),  # no name: chain verified only
+        ({"ca": "CA"}, True, "https status 200"),  # no name: the address, in the cert's IP SANs
         ({"ca": "CA", "sni": "127.0.0.1"}, True, "https status 200"),  # IP SAN
         ({"ca": "CA", "sni": "other.example.org"}, False, "https certificate"),  # wrong name
         ({"sni": "www.example.org"}, False, "https certificate"),  # unknown CA
@@ -209,6 +209,18 @@ def test_https(pki, spec_kw, ok, detail) -> None:
         spec_kw = {**spec_kw, "ca": pki["ca"]}
     (res_ok, res_detail, _), _ = run(one(fixed(reply()), http(type="https", **spec_kw), pki["server"]))
     assert res_ok is ok and detail in res_detail, res_detail
+
+
+def test_https_address_checked_when_no_name(pki, tmp_path) -> None:
+    ca = trustme.CA()
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("www.example.org").configure_cert(server)  # no IP SAN
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    (ok, detail, _), _ = run(one(fixed(reply()), http(type="https", ca=str(ca_path)), server))
+    assert not ok and "https certificate" in detail, detail
+    (ok, detail, _), _ = run(one(fixed(reply()), http(type="https", ca=str(ca_path), host="www.example.org:8443"), server))
+    assert ok, detail
 
 
 def test_https_client_certificate(pki) -> None:
