@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""Daemon benchmark (run by hand): 1,000 services x 10 servers.
+
+    python3 tests/bench/daemon_bench.py                     # host: memory backend parts
+    tests/kernel/vm.sh python3 tests/bench/daemon_bench.py  # VM, as root: adds the kernel parts
+
+Measures, each against its target (issue 4):
+  1. parse + validate + desired + diff of the config        <= 300 ms
+     (against an empty kernel, and against a kernel that already holds the table)
+  2. a no-op reload through Daemon.reload()                  <= 300 ms, zero kernel writes
+     (plus, for information, a one-weight reload: full dump + diff + one write)
+  3. cold start: the daemon's first reconcile applying the whole table on the real kernel
+     <= 0.25x `ipvsadm -R` of the same table, same run, best of --repeat
+     (plus, for information, process start to READY=1 including Python start-up)
+  4. RSS of an lvsd process running that config              <= 80 MB
+Exits 1 if a target is missed. Not collected by pytest (no test_ prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path.insert(0, ROOT)
+
+from lvsd.config.load import load_config  # noqa: E402
+from lvsd.core.desired import desired_table  # noqa: E402
+from lvsd.core.diff import diff  # noqa: E402
+from lvsd.ipvs.backend import Backend  # noqa: E402
+
+
+def vip(i: int) -> str:
+    return f"10.{100 + i // 250}.{i % 250}.1"
+
+
+def rip(i: int, j: int) -> str:
+    return f"172.16.{i % 250}.{j + 10 + 20 * (i // 250)}"
+
+
+def config_text(n_svc: int, n_srv: int, sock: str, checks: bool = False) -> str:
+    out = [
+        "[daemon]",
+        'resync = "30s"',
+        "[api]",
+        f'socket = "{sock}"',
+        "[defaults]",
+        'forward = "nat"',
+        'scheduler = "wrr"',
+    ]
+    if checks:
+        out.append('check = { type = "tcp", interval = "10s", timeout = "1s" }')
+    for i in range(n_svc):
+        out += ["[[service]]", f'name = "svc{i}"', f'vip = "{vip(i)}:80"']
+        for j in range(n_srv):
+            out += ["  [[service.server]]", f'  address = "{rip(i, j)}"', "  port = 8080", f"  weight = {j + 1}"]
+    return "\n".join(out) + "\n"
+
+
+def ipvsadm_rules(n_svc: int, n_srv: int) -> str:
+    out = []
+    for i in range(n_svc):
+        out.append(f"-A -t {vip(i)}:80 -s wrr")
+        for j in range(n_srv):
+            out.append(f"-a -t {vip(i)}:80 -r {rip(i, j)}:8080 -m -w {j + 1}")
+    return "\n".join(out) + "\n"
+
+
+class Counting(Backend):
+    """Wraps a backend, counting write batches and ops."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.batches = 0
+        self.ops = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def dump(self):
+        return self.inner.dump()
+
+    def services(self):
+        return self.inner.services()
+
+    def service(self, key):
+        return self.inner.service(key)
+
+    def dests(self, key):
+        return self.inner.dests(key)
+
+    def timeouts(self):
+        return self.inner.timeouts()
+
+    def daemons(self):
+        return self.inner.daemons()
+
+    def apply(self, ops):
+        ops = list(ops)
+        self.batches += 1
+        self.ops += len(ops)
+        self.inner.apply(ops)
+
+
+def best(fn, repeat: int) -> float:
+    """Best CPU time of ``repeat`` runs (also printing the best wall time).
+
+    CPU time of this single-threaded process equals wall time on an idle core; on the shared
+    2-core development machine wall time mostly measures the other tenants, so the targets are
+    checked against CPU time and the wall time is printed next to it."""
+    cpu, wall = [], []
+    for _ in range(repeat):
+        gc.collect()
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - t0)
+    global last_wall
+    last_wall = min(wall)
+    return min(cpu)
+
+
+results: list[tuple[str, float, float, str]] = []  # (what, value, target, unit)
+last_wall: float | None = None  # wall time of the last best() run, printed with its CPU time
+
+
+def _wall() -> float | None:
+    return last_wall
+
+
+def report(what: str, value: float, target: float | None, unit: str = "ms", wall: float | None = None) -> None:
+    shown = value * 1000 if unit == "ms" else value
+    if wall is not None:
+        what += f" [wall {wall * 1000:.0f} ms]"
+    tgt = "" if target is None else f"  (target <= {target * 1000 if unit == 'ms' else target:g} {unit})"
+    ok = "" if target is None else ("  OK" if value <= target else "  MISSED")
+    print(f"{what:<62} {shown:10.1f} {unit}{tgt}{ok}", flush=True)
+    if target is not None:
+        results.append((what, value, target, unit))
+
+
+def open_kernel() -> Backend | None:
+    if os.geteuid() != 0 or not os.path.exists("/proc/net/ip_vs"):
+        return None
+    from lvsd.ipvs.netlink import NetlinkBackend
+
+    return NetlinkBackend()
+
+
+def open_memory() -> Backend | None:
+    try:
+        from lvsd.ipvs.memory import MemoryBackend
+    except ImportError:
+        return None
+    return MemoryBackend()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("services", nargs="?", type=int, default=1000)
+    ap.add_argument("servers", nargs="?", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    n_svc, n_srv, rep = args.services, args.servers, args.repeat
+    tmp = tempfile.mkdtemp(prefix="lvsd-bench-")
+    path = os.path.join(tmp, "lvsd.toml")
+    with open(path, "w") as f:
+        f.write(config_text(n_svc, n_srv, os.path.join(tmp, "lvsd.sock")))
+    kernel = open_kernel()
+    backend = kernel or open_memory()
+    where = "kernel (netlink)" if kernel else ("memory backend" if backend else "no backend")
+    print(f"# {n_svc} services x {n_srv} servers; {where}; best of {rep}", flush=True)
+
+    # 1. parse + validate + desired + diff
+    cfg = load_config(path)
+    managed = {s.key for s in cfg.services}
+
+    def plan_empty() -> None:
+        c = load_config(path)
+        diff(desired_table(c, {}, {}), {}, managed)
+
+    report("parse+validate+diff (empty kernel), CPU", best(plan_empty, rep), 0.300, wall=_wall())
+    full = desired_table(cfg, {}, {})
+    ops0 = diff(full, {}, managed)
+    assert len(ops0) == n_svc * (1 + n_srv)
+
+    def plan_same() -> None:
+        c = load_config(path)
+        assert diff(desired_table(c, {}, full), full, managed) == []
+
+    report("parse+validate+diff (kernel already right), CPU", best(plan_same, rep), 0.300, wall=_wall())
+    report("  of which parse+validate, CPU", best(lambda: load_config(path), rep), None, wall=_wall())
+
+    if backend is None:
+        print("# no backend available: skipping daemon parts")
+        return _verdict()
+
+    from lvsd.daemon.daemon import Daemon
+    from lvsd.daemon.notify import Notifier
+
+    # 3. cold start vs ipvsadm -R (kernel only), and the daemon's first reconcile
+    if kernel is not None:
+        rules = ipvsadm_rules(n_svc, n_srv)
+
+        def ipvsadm_restore() -> None:
+            subprocess.run(["ipvsadm", "-C"], check=True)
+            t0 = time.perf_counter()
+            subprocess.run(["ipvsadm", "-R"], input=rules, text=True, check=True)
+            times.append(time.perf_counter() - t0)
+
+        times: list[float] = []
+        for _ in range(rep):
+            ipvsadm_restore()
+        t_ipvsadm = min(times)
+        ref = "\n".join(sorted(subprocess.run(["ipvsadm", "-Sn"], capture_output=True, text=True).stdout.splitlines()))
+        report("ipvsadm -R (reference)", t_ipvsadm, None)
+
+        start_times: list[float] = []
+        for _ in range(rep):
+            subprocess.run(["ipvsadm", "-C"], check=True)
+            cb = Counting(kernel)
+            d = Daemon(cfg, cb, config_path=path, notifier=Notifier(""), api=False, install_signals=False)
+
+            async def cold(d: Daemon = d) -> float:
+                t0 = time.perf_counter()
+                d._reconcile(full=True, cause="start")
+                return time.perf_counter() - t0
+
+            start_times.append(asyncio.run(cold()))
+            assert cb.ops == n_svc * (1 + n_srv), cb.ops
+        t_cold = min(start_times)
+        mine = "\n".join(sorted(subprocess.run(["ipvsadm", "-Sn"], capture_output=True, text=True).stdout.splitlines()))
+        assert mine == ref, "lvsd's table differs from ipvsadm -R's"
+        report("cold start: dump + diff + apply the whole table", t_cold, None)
+        ratio = t_cold / t_ipvsadm
+        print(f"{'  ratio to ipvsadm -R':<62} {ratio:10.3f} x   (target <= 0.25 x){'  OK' if ratio <= 0.25 else '  MISSED'}")
+        results.append(("cold start ratio to ipvsadm -R", ratio, 0.25, "x"))
+    else:
+        backend.apply(ops0)
+
+    # 2. no-op reload, then a one-weight reload, through the daemon
+    cb = Counting(backend)
+    d = Daemon(cfg, cb, config_path=path, notifier=Notifier(""), api=False, install_signals=False)
+
+    async def reloads() -> tuple[float, float, int, int]:
+        d._reconcile(full=True, cause="start")
+        cb.batches = cb.ops = 0
+        noop, noop_wall = [], []
+        for _ in range(rep):
+            gc.collect()
+            c0, t0 = time.process_time(), time.perf_counter()
+            ok, msg = await d.reload()
+            noop.append(time.process_time() - c0)
+            noop_wall.append(time.perf_counter() - t0)
+            assert ok and msg == "unchanged", msg
+        global last_wall
+        last_wall = min(noop_wall)
+        writes = cb.batches
+        text = open(path).read().replace("weight = 3\n", "weight = 4\n", 1)
+        with open(path, "w") as f:
+            f.write(text)
+        c0 = time.process_time()
+        ok, msg = await d.reload()
+        one = time.process_time() - c0
+        assert ok, msg
+        return min(noop), one, writes, cb.ops
+
+    t_noop, t_one, writes, one_ops = asyncio.run(reloads())
+    report("no-op reload, CPU", t_noop, 0.300, wall=_wall())
+    print(f"{'  kernel writes during no-op reloads':<62} {writes:10d}      (target 0){'  OK' if writes == 0 else '  MISSED'}")
+    results.append(("no-op reload kernel writes", writes, 0, "writes"))
+    report(f"one-weight reload (full dump + diff, {one_ops} op written), CPU", t_one, None)
+    assert one_ops == 1
+
+    # 4. RSS of a real lvsd process with that config (kernel: netlink; host: memory backend)
+    rss, ready = run_process(path, kernel is not None, tmp)
+    report("lvsd process: start to READY=1 (incl. Python start-up)", ready, None)
+    report("lvsd process RSS after start", rss, 80.0, "MB")
+    if kernel is not None:
+        subprocess.run(["ipvsadm", "-C"], check=True)
+    return _verdict()
+
+
+def run_process(path: str, kernel: bool, tmp: str) -> tuple[float, float]:
+    """Start `lvsd -f path`, wait for READY=1, read VmRSS, stop it. (MB, seconds)."""
+    if kernel:
+        subprocess.run(["ipvsadm", "-C"], check=True)
+    nsock = os.path.join(tmp, "notify.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(nsock)
+    s.settimeout(300)
+    cmd = [sys.executable, "-m", "lvsd.daemon.main", "-f", path]
+    if not kernel:
+        cmd += ["--backend", "memory"]
+    env = dict(os.environ, NOTIFY_SOCKET=nsock, PYTHONPATH=ROOT)
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    try:
+        while b"READY=1" not in s.recv(4096):
+            pass
+        ready = time.perf_counter() - t0
+        with open(f"/proc/{p.pid}/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    finally:
+        p.terminate()
+        p.wait(60)
+        s.close()
+    return rss, ready
+
+
+def _verdict() -> int:
+    missed = [r for r in results if r[1] > r[2]]
+    print(f"# {len(results) - len(missed)}/{len(results)} targets met")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
