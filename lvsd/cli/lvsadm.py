@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         argv = sys.argv[1:]
     if prog is None:
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "lvsadm"
+        if prog.endswith(".py"):  # python -m lvsd.cli.lvsadm
+            prog = prog[:-3]
     out: list[str] = []
     err: list[str] = []
     try:
