@@ -225,7 +225,7 @@ class Poller:
     ready callbacks directly. Level-triggered; callbacks take no arguments."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        self._loop = weakref.ref(loop)  # weak: poller_for's WeakKeyDictionary must not keep loops alive
         self.ep = select.epoll()
         self.handlers: dict[int, Callable[[], None]] = {}
         loop.add_reader(self.ep.fileno(), self._dispatch)
@@ -254,10 +254,9 @@ class Poller:
                 cb()
 
     def close(self) -> None:
-        try:
-            self.loop.remove_reader(self.ep.fileno())
-        except Exception:
-            pass
+        loop = self._loop()
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self.ep.fileno())
         self.ep.close()
         self.handlers.clear()
 

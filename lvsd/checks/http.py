@@ -39,8 +39,13 @@ def tls_context(verify: bool, check_hostname: bool, ca: str | None, cert: str | 
     """One shared client context per distinct TLS setting (loading CAs is expensive)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if verify:
-        if ca:
-            ctx.load_verify_locations(cafile=ca) if os.path.isfile(ca) else ctx.load_verify_locations(capath=ca)
+        if ca and os.path.isdir(ca):
+            ctx.load_verify_locations(capath=ca)
+        elif ca:
+            try:
+                ctx.load_verify_locations(cafile=ca)  # raises if it is gone or not PEM
+            except (OSError, ssl.SSLError) as e:
+                raise ValueError(f"cannot load ca {ca}: {getattr(e, 'strerror', None) or e}") from None
         else:
             ctx.load_default_certs()
         ctx.check_hostname = check_hostname
@@ -49,7 +54,10 @@ def tls_context(verify: bool, check_hostname: bool, ca: str | None, cert: str | 
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if cert:
-        ctx.load_cert_chain(cert, key or None)
+        try:
+            ctx.load_cert_chain(cert, key or None)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(f"cannot load cert {cert}: {getattr(e, 'strerror', None) or e}") from None
     return ctx
 
 

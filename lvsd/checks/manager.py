@@ -62,6 +62,21 @@ def make_checker(spec: CheckSpec, addr: str, port: int, loop: asyncio.AbstractEv
     raise ValueError(f"unknown check type {t!r}")
 
 
+class BrokenChecker(Checker):
+    """Stands in for a checker that could not be built: every probe fails with the reason."""
+
+    def __init__(self, spec: CheckSpec, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Any,
+                 reason: str) -> None:
+        super().__init__(spec, addr, port, loop, done)
+        self.reason = reason
+
+    def start(self) -> None:
+        self.done(False, self.reason, None)
+
+    def cancel(self) -> str:
+        return self.reason
+
+
 class Probe:
     """One distinct check against one target, shared by every server that uses it."""
 
@@ -78,7 +93,11 @@ class Probe:
         self.inflight = False
         self.started = 0.0
         self.results = 0
-        self.checker = make_checker(spec, addr, port, sched.loop, self.done)
+        try:
+            self.checker = make_checker(spec, addr, port, sched.loop, self.done)
+        except Exception as e:  # e.g. a CA file gone since the config was loaded: fail, never crash
+            log.error("%s check of %s:%s cannot run: %s", spec.type, addr, port, e)
+            self.checker = BrokenChecker(spec, addr, port, sched.loop, self.done, f"{spec.type} check cannot run: {e}")
         self.label = f"{spec.type} {self.checker.addr}:{self.checker.port}"
 
     def launch(self, now: float) -> None:

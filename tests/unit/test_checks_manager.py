@@ -280,3 +280,35 @@ def test_dynamic_weight_changes_are_reported(tmp_path) -> None:
         await m.stop()
 
     run(main())
+
+
+def test_unbuildable_checker_fails_instead_of_crashing(tmp_path) -> None:
+    from lvsd.checks.base import CheckSpec
+
+    spec = CheckSpec(type="https", ca=str(tmp_path / "gone.pem"), interval=0.05, timeout=0.1, rise=1, fall=1)
+
+    class Srv:
+        def __init__(self) -> None:
+            from lvsd.ipvs.model import DestKey
+
+            self.key = DestKey.of("127.0.0.1", 443)
+            self.checks = (spec,)
+
+    class Svc:
+        name = "web"
+        servers = (Srv(),)
+
+    class Cfg:
+        services = (Svc(),)
+
+    async def main():
+        rec = Recorder()
+        m = CheckManager(rec)
+        await m.start(Cfg())
+        sid = ("web", Svc.servers[0].key)
+        await rec.wait(has(sid, Health.DOWN))
+        await m.stop()
+        return rec.events[-1][4]
+
+    reason = run(main())
+    assert reason.startswith("https check cannot run:") and "gone.pem" in reason
