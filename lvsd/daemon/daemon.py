@@ -149,6 +149,30 @@ class Daemon:
         self._dirty[name] = f"{name} {sid[1]} {why}"
         self._runner.request()
         self._wake.set()
+        if prev is None or prev.state is not h.state:
+            self._notify_server(sid, h)
+
+    def _notify_server(self, sid: ServerId, h: ServerHealth) -> None:
+        """Run the server's notify_up/notify_down hook for a transition into UP or DOWN."""
+        svc = self._by_name.get(sid[0])
+        if svc is None or h.state is Health.UNKNOWN:
+            return
+        srv = next((x for x in svc.servers if x.key == sid[1]), None)
+        if srv is None:
+            return
+        argv = srv.notify_up if h.state is Health.UP else srv.notify_down
+        self._run_hook(
+            argv,
+            {
+                "LVSD_EVENT": h.state.value,
+                "LVSD_SERVICE": svc.name,
+                "LVSD_SERVER": str(srv.key),
+                "LVSD_SERVER_ADDR": srv.key.addr,
+                "LVSD_SERVER_PORT": str(srv.key.port),
+                "LVSD_WEIGHT": str(h.weight if h.weight is not None else srv.dest.weight),
+                "LVSD_REASON": h.reason,
+            },
+        )
 
     def _on_role(self, role: str) -> None:
         """HAManager callback: the director's role changed (HAManager logs it with its reason)."""
@@ -288,6 +312,8 @@ class Daemon:
         if self.api is not None:
             await self._guard("stopping the API", self.api.stop())
             self.api = None
+        if self._hooks:  # let running hooks finish (each has its own timeout)
+            await asyncio.wait(list(self._hooks), timeout=self.config.daemon.hook_timeout + 1)
         for t in list(self._hooks):
             t.cancel()
         for fut in self._reload_waiters:
@@ -485,14 +511,22 @@ class Daemon:
         try:
             rc = await asyncio.wait_for(proc.wait(), timeout)
             if rc:
-                log.warning("hook %s exited %d", argv[0], rc)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+                log.warning("hook %s (%s) exited %d", argv[0], env.get("LVSD_EVENT", ""), rc)
+        except asyncio.TimeoutError:
+            self._kill_hook(proc.pid)
             await proc.wait()
-            log.warning("hook %s killed after %.1fs", argv[0], timeout)
+            log.warning("hook %s (%s) killed after %.1fs", argv[0], env.get("LVSD_EVENT", ""), timeout)
+        except asyncio.CancelledError:
+            self._kill_hook(proc.pid)
+            await proc.wait()
+            raise
+
+    @staticmethod
+    def _kill_hook(pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the whole group: a hook's children die with it
+        except ProcessLookupError:
+            pass
 
     def _apply(self, ops: list[Op], why: str) -> None:
         """Apply one batch, logging what changed and why; on failure log each refused op and raise."""

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lvsd.ipvs.memory import MemoryBackend
 
 from lvsd.cli import lvsctl
 from lvsd.config.load import load_config
@@ -24,6 +23,7 @@ from lvsd.core.health import Health, ServerHealth
 from lvsd.daemon.daemon import Daemon
 from lvsd.daemon.notify import Notifier
 from lvsd.ipvs.backend import IPVSError, Op, OpKind
+from lvsd.ipvs.memory import MemoryBackend
 from lvsd.ipvs.model import Destination, DestKey, Forward, Service, ServiceKey
 
 WEB = ServiceKey.inet("tcp", "10.0.0.1", 80)
@@ -636,3 +636,57 @@ def test_api_refuses_a_live_socket_and_replaces_a_stale_one(env) -> None:
     s = _bind_unix(str(sock), 0o600)
     assert oct(os.stat(sock).st_mode & 0o777) == "0o600"
     s.close()
+
+
+# --- hooks and quorum --------------------------------------------------------------------------
+
+
+def test_server_hooks_quorum_and_sorry_server(env, tmp_path) -> None:
+    make, *_ = env
+    events = tmp_path / "events"
+    hook = f'["/bin/sh", "-c", "echo $LVSD_EVENT $LVSD_SERVICE $LVSD_SERVER >> {events}"]'
+    body = CONFIG.replace(
+        'scheduler = "wrr"',
+        'scheduler = "wrr"\nquorum = 3\nhysteresis = 1\n'
+        'sorry_server = {{ address = "192.168.9.9", forward = "nat" }}\n'
+        f"quorum_down = {hook.replace('{', '{{').replace('}', '}}')}\n"
+        f"quorum_up = {hook.replace('{', '{{').replace('}', '}}')}\n"
+        f"notify_up = {hook.replace('{', '{{').replace('}', '}}')}\n"
+        f"notify_down = {hook.replace('{', '{{').replace('}', '}}')}\n"
+        'check = {{ type = "tcp" }}',
+        1,
+    )
+    b = CountingBackend()
+    sorry = "192.168.9.9:80"
+
+    async def hooks_done(d: Daemon) -> list[str]:
+        await asyncio.gather(*d._hooks)
+        return sorted(events.read_text().splitlines()) if events.exists() else []
+
+    async def main():
+        d = daemon(make(body=body), b)
+        t = await started(d)
+        checks = FakeChecks.instances[-1]
+        assert weights(b) == {}  # nothing checked yet: no server, no sorry server, no hook
+        checks.set(("web", A), ServerHealth(Health.UP))
+        checks.set(("web", B), ServerHealth(Health.UP))
+        assert await d.wait_reconciled()
+        assert weights(b) == {"192.168.0.1:80": 3, "192.168.0.2:80": 2}
+        assert await hooks_done(d) == ["up web 192.168.0.1:80", "up web 192.168.0.2:80"]
+        events.unlink()
+        checks.set(("web", A), ServerHealth(Health.DOWN, reason="refused"))  # 2 < 3: below quorum
+        assert await d.wait_reconciled()
+        assert weights(b) == {"192.168.0.2:80": 2, sorry: 1}
+        assert d.quorum["web"] is True
+        assert await hooks_done(d) == ["down web 192.168.0.1:80", "quorum_down web"]
+        events.unlink()
+        checks.set(("web", A), ServerHealth(Health.UP, weight=1))  # 3: not yet quorum + hysteresis
+        assert await d.wait_reconciled()
+        assert weights(b) == {"192.168.0.1:80": 1, "192.168.0.2:80": 2, sorry: 1}
+        checks.set(("web", A), ServerHealth(Health.UP))  # 5 >= 4: quorum regained, sorry out
+        assert await d.wait_reconciled()
+        assert weights(b) == {"192.168.0.1:80": 3, "192.168.0.2:80": 2}
+        assert await hooks_done(d) == ["quorum_up web", "up web 192.168.0.1:80"]
+        await finish(d, t)
+
+    run(main())
