@@ -208,3 +208,32 @@ def test_dns(rcode, answers, spec_kw, expect_ok, detail) -> None:
 
     ok, d, _ = run(main())
     assert ok is expect_ok and detail in d, d
+
+
+def test_ipv6_tcp_and_http() -> None:
+    try:
+        ls = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    port = ls.getsockname()[1]
+
+    async def main():
+        tcp_res = await check_once(tcp(), "::1", port)
+
+        async def handle(r, w):
+            req = await r.readuntil(b"\r\n\r\n")
+            ok = f"Host: [::1]:{hport}\r\n".encode() in req
+            w.write(b"HTTP/1.0 200 OK\r\n\r\n" if ok else b"HTTP/1.0 400 Bad\r\n\r\n")
+            await w.drain()
+            w.close()
+
+        srv = await asyncio.start_server(handle, "::1", 0)
+        hport = srv.sockets[0].getsockname()[1]
+        http_res = await check_once(CheckSpec(type="http", timeout=0.5), "::1", hport)
+        srv.close()
+        return tcp_res, http_res
+
+    tcp_res, http_res = run(main())
+    ls.close()
+    assert tcp_res[0], tcp_res
+    assert http_res == (True, "http status 200", None), http_res
