@@ -666,3 +666,68 @@ def test_leaves_no_trace(topology) -> None:  # type: ignore[no-untyped-def]
         assert not {VIP, GW} & addresses(ns)
         assert daemon_lines(ns) == []
     time.sleep(0)
+
+
+# --- 5 end to end: the daemon and lvsctl ------------------------------------------------------------------
+
+DAEMON_CONF = """
+[daemon]
+on_stop = "remove"
+
+[api]
+socket = "{sock}"
+
+[ha]
+mode = "external"
+role = "backup"
+
+[sync]
+interface = "eth0"
+syncid = 9
+on_fault = "none"
+"""
+
+
+def test_lvsctl_role_end_to_end(topology, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """lvsd runs in had2; `lvsctl role` switches its sync daemon; lvsadm shows it; SIGTERM with
+    on_stop = "remove" stops it."""
+    import sys
+
+    sock = tmp_path / "lvsd.sock"
+    conf = tmp_path / "lvsd.toml"
+    conf.write_text(DAEMON_CONF.format(sock=sock))
+    log = open(tmp_path / "lvsd.log", "w")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", "had2", sys.executable, "-m", "lvsd.daemon.main", "-f", str(conf)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    log.close()
+    lvsctl = [sys.executable, "-m", "lvsd.cli.lvsctl", "-s", str(sock)]
+    try:
+        end = time.monotonic() + 90
+        while not sock.exists():
+            assert proc.poll() is None, (tmp_path / "lvsd.log").read_text()
+            assert time.monotonic() < end, "lvsd did not open its control socket"
+            time.sleep(0.2)
+        status = json.loads(sh(*lvsctl, "--json", "status"))
+        assert status["ha"]["sysctls"]["sync_threshold"] == "3 0", status
+        assert daemon_lines("had2") == ["backup sync daemon (mcast=eth0, syncid=9"]
+        sh(*lvsctl, "role", "master")
+        assert daemon_lines("had2") == ["master sync daemon (mcast=eth0, syncid=9"]
+        lvsadm = sh("ip", "netns", "exec", "had2", sys.executable, "-m", "lvsd.cli.lvsadm", "-L", "--daemon")
+        assert lvsadm == sh("ip", "netns", "exec", "had2", "ipvsadm", "-L", "--daemon")
+        sh(*lvsctl, "role", "fault")
+        assert daemon_lines("had2") == []
+        sh(*lvsctl, "role", "backup")
+        assert daemon_lines("had2") == ["backup sync daemon (mcast=eth0, syncid=9"]
+        bad = subprocess.run([*lvsctl, "role", "primary"], capture_output=True, text=True)
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, (tmp_path / "lvsd.log").read_text()
+    assert daemon_lines("had2") == []
