@@ -135,9 +135,13 @@ def run_lvsd(kind: str, n: int, interval: float, seconds: float, port: int, warm
     """Run CheckManager over N targets; return (cpu seconds, checks served) over the window."""
     from lvsd.checks.manager import CheckManager
 
+    import logging
+
+    logging.getLogger("lvsd").addHandler(logging.NullHandler())
+    logging.getLogger("lvsd").propagate = False
     changes: list[object] = []
     with Listener(port, kind != "tcp") as lst:
-        cfg = make_config(kind, addrs(n), port, interval, min(2.0, interval * 0.9 if interval < 2 else 2.0))
+        cfg = make_config(kind, addrs(n), port, interval, 1.0)
 
         async def main() -> tuple[float, int]:
             m = CheckManager(lambda sid, h: changes.append((sid, h)))
@@ -224,7 +228,7 @@ def run_keepalived(kind: str, n: int, interval: float, seconds: float, port: int
         with open(conf, "w") as f:
             f.write(KEEPALIVED_CONF.format(port=port, interval=interval, reals=reals))
         p = subprocess.Popen(
-            [exe, "-n", "-C", "-D", "-f", conf, "-p", f"{d}/k.pid", "-c", f"{d}/c.pid", "--no-syslog"],
+            [exe, "-n", "-C", "-f", conf, "-p", f"{d}/k.pid", "-c", f"{d}/c.pid", "--no-syslog"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
