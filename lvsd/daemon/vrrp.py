@@ -44,6 +44,8 @@ CLONE_NEWNET = 0x40000000
 # rtnetlink
 NETLINK_ROUTE = 0
 RTMGRP_LINK = 1
+RTMGRP_IPV4_IFADDR = 0x10
+RTMGRP_IPV6_IFADDR = 0x100
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -418,7 +420,7 @@ class VRRPInstance:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
         s.setblocking(False)
         m = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        m.bind((0, RTMGRP_LINK))
+        m.bind((0, RTMGRP_LINK | (RTMGRP_IPV4_IFADDR if self.af == core.AF_INET else RTMGRP_IPV6_IFADDR)))
         m.setblocking(False)
         self._sock, self._mon = s, m
 
@@ -683,12 +685,34 @@ class VRRPInstance:
                 self._recheck_link()
                 continue
             for typ, _seq, payload in _messages(data):
+                if typ in (RTM_NEWADDR, RTM_DELADDR) and len(payload) >= 8:
+                    idx = struct.unpack_from("=BBBBI", payload)[4]
+                    if idx == self.ifindex:
+                        self._address_changed()
+                    continue
                 if typ not in (RTM_NEWLINK, RTM_DELLINK) or len(payload) < 16:
                     continue
                 _fam, _type, idx, flags, _chg = struct.unpack_from("=BxHiII", payload)
                 if idx != self.ifindex:
                     continue
                 self._link_changed(typ == RTM_NEWLINK and link_running(flags))
+
+    def _address_changed(self) -> None:
+        """An address came or went on the VRRP interface: a router waiting in FAULT for an address
+        to send from starts; one whose source address vanished picks another or goes to FAULT."""
+        s = self.state.state
+        primary = self.params.primary
+        if s is core.State.FAULT:
+            self._recheck_link()
+            return
+        if s is core.State.INITIALIZE or not self._rtnl:
+            return
+        fam = socket.AF_INET if self.af == core.AF_INET else socket.AF_INET6
+        if any(a == primary for a, _, _ in self._rtnl.addresses(self.ifindex, fam)):
+            return
+        log.warning("vrrp: %s lost the address %s adverts were sent from", self.interface, primary)
+        if not self._find_primary():
+            self._event(core.InterfaceDown())
 
     def _recheck_link(self) -> None:
         assert self._rtnl is not None

@@ -517,6 +517,22 @@ async def placement() -> dict:
         assert "10.2.0.1" in back and "10.2.0.1" not in front
         st = d.ha.status()["vrrp"]
         assert st["vip_interfaces"] == {"10.1.0.100": "a0", "10.2.0.1": "a1"}
+        # reload: another address list is applied in place by the sitting master
+        await d.ha.reload(parse_config(PLACE_CONF.replace('"10.2.0.1/24"', '"10.1.0.101/24"')))
+        assert d.role == "master"
+        assert {"10.1.0.100", "10.1.0.101"} <= addrs_of("havp", "a0")
+        assert "10.2.0.1" not in addrs_of("havp", "a1")
+        # the address adverts come from vanishes: fault (addresses released); it comes back: master
+        sh("ip", "-n", "havp", "addr", "del", "10.1.0.5/24", "dev", "a0")
+        await wait_for(lambda: d.role == "fault", 5, "fault without a source address")
+        assert not {"10.1.0.100", "10.1.0.101"} & addrs_of("havp", "a0")
+        sh("ip", "-n", "havp", "addr", "add", "10.1.0.5/24", "dev", "a0")
+        await wait_for(lambda: d.role == "master", 5, "master again once the address is back")
+        # reload with another VRID: a new instance (the old one resigns first)
+        await d.ha.reload(parse_config(PLACE_CONF.replace("vrid = 71", "vrid = 72")))
+        assert d.ha.vrrp.params.vrid == 72  # type: ignore[union-attr]
+        await wait_for(lambda: d.role == "master", 5, "master on the new VRID")
+        assert [r for _, r in d.roles] == ["backup", "master", "fault", "backup", "master", "backup", "master"]
         return st
     finally:
         await d.stop()
