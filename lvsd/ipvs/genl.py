@@ -71,8 +71,8 @@ HDRLEN = NLMSG_HDRLEN + GENL_HDRLEN
 # --- sizing -------------------------------------------------------------------------------------
 
 #: Receive/send buffers we ask for (SO_*BUFFORCE as root, else capped by net.core.[rw]mem_max).
-DEFAULT_RCVBUF = 4 << 20
-DEFAULT_SNDBUF = 1 << 20
+DEFAULT_RCVBUF = 2 << 20  # the kernel doubles it: room for 2,730 worst-case replies
+DEFAULT_SNDBUF = 512 << 10  # doubled by the kernel: 1 MiB per datagram
 #: Worst-case memory one reply datagram (an ACK or an error) costs in our receive queue
 #: (skb truesize): measured 768 bytes on x86-64 Linux 6.1 (tests/kernel/test_netlink.py);
 #: doubled for headroom and other kernels.

@@ -293,11 +293,21 @@ def encode_op(op: Op, svc_ids: dict[ServiceKey, bytes] | None = None) -> tuple[i
 _STATS64_FAST = struct.Struct("=" + "HHQ" * 10)
 _STATS64_TYPES = tuple(range(1, 11))
 _parse = genl.parse_attrs
+_nla_hdr_unpack = struct.Struct("=HH").unpack_from
 _u16_unpack = _u16.unpack_from
 _u32_unpack = _u32.unpack_from
 _be16_unpack = _be16.unpack_from
 _be32_unpack = _be32.unpack_from
 _ZERO_STATS = Stats()
+
+
+def _nested(payload: bytes, atype: int) -> dict[int, bytes]:
+    """The attributes inside top-level attribute `atype` (usually the first and only one)."""
+    if len(payload) >= 4:
+        n, t = _nla_hdr_unpack(payload)
+        if t & genl.NLA_TYPE_MASK == atype and n <= len(payload):
+            return _parse(payload, 4, n)
+    return _parse(_parse(payload)[atype])
 
 
 def decode_stats(payload: bytes | None, wide: bool) -> Stats:
@@ -315,8 +325,7 @@ def decode_stats(payload: bytes | None, wide: bool) -> Stats:
 
 def decode_service(payload: bytes) -> Service:
     """A GET_SERVICE reply (genl attributes) -> Service (flags without HASHED)."""
-    top = _parse(payload)
-    a = _parse(top[IPVS_CMD_ATTR_SERVICE])
+    a = _nested(payload, IPVS_CMD_ATTR_SERVICE)
     af = _u16_unpack(a[IPVS_SVC_ATTR_AF])[0]
     fw = a.get(IPVS_SVC_ATTR_FWMARK)
     if fw is not None:
@@ -353,8 +362,7 @@ def decode_service(payload: bytes) -> Service:
 
 def decode_dest(payload: bytes, service_af: int) -> Destination:
     """A GET_DEST reply -> Destination. Kernels before 3.18 send no ADDR_FAMILY: the service's."""
-    top = _parse(payload)
-    a = _parse(top[IPVS_CMD_ATTR_DEST])
+    a = _nested(payload, IPVS_CMD_ATTR_DEST)
     g32 = _u32_unpack
     fam = a.get(IPVS_DEST_ATTR_ADDR_FAMILY)
     af = _u16_unpack(fam)[0] if fam is not None else service_af
@@ -464,13 +472,16 @@ def decode_dests(payloads: list[bytes], service_af: int) -> list[Destination]:
     s_ac, s_ic, s_pc, s_st = _set["active_conns"], _set["inact_conns"], _set["persist_conns"], _set["stats"]
     k_af, k_addr, k_port = _setk["af"], _setk["addr"], _setk["port"]
     zero = _ZERO_STATS
+    zeros = (0,) * 10
     size = DEST_REPLY_SIZE
     v6 = socket.AF_INET6
     for p in payloads:
         if len(p) != size:
             append(decode_dest(p, service_af))
             continue
-        (raw, port, fwd, weight, tt, tp, tf, ut, lt, ac, ic, pc, af, *st) = unpack(p)
+        v = unpack(p)
+        raw, port, fwd, weight, tt, tp, tf, ut, lt, ac, ic, pc, af = v[:13]
+        st = v[13:]
         if af == AF_INET6:
             text = ntop(v6, raw)
             if "." in text:
@@ -493,7 +504,7 @@ def decode_dests(payloads: list[bytes], service_af: int) -> list[Destination]:
         s_ac(d, ac)
         s_ic(d, ic)
         s_pc(d, pc)
-        s_st(d, _stats_new(*st) if any(st) else zero)
+        s_st(d, zero if st == zeros else _stats_new(*st))
         append(d)
     return out
 

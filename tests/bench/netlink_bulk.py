@@ -8,7 +8,7 @@ Applies SERVICES x DESTS (default 1000 x 10) through NetlinkBackend.apply() and 
 `ipvsadm -R` on the same input (flushing between), checks both tables are identical, then
 lists them through `dump()` and `ipvsadm -Ln`. Prints both times and the ratios against the
 targets (apply <= 0.25x ipvsadm -R, list <= 1.0x ipvsadm -Ln). Each timing is the best of
---repeat runs (default 3). --pyroute2 adds pyroute2's import time and IPVS add rate.
+--repeat interleaved rounds (default 3). --pyroute2 adds pyroute2's import time and IPVS add rate.
 Not collected by pytest (no test_ prefix); exits 1 if a table differs or a target is missed.
 """
 
@@ -61,16 +61,10 @@ def ipvsadm(*args: str, stdin: str | None = None) -> str:
     return p.stdout
 
 
-def best(fn, repeat: int, before=None) -> tuple[float, object]:  # type: ignore[no-untyped-def]
-    times = []
-    result = None
-    for _ in range(repeat):
-        if before:
-            before()
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def import_time(module: str) -> float:
@@ -121,18 +115,31 @@ def main() -> int:
     be = NetlinkBackend()
     t_open = time.perf_counter() - t0
     print(f"batch limits: {be.sock.batch_limits()} (msgs, bytes); rcvbuf {be.sock.rcvbuf} sndbuf {be.sock.sndbuf}")
-    t_build, the_ops = best(lambda: ops(S, R), 1)
+    t0 = time.perf_counter()
+    the_ops = ops(S, R)
+    t_build = time.perf_counter() - t0
 
-    def flush() -> None:
+    # interleaved rounds (ipvsadm, then ours, each after a flush): a busy machine slows both alike;
+    # the best round of each is kept
+    ra, rl, oa, ol = [], [], [], []
+    saved = ""
+    table = {}
+    ok = True
+    for _ in range(a.repeat):
         be.flush()
-
-    t_ipvsadm_r, _ = best(lambda: ipvsadm("-R", stdin=text), a.repeat, flush)
-    saved = ipvsadm("-Sn")
-    t_ipvsadm_l, _ = best(lambda: ipvsadm("-Ln"), a.repeat)
-    t_apply, _ = best(lambda: be.apply(the_ops), a.repeat, flush)  # type: ignore[arg-type]
-    t_dump, table = best(be.dump, a.repeat)
-    ok = sorted(ipvsadm("-Sn").splitlines()) == sorted(saved.splitlines()) == sorted(text.splitlines())
-    ok = ok and len(table) == S and sum(len(e.dests) for e in table.values()) == S * R  # type: ignore[union-attr]
+        ra.append(timed(lambda: ipvsadm("-R", stdin=text)))
+        saved = ipvsadm("-Sn")
+        rl.append(timed(lambda: ipvsadm("-Ln")))
+        be.flush()
+        oa.append(timed(lambda: be.apply(the_ops)))
+        t0 = time.perf_counter()
+        table = be.dump()
+        ol.append(time.perf_counter() - t0)
+        ok = ok and sorted(ipvsadm("-Sn").splitlines()) == sorted(saved.splitlines()) == sorted(text.splitlines())
+        ok = ok and len(table) == S and sum(len(e.dests) for e in table.values()) == S * R
+    t_ipvsadm_r, t_ipvsadm_l, t_apply, t_dump = min(ra), min(rl), min(oa), min(ol)
+    print("rounds (s): ipvsadm -R " + " ".join(f"{x:.2f}" for x in ra) + " | apply " + " ".join(f"{x:.2f}" for x in oa)
+          + " | ipvsadm -Ln " + " ".join(f"{x:.2f}" for x in rl) + " | dump " + " ".join(f"{x:.2f}" for x in ol))
 
     r_apply = t_apply / t_ipvsadm_r
     r_list = t_dump / t_ipvsadm_l
