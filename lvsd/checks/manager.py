@@ -226,7 +226,9 @@ class CheckManager:
         self.sched: Scheduler | None = None
         self.probes: dict[Any, Probe] = {}
         self.servers: dict[ServerId, _Server] = {}
-        self._specs: dict[Any, CheckSpec] = {}
+        self._canon: dict[Any, tuple[CheckSpec, int]] = {}  # CheckConfig -> (spec, token)
+        self._tokens = 0
+        self._by_id: dict[int, tuple[Any, CheckSpec, int]] = {}  # id(CheckConfig) -> (it, spec, token)
 
     # --- lifecycle ---
     async def start(self, config: Any) -> None:
@@ -261,11 +263,19 @@ class CheckManager:
         return len(self.probes)
 
     # --- internals ---
-    def _spec(self, cc: Any) -> CheckSpec:
-        spec = self._specs.get(cc)
-        if spec is None:
-            spec = self._specs[cc] = spec_from_config(cc)
-        return spec
+    def _spec(self, cc: Any) -> tuple[CheckSpec, int]:
+        """(normalized spec, token) of a CheckConfig; equal configs get the same token. Hashing a
+        frozen check dataclass hashes all its fields, so objects are looked up by identity first
+        (the loader shares one object per check table, inherited by many servers)."""
+        hit = self._by_id.get(id(cc))
+        if hit is not None and hit[0] is cc:
+            return hit[1], hit[2]
+        entry = self._canon.get(cc)
+        if entry is None:
+            self._tokens += 1
+            entry = self._canon[cc] = (spec_from_config(cc), self._tokens)
+        self._by_id[id(cc)] = (cc, entry[0], entry[1])
+        return entry
 
     def _apply(self, config: Any) -> None:
         sched = self.sched
@@ -281,9 +291,9 @@ class CheckManager:
                 sid = (svc.name, dk)
                 keys = []
                 for cc in checks:
-                    spec = self._spec(cc)
+                    spec, token = self._spec(cc)
                     addr, port = _target(spec, dk.addr, dk.port)
-                    keys.append(((cc, addr, port), spec, dk.addr, dk.port))
+                    keys.append(((token, addr, port), spec, dk.addr, dk.port))
                 wanted[sid] = (f"{svc.name} {dk}", keys)
 
         old_probes = self.probes
@@ -320,7 +330,10 @@ class CheckManager:
             servers[sid] = s
             changed.append(s)
         self.servers = servers
-        self._specs = {k[0]: p.spec for k, p in new_probes.items()}
+        # forget configs no longer used (tokens of live probes stay valid: _canon keeps them)
+        live = {k[0] for k in new_probes}
+        self._canon = {cc: e for cc, e in self._canon.items() if e[1] in live}
+        self._by_id = {i: e for i, e in self._by_id.items() if e[2] in live}
         for s in changed:
             self._update(s)
 
