@@ -45,7 +45,9 @@ def rip(i: int, j: int) -> str:
     return f"172.16.{i % 250}.{j + 10 + 20 * (i // 250)}"
 
 
-def config_text(n_svc: int, n_srv: int, sock: str, checks: bool = False) -> str:
+def config_text(n_svc: int, n_srv: int, sock: str, checks: bool = False, inline: bool = False) -> str:
+    """The bench config; ``inline`` writes each service's servers as one array of inline tables
+    (``server = [{ address = ..., ... }, ...]``, the same TOML data in fewer, shorter lines)."""
     out = [
         "[daemon]",
         'resync = "30s"',
@@ -59,6 +61,13 @@ def config_text(n_svc: int, n_srv: int, sock: str, checks: bool = False) -> str:
         out.append('check = { type = "tcp", interval = "10s", timeout = "1s" }')
     for i in range(n_svc):
         out += ["[[service]]", f'name = "svc{i}"', f'vip = "{vip(i)}:80"']
+        if inline:
+            out.append(
+                "server = ["
+                + ", ".join(f'{{ address = "{rip(i, j)}", port = 8080, weight = {j + 1} }}' for j in range(n_srv))
+                + "]"
+            )
+            continue
         for j in range(n_srv):
             out += ["  [[service.server]]", f'  address = "{rip(i, j)}"', "  port = 8080", f"  weight = {j + 1}"]
     return "\n".join(out) + "\n"
@@ -198,6 +207,16 @@ def main() -> int:
 
     report("parse+validate+diff (kernel already right), CPU", best(plan_same, rep), 0.300, wall=_wall())
     report("  of which parse+validate, CPU", best(lambda: load_config(path), rep), None, wall=_wall())
+    ipath = os.path.join(tmp, "inline.toml")
+    with open(ipath, "w") as f:
+        f.write(config_text(n_svc, n_srv, os.path.join(tmp, "lvsd.sock"), inline=True))
+    assert load_config(ipath).services == cfg.services
+
+    def plan_inline() -> None:
+        c = load_config(ipath)
+        diff(desired_table(c, {}, {}), {}, managed)
+
+    report("same, servers as inline tables, CPU", best(plan_inline, rep), None, wall=_wall())
 
     if backend is None:
         print("# no backend available: skipping daemon parts")
