@@ -312,3 +312,31 @@ def test_unbuildable_checker_fails_instead_of_crashing(tmp_path) -> None:
 
     reason = run(main())
     assert reason.startswith("https check cannot run:") and "gone.pem" in reason
+
+
+def test_every_probe_keeps_its_cadence() -> None:
+    """Many probes on one timer heap: each runs every `interval` (a mis-armed timer once stretched
+    periods to interval + timeout)."""
+    ls = listen(free_port())
+    port = ls.getsockname()[1]
+    # 30 distinct probes: same server, checks differing only in `rise`
+    checks = ", ".join(f'{{ type = "tcp", interval = 0.05, timeout = 0.04, rise = {r}, fall = 1 }}' for r in range(1, 31))
+    cfg = config([("web", [port], f"[{checks}]")])
+
+    async def main():
+        m = CheckManager(lambda sid, h: None)
+        await m.start(cfg)
+        await asyncio.sleep(0.1)  # past the jittered first runs
+        before = {k: p.results for k, p in m.probes.items()}
+        t0 = time.monotonic()
+        await asyncio.sleep(1.0)
+        elapsed = time.monotonic() - t0
+        counts = [p.results - before[k] for k, p in m.probes.items()]
+        await m.stop()
+        return counts, elapsed
+
+    counts, elapsed = run(main())
+    ls.close()
+    assert len(counts) == 30
+    expected = elapsed / 0.05
+    assert all(expected * 0.7 <= c <= expected + 2 for c in counts), (expected, counts)
