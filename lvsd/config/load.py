@@ -1564,12 +1564,25 @@ def parse_config(
     text: str, source: str = "<string>", resolver: Resolver | None = None, check_files: bool = True
 ) -> Config:
     """Parse and validate TOML text. ``resolver`` resolves server hostnames (default getaddrinfo);
-    ``check_files`` verifies that scripts, certificates, users and groups exist."""
-    try:
-        data = _toml.loads(text)
-    except _toml.TOMLDecodeError as e:
-        raise ConfigError([_toml_error(e, source)]) from None
+    ``check_files`` verifies that scripts, certificates, users and groups exist.
+
+    The TOML parse of the last text is remembered: a reload of an unchanged file only re-validates
+    (hostnames, files and users are looked up again), which is most of a no-op reload's cost saved."""
+    global _last_parse
+    last = _last_parse
+    if last is not None and last[0] == text:
+        data = last[1]
+    else:
+        try:
+            data = _toml.loads(text)
+        except _toml.TOMLDecodeError as e:
+            raise ConfigError([_toml_error(e, source)]) from None
+        _last_parse = (text, data)
     return build_config(data, source, resolver, check_files)
+
+
+#: (text, parsed document) of the last parse_config; build_config never mutates a document.
+_last_parse: tuple[str, dict] | None = None
 
 
 def load_config(

@@ -1117,6 +1117,38 @@ def test_validate_speed_1000_services_by_10_servers():
     assert took < 0.15, f"validation of 10,000 servers took {took * 1000:.0f} ms of CPU"
 
 
+def test_unchanged_text_is_not_parsed_again_but_is_revalidated(monkeypatch):
+    from lvsd.config import load as load_mod
+
+    text = big_config(200, 5)
+    first = parse_config(text)
+    calls = []
+    real = load_mod._toml.loads
+    monkeypatch.setattr(load_mod._toml, "loads", lambda t: calls.append(1) or real(t))
+    again = parse_config(text)
+    assert again == first and calls == []
+    # the document is re-validated: a resolver change is seen
+    t2 = SVC.replace("192.0.2.21", "web1.example")
+    a = parse_config(t2, resolver=lambda h, af: ["192.0.2.1"])
+    b = parse_config(t2, resolver=lambda h, af: ["192.0.2.2"])
+    assert (
+        a.services[0].servers[0].key.addr == "192.0.2.1" and b.services[0].servers[0].key.addr == "192.0.2.2"
+    )
+    parse_config(text + "\n# changed\n")
+    assert calls == [1, 1]
+    # building never mutates the cached document
+    before = repr(load_mod._last_parse[1])
+    parse_config(text + "\n# changed\n")
+    assert repr(load_mod._last_parse[1]) == before
+
+
+def test_noop_reload_speed():
+    text = big_config()
+    parse_config(text)
+    took = _cpu(parse_config, text)
+    assert took < 0.15, f"re-validating an unchanged 10,000-server file took {took * 1000:.0f} ms of CPU"
+
+
 def test_parse_and_validate_speed_1000_services_by_10_servers():
     # The reload budget for parse + validate + diff is 300 ms; parse + validate must fit well inside.
     from lvsd.config.load import _toml
@@ -1126,5 +1158,5 @@ def test_parse_and_validate_speed_1000_services_by_10_servers():
             "stdlib tomllib is pure Python (~140 ms here): install tomli>=2.1 (compiled) for the budget"
         )
     text = big_config()
-    took = _cpu(parse_config, text)
+    took = _cpu(lambda: parse_config(text + f"# {time.perf_counter()}\n"))  # a new text each time
     assert took < 0.3, f"parse+validate took {took * 1000:.0f} ms of CPU"
