@@ -83,7 +83,13 @@ def pseudo_header(src: str, dst: str, length: int) -> bytes:
 
 
 def encode(adv: Advert, src: str, dst: str) -> bytes:
-    """The VRRP message (after the IP header) for ``adv`` sent from ``src`` to ``dst``."""
+    """The VRRP message (after the IP header) for ``adv`` sent from ``src`` to ``dst``.
+
+    Version 3 (RFC 5798): 12-bit interval in centiseconds, checksum over the pseudo-header.
+    Version 2 (RFC 3768, IPv4 only): auth type 0, 8-bit interval in seconds, 8 zero bytes of
+    authentication data, checksum over the VRRP message alone."""
+    if adv.version not in (2, 3):
+        raise ValueError(f"VRRP version must be 2 or 3, got {adv.version}")
     if not 1 <= adv.vrid <= 255:
         raise ValueError(f"vrid must be 1..255, got {adv.vrid}")
     if not 0 <= adv.priority <= 255:
@@ -92,37 +98,56 @@ def encode(adv: Advert, src: str, dst: str) -> bytes:
         raise ValueError(
             f"advert interval must be 1..{MAX_ADVER_INT_CS} centiseconds, got {adv.max_adver_int}"
         )
+    if adv.version == 2 and (adv.max_adver_int % 100 or adv.max_adver_int > 25500):
+        raise ValueError(f"VRRPv2 counts whole seconds 1..255, got {adv.max_adver_int / 100:g} s")
     if not 1 <= len(adv.addrs) <= 255:
         raise ValueError(f"an advert carries 1..255 addresses, got {len(adv.addrs)}")
     version = ipaddress.ip_address(src).version
+    if adv.version == 2 and version != 4:
+        raise ValueError("VRRPv2 is IPv4 only")
     body = bytearray()
     for a in adv.addrs:
         ip = ipaddress.ip_address(a)
         if ip.version != version:
             raise ValueError(f"address {a} is not of the family of the source {src}")
         body += ip.packed
-    head = struct.pack(
-        "!BBBBHH",
-        (adv.version << 4) | adv.type,
-        adv.vrid,
-        adv.priority,
-        len(adv.addrs),
-        adv.max_adver_int & 0x0FFF,
-        0,
-    )
-    msg = head + bytes(body)
-    csum = inet_checksum(pseudo_header(src, dst, len(msg)) + msg)
+    if adv.version == 2:
+        head = struct.pack(
+            "!BBBBBBH",
+            0x20 | adv.type,
+            adv.vrid,
+            adv.priority,
+            len(adv.addrs),
+            0,
+            adv.max_adver_int // 100,
+            0,
+        )
+        msg = head + bytes(body) + b"\0" * 8
+        csum = inet_checksum(msg)
+    else:
+        head = struct.pack(
+            "!BBBBHH",
+            (adv.version << 4) | adv.type,
+            adv.vrid,
+            adv.priority,
+            len(adv.addrs),
+            adv.max_adver_int & 0x0FFF,
+            0,
+        )
+        msg = head + bytes(body)
+        csum = inet_checksum(pseudo_header(src, dst, len(msg)) + msg)
     return msg[:6] + struct.pack("!H", csum) + msg[8:]
 
 
 def decode(data: bytes, src: str, dst: str) -> Advert:
-    """Parse a VRRP message received from ``src`` for ``dst``; raise MalformedAdvert if it is not
-    a well-formed VRRPv3 advertisement with a correct checksum."""
+    """Parse a VRRP message received from ``src`` for ``dst`` (``data`` = the IP payload); raise
+    MalformedAdvert unless it is a well-formed VRRPv3 (or v2) advertisement with a correct checksum.
+    A v2 interval is returned in centiseconds like a v3 one."""
     if len(data) < HEADER_LEN:
         raise MalformedAdvert(f"too short ({len(data)} bytes)")
     vt, vrid, prio, count, rsvd_int, csum = struct.unpack_from("!BBBBHH", data)
     version, typ = vt >> 4, vt & 0x0F
-    if version != VRRP_VERSION:
+    if version not in (2, 3):
         raise MalformedAdvert(f"version {version}, not 3")
     if typ != VRRP_TYPE_ADVERT:
         raise MalformedAdvert(f"type {typ}, not advertisement")
@@ -130,16 +155,26 @@ def decode(data: bytes, src: str, dst: str) -> Advert:
         v = ipaddress.ip_address(src).version
     except ValueError:
         raise MalformedAdvert(f"bad source address {src!r}") from None
+    if version == 2 and v != 4:
+        raise MalformedAdvert("version 2 over IPv6")
     alen = 4 if v == 4 else 16
     if count == 0:
         raise MalformedAdvert("no addresses")
     need = HEADER_LEN + count * alen
     if len(data) < need:
         raise MalformedAdvert(f"{count} addresses announced but {len(data)} bytes")
-    msg = bytes(data[:need])
-    if inet_checksum(pseudo_header(src, dst, need) + msg) != 0:
-        raise MalformedAdvert("bad checksum")
-    interval = rsvd_int & 0x0FFF
+    if version == 2:
+        msg = bytes(data)  # the checksum covers the whole message, authentication data included
+        if inet_checksum(msg) != 0:
+            raise MalformedAdvert("bad checksum")
+        if rsvd_int >> 8 != 0:
+            raise MalformedAdvert(f"authentication type {rsvd_int >> 8} (only 0 is supported)")
+        interval = (rsvd_int & 0xFF) * 100
+    else:
+        msg = bytes(data[:need])
+        if inet_checksum(pseudo_header(src, dst, need) + msg) != 0:
+            raise MalformedAdvert("bad checksum")
+        interval = rsvd_int & 0x0FFF
     if interval == 0:
         raise MalformedAdvert("advert interval 0")
     addrs = tuple(
@@ -172,9 +207,13 @@ class Params:
     vips: tuple[str, ...]
     preempt: bool = True
     preempt_delay: float = 0.0  # seconds a lower-priority master is tolerated before preempting
+    version: int = VRRP_VERSION  # 3, or 2 (RFC 3768) for old peers
 
     def skew(self, master_adver_int: int) -> float:
-        """Skew_Time in seconds: ((256 - priority) * Master_Adver_Interval) / 256."""
+        """Skew_Time in seconds: ((256 - priority) * Master_Adver_Interval) / 256 (v3);
+        (256 - priority) / 256 (v2)."""
+        if self.version == 2:
+            return (256 - self.priority) / 256.0
         return ((256 - self.priority) * master_adver_int) / 256.0 / 100.0
 
     def master_down_interval(self, master_adver_int: int) -> float:
@@ -335,6 +374,8 @@ def check_received(p: Params, adv: Advert, ttl: int) -> Verdict:
         return Verdict(False, f"ttl/hop-limit {ttl}, not 255")
     if adv.vrid != p.vrid:
         return Verdict(False, f"vrid {adv.vrid}, not {p.vrid}")
+    if adv.version != p.version:
+        return Verdict(False, f"version {adv.version}, not {p.version}")
     warning = ""
     if set(adv.addrs) != {str(ipaddress.ip_address(v)) for v in p.vips}:
         warning = f"address list {list(adv.addrs)} differs from ours {list(p.vips)}"
@@ -345,7 +386,9 @@ def check_received(p: Params, adv: Advert, ttl: int) -> Verdict:
 
 def advert_for(p: Params, priority: int | None = None) -> Advert:
     """The advert this router sends (all its virtual addresses, its interval)."""
-    return Advert(p.vrid, p.priority if priority is None else priority, p.advert_int, tuple(p.vips))
+    return Advert(
+        p.vrid, p.priority if priority is None else priority, p.advert_int, tuple(p.vips), p.version
+    )
 
 
 def family_of(addrs: Sequence[str]) -> int:

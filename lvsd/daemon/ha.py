@@ -114,25 +114,25 @@ class HAManager:
 
     async def _start_source(self, ha: HAConfig) -> None:
         if ha.mode == "vrrp":
-            if ha.version != 3:
-                self._set("fault", "unsupported VRRP version")
-                raise HAError(f"ha.version: lvsd speaks VRRP version 3 only, got {ha.version}")
             self._set("backup", "vrrp starting")
-            inst = VRRPInstance(
-                ha.interface,
-                ha.vrid,
-                ha.priority,
-                ha.advert_interval,
-                [(v.address, v.prefixlen) for v in ha.vips],
-                self._on_vrrp,
-                preempt=ha.preempt,
-                preempt_delay=ha.preempt_delay,
-                netns=self.netns,
-            )
-            self.vrrp = inst
             try:
-                await inst.start()
-            except (VRRPError, OSError) as e:
+                self.vrrp = VRRPInstance(
+                    ha.interface,
+                    ha.vrid,
+                    ha.priority,
+                    ha.advert_interval,
+                    [(v.address, v.prefixlen) for v in ha.vips],
+                    self._on_vrrp,
+                    preempt=ha.preempt,
+                    preempt_delay=ha.preempt_delay,
+                    netns=self.netns,
+                    version=ha.version,
+                )
+                await self.vrrp.start()
+            except (VRRPError, OSError, ValueError) as e:
+                if self.vrrp is not None:
+                    with suppress(Exception):
+                        await self.vrrp.stop(resign=False)
                 self.vrrp = None
                 self._set("fault", f"vrrp cannot start: {e}")
                 raise HAError(f"ha: VRRP cannot start on {ha.interface!r}: {e}") from None
@@ -149,7 +149,7 @@ class HAManager:
         oh, nh = old.ha, config.ha
         same_instance = (
             oh.mode == nh.mode == "vrrp"
-            and (oh.interface, oh.vrid) == (nh.interface, nh.vrid)
+            and (oh.interface, oh.vrid, oh.version) == (nh.interface, nh.vrid, nh.version)
             and self.vrrp is not None
             and core.family_of([v.address for v in nh.vips]) == self.vrrp.af
         )

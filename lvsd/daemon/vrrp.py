@@ -250,6 +250,7 @@ class VRRPInstance:
         preempt: bool = True,
         preempt_delay: float = 0.0,
         netns: str | None = None,
+        version: int = core.VRRP_VERSION,
     ) -> None:
         if not vips:
             raise VRRPError("ha.vips: VRRP needs at least one virtual address")
@@ -266,7 +267,10 @@ class VRRPInstance:
             vips=tuple(a for a, _ in self.vips),
             preempt=preempt,
             preempt_delay=preempt_delay,
+            version=version,
         )
+        if version == 2 and self.af != core.AF_INET:
+            raise VRRPError("ha.version: VRRPv2 is IPv4 only")
         self.state = core.VRRPState()
         self.group = core.VRRP_GROUP4 if self.af == core.AF_INET else core.VRRP_GROUP6
         self.ifindex = 0
@@ -314,26 +318,29 @@ class VRRPInstance:
 
     async def stop(self, resign: bool = True) -> None:
         """Leave: a master sends priority 0 (the backup takes over after its skew time) and removes
-        the addresses. ``resign=False`` leaves the addresses where they are."""
-        if not self._running:
-            return
-        if resign:
+        the addresses. ``resign=False`` leaves the addresses where they are. Idempotent; also
+        releases what a failed start() had opened."""
+        if self._running and resign:
             self._event(core.Shutdown())
         self._running = False
         if self._timer:
             self._timer.cancel()
+            self._timer = None
         for h in self._garp_handles:
             h.cancel()
-        assert self._loop is not None
+        self._garp_handles = []
         for s in (self._sock, self._mon):
             if s is not None:
-                self._loop.remove_reader(s.fileno())
+                if self._loop is not None:
+                    self._loop.remove_reader(s.fileno())
                 s.close()
+        self._sock = self._mon = None
         for s, _mac in self._announce.values():
             s.close()
         self._announce = {}
         if self._rtnl:
             self._rtnl.close()
+            self._rtnl = None
 
     def update(
         self,
@@ -377,6 +384,7 @@ class VRRPInstance:
             "state": self.state.state.value,
             "interface": self.interface,
             "vrid": p.vrid,
+            "version": p.version,
             "priority": p.priority,
             "advert_interval": p.advert_int / 100.0,
             "master_down_interval": round(

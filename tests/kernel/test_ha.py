@@ -323,7 +323,10 @@ async def failover(advert: str) -> dict:
         pinger, reader = asyncio.create_task(ping()), asyncio.create_task(read())
         # (2) the master's connections reach the backup's table through the sync daemon
         await wait_for(
-            lambda: {lport, hport} <= set(conn_client_ports("had2")), 30, "both connections synced to had2", 0.2
+            lambda: {lport, hport} <= set(conn_client_ports("had2")),
+            30,
+            "both connections synced to had2",
+            0.2,
         )
         synced = conn_client_ports("had2")
         await wait_for(lambda: len(replies) > 10, 10, "echo replies before the cut")
@@ -476,7 +479,9 @@ async def ipv6_failover() -> dict:
         set_link("hasw", "vhad1", True)
         await d1.stop()
         await d2.stop()
-        subprocess.run(["ip", "-n", "hacl", "addr", "del", "2001:db8:1::2/64", "dev", "eth0"], capture_output=True)
+        subprocess.run(
+            ["ip", "-n", "hacl", "addr", "del", "2001:db8:1::2/64", "dev", "eth0"], capture_output=True
+        )
 
 
 def test_vrrp_ipv6(topology) -> None:  # type: ignore[no-untyped-def]
@@ -532,7 +537,15 @@ async def placement() -> dict:
         await d.ha.reload(parse_config(PLACE_CONF.replace("vrid = 71", "vrid = 72")))
         assert d.ha.vrrp.params.vrid == 72  # type: ignore[union-attr]
         await wait_for(lambda: d.role == "master", 5, "master on the new VRID")
-        assert [r for _, r in d.roles] == ["backup", "master", "fault", "backup", "master", "backup", "master"]
+        assert [r for _, r in d.roles] == [
+            "backup",
+            "master",
+            "fault",
+            "backup",
+            "master",
+            "backup",
+            "master",
+        ]
         return st
     finally:
         await d.stop()
@@ -557,7 +570,7 @@ def test_vip_goes_where_its_subnet_is() -> None:
 
 KEEPALIVED_CONF = """global_defs {{
     router_id ka-had1
-    vrrp_version 3
+    vrrp_version {version}
 }}
 vrrp_instance VI_1 {{
     state BACKUP
@@ -573,9 +586,11 @@ vrrp_instance VI_1 {{
 """
 
 
-async def start_keepalived(priority: int, tag: str) -> tuple[asyncio.subprocess.Process, Path]:
+async def start_keepalived(
+    priority: int, tag: str, version: int = 3
+) -> tuple[asyncio.subprocess.Process, Path]:
     conf = Path(f"/tmp/ka-{tag}.conf")
-    conf.write_text(KEEPALIVED_CONF.format(priority=priority))
+    conf.write_text(KEEPALIVED_CONF.format(priority=priority, version=version))
     logf = Path(f"/tmp/ka-{tag}.log")
     out = open(logf, "w")  # noqa: SIM115 - handed to the child
     proc = await asyncio.create_subprocess_exec(
@@ -646,6 +661,40 @@ async def against_keepalived() -> dict:
 def test_against_keepalived(topology) -> None:  # type: ignore[no-untyped-def]
     r = asyncio.run(asyncio.wait_for(against_keepalived(), 120))
     record("keepalived_interop", r)
+
+
+async def against_keepalived_v2() -> dict:
+    loop = asyncio.get_running_loop()
+    d2 = Director("had2", vrrp_conf(100, "1s").replace("preempt = true", "preempt = true\nversion = 2"))
+    await d2.ha.start()
+    ka, log1 = await start_keepalived(150, "v2", version=2)
+    try:
+        await wait_for(lambda: {VIP, GW} <= addresses("had1"), 20, "keepalived (v2) to take the VIPs")
+        await wait_for(lambda: d2.role == "backup", 10, "lvsd (v2) to yield to keepalived")
+        await wait_for(lambda: d2.ha.status()["vrrp"]["counters"].get("received", 0) >= 3, 10, "v2 adverts")
+        await asyncio.sleep(4)
+        st = d2.ha.status()["vrrp"]
+        assert d2.role == "backup" and st["version"] == 2
+        assert not {VIP, GW} & addresses("had2")
+        assert not {"malformed", "dropped_ttl", "dropped", "address_mismatch"} & set(st["counters"]), st
+        t0 = loop.time()
+        await stop_keepalived(ka)
+        await wait_for(lambda: d2.role == "master", 10, "lvsd (v2) to take over")
+        took = next(t for t, r in d2.roles if r == "master" and t >= t0) - t0
+        assert {VIP, GW} <= addresses("had2")
+        return {
+            "lvsd_takeover_after_keepalived_resigns_s": round(took, 3),
+            "lvsd_roles": [r for _, r in d2.roles],
+        }
+    finally:
+        await stop_keepalived(ka)
+        await d2.stop()
+
+
+@pytest.mark.skipif(not REQUIRED and shutil.which("keepalived") is None, reason="keepalived not installed")
+def test_against_keepalived_vrrpv2(topology) -> None:  # type: ignore[no-untyped-def]
+    r = asyncio.run(asyncio.wait_for(against_keepalived_v2(), 120))
+    record("keepalived_interop_v2", r)
 
 
 # --- 5: external mode -------------------------------------------------------------------------------------

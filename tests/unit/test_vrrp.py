@@ -73,7 +73,7 @@ def test_inet_checksum_rfc1071_example() -> None:
     ("data", "reason"),
     [
         (b"\x31\x33\x64", "too short"),
-        (bytes.fromhex("21 33 64 01 00 64 00 00 0a 01 00 64"), "version 2"),
+        (bytes.fromhex("41 33 64 01 00 64 00 00 0a 01 00 64"), "version 4"),
         (bytes.fromhex("32 33 64 01 00 64 00 00 0a 01 00 64"), "type 2"),
         (bytes.fromhex("31 33 64 00 00 64 00 00"), "no addresses"),
         (bytes.fromhex("31 33 64 02 00 64 00 00 0a 01 00 64"), "2 addresses announced"),
@@ -95,6 +95,36 @@ def test_decode_rejects_zero_interval() -> None:
     )
     with pytest.raises(v.MalformedAdvert, match="interval 0"):
         v.decode(bytes(data), "10.1.0.11", "224.0.0.18")
+
+
+# VRRPv2 (RFC 3768) as keepalived sends it by default: VRID 51, priority 100, auth type 0,
+# interval 1 s, one address 10.1.0.100, 8 zero bytes of authentication data; checksum over the
+# message alone: 2133+6401+0001+0000+0a01+0064 = 0x8f9a -> ~ = 0x7065
+GOLDEN2 = bytes.fromhex("21 33 64 01 00 01 70 65 0a 01 00 64 00 00 00 00 00 00 00 00")
+
+
+def test_vrrpv2_by_hand() -> None:
+    adv = v.Advert(vrid=51, priority=100, max_adver_int=100, addrs=("10.1.0.100",), version=2)
+    assert v.encode(adv, "10.1.0.11", "224.0.0.18") == GOLDEN2
+    # v2 has no pseudo-header: any source decodes
+    assert v.decode(GOLDEN2, "10.9.9.9", "224.0.0.18") == adv
+    with pytest.raises(v.MalformedAdvert, match="checksum"):
+        v.decode(GOLDEN2[:-1] + b"\x01", "10.1.0.11", "224.0.0.18")
+    auth = bytearray(GOLDEN2)
+    auth[4] = 1  # simple-text authentication, checksum fixed up
+    auth[6:8] = b"\0\0"
+    auth[6:8] = struct.pack("!H", v.inet_checksum(bytes(auth)))
+    with pytest.raises(v.MalformedAdvert, match="authentication type 1"):
+        v.decode(bytes(auth), "10.1.0.11", "224.0.0.18")
+    with pytest.raises(ValueError, match="whole seconds"):
+        v.encode(v.Advert(51, 100, 50, ("10.1.0.100",), version=2), "10.1.0.11", v.VRRP_GROUP4)
+    p2 = v.Params(51, 100, 200, "10.1.0.11", ("10.1.0.100",), version=2)
+    assert p2.skew(200) == pytest.approx(156 / 256)  # v2: (256 - priority) / 256 s, whatever the interval
+    assert p2.master_down_interval(200) == pytest.approx(6 + 156 / 256)
+    assert not v.check_received(P, adv, 255).accept  # a v3 router drops v2 adverts
+    assert "version 2, not 3" in v.check_received(P, adv, 255).reason
+    assert v.check_received(p2, adv, 255).accept
+    assert v.advert_for(p2).version == 2
 
 
 def test_encode_refuses_bad_values() -> None:
