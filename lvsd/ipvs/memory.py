@@ -15,9 +15,11 @@ Kernel semantics reproduced (errno in brackets):
   in the kernel. HASHED is the kernel's own flag (the model strips it). The service address is
   never checked. Listing order: the kernel's is hash-bucket order (not reproducible, callers must
   not depend on it); here address/port services in insertion order, then fwmark services.
-* destinations: on a missing service [ESRCH]; a family different from the service's needs the
-  tunnel method (refused by ``Op.validate``) and no running sync daemon [EINVAL]; l_threshold >
-  u_threshold [ERANGE] (also when u_threshold is 0); GUE tunnel type with tun_port 0 [EINVAL]
+* destinations, in the kernel's order of checks: on a missing service [ESRCH]; a family
+  different from the service's needs the tunnel method (refused by ``Op.validate``) and no
+  running sync daemon [EINVAL]; l_threshold >
+  u_threshold [ERANGE] (also when u_threshold is 0); u_threshold above INT_MAX [EINVAL] (measured
+  on 6.1, though the model allows any u32); GUE tunnel type with tun_port 0 [EINVAL]
   (whatever the forwarding method: tunnel options are stored for every method); duplicate
   [EEXIST]; edit/delete of a missing one [ENOENT]; a new destination whose address is not
   unicast [EINVAL]: 0.0.0.0, 224.0.0.0/4, 255.255.255.255, 127.255.255.255 (lo's broadcast), ::,
@@ -553,6 +555,8 @@ class MemoryBackend(Backend):
                 raise _Refused(_errno.EINVAL)
         if dest.l_threshold > dest.u_threshold:
             raise _Refused(_errno.ERANGE)
+        if dest.u_threshold > INT_MAX:  # measured on 6.1: after the threshold order, before EEXIST/ENOENT
+            raise _Refused(_errno.EINVAL)
         if dest.tun_type == TunType.GUE and dest.tun_port == 0:
             raise _Refused(_errno.EINVAL)
         old = s.dests.get(dk)

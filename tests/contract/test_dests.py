@@ -27,7 +27,7 @@ ROUND_TRIP = [
     pytest.param(Destination(D1, Forward.MASQ, 0x7FFFFFFF), id="weight-max"),
     pytest.param(Destination(D1, Forward.MASQ, 1, 100, 50), id="thresholds"),
     pytest.param(Destination(D1, Forward.MASQ, 1, 7, 7), id="thresholds-equal"),
-    pytest.param(Destination(D1, Forward.MASQ, 1, 0xFFFFFFFF, 0xFFFFFFFF), id="thresholds-max"),
+    pytest.param(Destination(D1, Forward.MASQ, 1, 0x7FFFFFFF, 0x7FFFFFFF), id="thresholds-max"),
     pytest.param(Destination(D1, Forward.TUNNEL), id="tunnel-ipip"),
     pytest.param(Destination(D1, Forward.TUNNEL, 1, tun_type=TunType.GUE, tun_port=6080, tun_flags=TUN_F_NOCSUM), id="gue"),
     pytest.param(Destination(D1, Forward.TUNNEL, 1, tun_type=TunType.GUE, tun_port=65535, tun_flags=TUN_F_REMCSUM), id="gue-remcsum"),
@@ -165,6 +165,29 @@ def test_lower_threshold_above_upper_is_erange(backend, upper, lower):
     backend.add_dest(V4, Destination(D1, u_threshold=100, l_threshold=50))
     refused(errno.ERANGE, backend.edit_dest, V4, Destination(D1, u_threshold=upper, l_threshold=lower))
     assert_dests(backend, V4, [Destination(D1, u_threshold=100, l_threshold=50)])
+
+
+@pytest.mark.parametrize("upper, lower", [(2**31, 0), (2**31, 5), (0xFFFFFFFF, 0xFFFFFFFF), (2**31, 2**31)])
+def test_upper_threshold_above_int_max_is_einval(backend, upper, lower):
+    # measured on Linux 6.1: u_threshold > INT_MAX is EINVAL (the model allows any u32), checked
+    # after the threshold order (ERANGE) and before the duplicate (EEXIST) and missing (ENOENT) ones
+    backend.add_service(Service(V4))
+    refused(errno.EINVAL, backend.add_dest, V4, Destination(D1, u_threshold=upper, l_threshold=lower))
+    backend.add_dest(V4, Destination(D1))
+    refused(errno.EINVAL, backend.add_dest, V4, Destination(D1, u_threshold=upper, l_threshold=lower))
+    refused(errno.EINVAL, backend.edit_dest, V4, Destination(D1, u_threshold=upper, l_threshold=lower))
+    refused(errno.EINVAL, backend.edit_dest, V4, Destination(D2, u_threshold=upper, l_threshold=lower))
+    refused(errno.ESRCH, backend.add_dest, MISSING, Destination(D1, u_threshold=upper, l_threshold=lower))
+    assert_dests(backend, V4, [Destination(D1)])
+
+
+def test_threshold_order_is_checked_before_the_upper_bound(backend):
+    backend.add_service(Service(V4))
+    refused(errno.ERANGE, backend.add_dest, V4, Destination(D1, u_threshold=0x7FFFFFFF, l_threshold=2**31))
+    refused(errno.ERANGE, backend.add_dest, V4, Destination(D1, u_threshold=2**31, l_threshold=0xFFFFFFFF))
+    backend.add_dest(V4, Destination(D1))
+    refused(errno.ERANGE, backend.edit_dest, V4, Destination(D1, u_threshold=2**31, l_threshold=0xFFFFFFFF))
+    assert backend.dests(V4) == [Destination(D1)]
 
 
 @pytest.mark.parametrize("forward", [Forward.TUNNEL, Forward.MASQ, Forward.ROUTE])

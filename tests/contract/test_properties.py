@@ -66,7 +66,7 @@ def dests(draw: st.DrawFn, key: ServiceKey) -> Destination:
         dk,
         forward,
         draw(st.integers(0, 3)),
-        draw(st.sampled_from([0, 5, 10])),
+        draw(st.sampled_from([0, 5, 10, 2**31])),
         draw(st.sampled_from([0, 5, 10])),
         tun_type,
         draw(st.sampled_from([0, 6080])),
@@ -151,6 +151,8 @@ class Reference:
             return None
         if d.l_threshold > d.u_threshold:
             return errno.ERANGE
+        if d.u_threshold > 0x7FFFFFFF:
+            return errno.EINVAL
         if d.tun_type == TunType.GUE and d.tun_port == 0:
             return errno.EINVAL
         if k is OpKind.ADD_DEST:
