@@ -9,9 +9,12 @@ with one sendmsg() whose outcome is reported per message.
 Batching rules (the kernel processes every message of a datagram in order, synchronously,
 inside our sendmsg(), and carries on after a failed one):
 
-* only the last message of a chunk asks for an ACK; any other message answers only if it
-  fails (an NLMSG_ERROR carrying its sequence number). Seeing the last ACK therefore proves
-  that every earlier error is already in our receive queue.
+* no request asks for an ACK, so a request answers only if it fails (an NLMSG_ERROR carrying
+  its sequence number); each chunk ends with a barrier, an NLMSG_NOOP with NLM_F_ACK that the
+  kernel acknowledges without handing it to any family. Seeing the barrier's ACK proves that
+  every earlier error is already in our receive queue. (A real request cannot be the closing
+  one: a doit that returns -EINTR, as IPVS_CMD_DEL_DAEMON does on 6.1 when the sync thread
+  had not run yet, gets no reply at all even with NLM_F_ACK, and the wait would never end.)
 * a chunk holds at most as many messages as their worst-case replies fit into the receive
   buffer, so replies are never dropped (no ENOBUFS), and at most as many bytes as the send
   buffer accepts in one datagram.
@@ -73,7 +76,7 @@ HDRLEN = NLMSG_HDRLEN + GENL_HDRLEN
 #: Receive/send buffers we ask for (SO_*BUFFORCE as root, else capped by net.core.[rw]mem_max).
 DEFAULT_RCVBUF = 2 << 20  # the kernel doubles it: room for 2,730 worst-case replies
 DEFAULT_SNDBUF = 512 << 10  # doubled by the kernel: 1 MiB per datagram
-#: Worst-case memory one reply datagram (an ACK or an error) costs in our receive queue
+#: Worst-case memory one reply datagram (an error or the barrier's ACK) costs in our receive queue
 #: (skb truesize): measured 768 bytes on x86-64 Linux 6.1 (tests/kernel/test_netlink.py);
 #: doubled for headroom and other kernels.
 REPLY_TRUESIZE = 1536
@@ -381,8 +384,8 @@ class GenlSocket:
 
     def batch_limits(self) -> tuple[int, int]:
         """(messages, bytes) one sendmsg() may carry without risking lost replies or EMSGSIZE."""
-        msgs = max(1, min(self.max_batch, self.rcvbuf // REPLY_TRUESIZE))
-        nbytes = max(4096, self.sndbuf - 1024)
+        msgs = max(1, min(self.max_batch, self.rcvbuf // REPLY_TRUESIZE - 1))  # - 1: the barrier
+        nbytes = max(4096, self.sndbuf - 1024 - NLMSG_HDRLEN)
         return msgs, nbytes
 
     def batch(self, messages: Sequence[tuple[int, bytes]]) -> list[NetlinkError | None]:
@@ -409,11 +412,9 @@ class GenlSocket:
                 size += ln
                 j += 1
             count = j - i
-            last_seq = (first_seq + count - 1) & 0xFFFFFFFF
-            # the last message asks for an ACK: its reply closes the chunk
-            cmd, payload = messages[j - 1]
-            parts[-2] = pack(HDRLEN + len(payload), fam, NLM_F_REQUEST | NLM_F_ACK, last_seq, 0, cmd, ver, 0)
-            self.seq = last_seq
+            barrier_seq = (first_seq + count) & 0xFFFFFFFF
+            parts.append(_NLMSGHDR.pack(NLMSG_HDRLEN, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier_seq, 0))
+            self.seq = barrier_seq
             self.sock.sendmsg([b"".join(parts)])
             lost = self._collect(first_seq, count, i, results)
             if lost:
@@ -424,8 +425,8 @@ class GenlSocket:
         return results
 
     def _collect(self, first_seq: int, count: int, base: int, results: list[NetlinkError | None]) -> bool:
-        """Read the replies of one chunk into results; return True if some were lost (ENOBUFS)."""
-        last = count - 1
+        """Read the replies of one chunk (count requests, then the barrier) into results; return
+        True if some were lost (ENOBUFS)."""
         highest = -1  # highest index of the chunk whose reply we have seen
         while True:
             try:
@@ -448,8 +449,8 @@ class GenlSocket:
                             results[base + k] = NetlinkError(err, text)
                         if k > highest:
                             highest = k
-                        if k == last:
-                            return False
+                    elif k == count:  # the barrier: everything before it has answered
+                        return False
                 pos += (ln + 3) & ~3
 
     def _drain(
@@ -479,6 +480,8 @@ class GenlSocket:
                         if err:
                             results[base + k] = NetlinkError(err, text)
                         highest = max(highest, k)
+                    elif k == count:  # the barrier made it: nothing of this chunk was lost
+                        highest = count - 1
                 pos += (ln + 3) & ~3
         # errors before `highest` were all queued before the overflow; later ones may be lost
         for k in range(highest + 1, count):
