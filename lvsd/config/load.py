@@ -1063,12 +1063,15 @@ class _Builder:
         if pers is not None:
             flags |= SVC_F_PERSISTENT
             timeout, nm, pe = pers
-            ppath = _p(path, "persistence") if "persistence" in svc_layer else "defaults.persistence"
+            # an inherited value is judged per service: the error names the service and the origin
+            ppath = _p(path, "persistence")
+            origin = "" if "persistence" in svc_layer else " (from [defaults])"
             if nm is not None:
-                netmask = self._netmask(nm, _p(ppath, "netmask"), af)
+                netmask = self._netmask(nm, _p(ppath, "netmask"), af, origin)
             if pe and key is not None and not key.fwmark and key.protocol != Protocol.UDP and not proto_bad:
                 ctx.err(
-                    _p(ppath, "engine"), f'"{pe}" works only for UDP services (protocol is {s["protocol"]})'
+                    _p(ppath, "engine"),
+                    f'"{pe}"{origin} works only for UDP services (protocol is {s["protocol"]})',
                 )
         elif key is not None and not key.fwmark and key.port == 0:
             ctx.err(_p(path, "vip"), "port 0 (all ports) needs persistence")
@@ -1077,13 +1080,19 @@ class _Builder:
         for f in s["sched_flags"]:
             bit, needs = SCHED_FLAGS[f]
             if needs is not None and sched != needs and not sched_bad:
-                fp = _p(path, "sched_flags") if "sched_flags" in svc_layer else "defaults.sched_flags"
-                ctx.err(fp, f'"{f}" needs scheduler = "{needs}" (scheduler is "{sched}")')
+                origin = "" if "sched_flags" in svc_layer else " (from [defaults])"
+                ctx.err(
+                    _p(path, "sched_flags"),
+                    f'"{f}"{origin} needs scheduler = "{needs}" (scheduler is "{sched}")',
+                )
             flags |= bit
         if s["one_packet"]:
             if key is not None and not key.fwmark and key.protocol != Protocol.UDP and not proto_bad:
-                op = _p(path, "one_packet") if "one_packet" in svc_layer else "defaults.one_packet"
-                ctx.err(op, f"only for UDP (or fwmark) services (protocol is {s['protocol']})")
+                origin = "" if "one_packet" in svc_layer else " (one_packet from [defaults])"
+                ctx.err(
+                    _p(path, "one_packet"),
+                    f"only for UDP (or fwmark) services (protocol is {s['protocol']}){origin}",
+                )
             flags |= SVC_F_ONEPACKET
         fwd_bad = "forward" in tbl and "forward" not in srv_layer
         if "tunnel" in srv_layer and sl["forward"] != "tun" and not fwd_bad:
@@ -1145,22 +1154,22 @@ class _Builder:
             return None
         return ServiceKey(a[0], int(Protocol[protocol.upper()]), a[1], port, 0)
 
-    def _netmask(self, nm: int | str, path: str, af: int) -> int:
+    def _netmask(self, nm: int | str, path: str, af: int, origin: str = "") -> int:
         ctx = self.ctx
         if af == AF_INET6:
             if isinstance(nm, int) and 1 <= nm <= 128:
                 return nm
-            ctx.err(path, f"must be an IPv6 prefix length 1..128, got {_show(nm)}")
+            ctx.err(path, f"must be an IPv6 prefix length 1..128, got {_show(nm)}{origin}")
             return -1
         if isinstance(nm, int):
             if 0 <= nm <= 32:
                 return (UINT32_MAX << (32 - nm)) & UINT32_MAX
-            ctx.err(path, f"must be a dotted IPv4 mask or a prefix length 0..32, got {nm}")
+            ctx.err(path, f"must be a dotted IPv4 mask or a prefix length 0..32, got {nm}{origin}")
             return -1
         try:
             return int(ipaddress.IPv4Address(nm))
         except ValueError:
-            ctx.err(path, f'must be a dotted IPv4 mask such as "255.255.255.0", got {_show(nm)}')
+            ctx.err(path, f'must be a dotted IPv4 mask such as "255.255.255.0", got {_show(nm)}{origin}')
             return -1
 
     def _dest(
@@ -1544,7 +1553,7 @@ def build_config(
     api = _api(ctx, section("api"))
     metrics = _metrics(ctx, section("metrics"))
     if ctx.errors:
-        raise ConfigError(ctx.errors)
+        raise ConfigError(list(dict.fromkeys(ctx.errors)))  # the same line once, in file order
     m = builder.dsrv
     sv = builder.dsvc
     defaults = DefaultsConfig(

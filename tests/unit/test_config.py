@@ -830,6 +830,36 @@ def test_defaults_rejects_per_service_and_per_server_keys():
     assert_has(errs, "defaults.forwad", 'did you mean "forward"')
 
 
+def test_inherited_values_judged_per_service_naming_the_origin():
+    errs = E(
+        """
+        [defaults]
+        sched_flags = ["sh-port"]
+        persistence = { netmask = "255.255.255.0", engine = "sip" }
+        one_packet = true
+        [[service]]
+        name = "v6"
+        vip = "[2001:db8::1]:80"
+        scheduler = "sh"
+        protocol = "udp"
+        [[service]]
+        name = "t"
+        vip = "192.0.2.1:80"
+        scheduler = "sh"
+        [[service]]
+        name = "u"
+        vip = "192.0.2.2:53"
+        protocol = "udp"
+        """
+    )
+    assert errs == [
+        'service[v6].persistence.netmask: must be an IPv6 prefix length 1..128, got "255.255.255.0" (from [defaults])',
+        'service[t].persistence.engine: "sip" (from [defaults]) works only for UDP services (protocol is tcp)',
+        "service[t].one_packet: only for UDP (or fwmark) services (protocol is tcp) (one_packet from [defaults])",
+        'service[u].sched_flags: "sh-port" (from [defaults]) needs scheduler = "sh" (scheduler is "wlc")',
+    ]
+
+
 def test_defaults_errors_reported_once():
     errs = E(
         '[defaults]\nweight = "heavy"\n'
