@@ -646,8 +646,9 @@ class VRRPInstance:
                 elif level == socket.IPPROTO_IPV6 and typ == IPV6_PKTINFO and len(val) >= 20:
                     dst = socket.inet_ntop(socket.AF_INET6, val[:16])
                     ifindex = struct.unpack_from("=I", val, 16)[0]
-        if src == self.params.primary:
-            return  # our own advert (multicast loop is off; a duplicate address would be an error)
+        if src == self.params.primary:  # multicast loop is off: this is another box with our address
+            self._drop("dropped_own_address", f"another router sends from our address {src}", src)
+            return
         if ifindex is not None and ifindex != self.ifindex:
             self._drop("dropped_interface", f"arrived on interface {ifindex}", src)
             return
@@ -676,8 +677,14 @@ class VRRPInstance:
             if verdict.warning != self.last_warning:
                 log.warning("vrrp: advert from %s (priority %d): %s", src, adv.priority, verdict.warning)
             self.last_warning = verdict.warning
-        if adv.priority == self.params.priority and self.state.state is not core.State.MASTER:
+        if adv.priority == self.params.priority:
             self.counters["same_priority"] += 1
+            if self.counters["same_priority"] == 1:
+                log.warning(
+                    "vrrp: %s has our priority %d: the higher address wins; give the routers distinct priorities",
+                    src,
+                    adv.priority,
+                )
         if self._running and self.state.state in (core.State.BACKUP, core.State.MASTER):
             self._event(core.Received(adv, src))
 

@@ -351,6 +351,8 @@ def test_receive_checks_drop_and_count() -> None:
             core.Advert(51, 150, 100, ("10.1.0.100", "10.1.0.7")), "10.1.0.12", core.VRRP_GROUP4
         )
         inst._handle(ipv4_packet(odd, "10.1.0.12"), pktinfo(4), ("10.1.0.12", 0))
+        mine = core.encode(core.Advert(51, 150, 100, ("10.1.0.100",)), "10.1.0.11", core.VRRP_GROUP4)
+        inst._handle(ipv4_packet(mine, "10.1.0.11"), pktinfo(4), ("10.1.0.11", 0))
         inst._timer.cancel()  # type: ignore[union-attr]
         return inst
 
@@ -362,6 +364,7 @@ def test_receive_checks_drop_and_count() -> None:
     assert c["dropped_destination"] == 1
     assert c["other_vrid"] == 1
     assert c["received"] == 2 and c["address_mismatch"] == 1
+    assert c["dropped_own_address"] == 1
     assert "differs" in inst.status()["last_warning"]
 
 
