@@ -109,7 +109,6 @@ class Daemon:
         self._reload_waiters: list[asyncio.Future] = []
         self._reload_requested = False
         self._tasks: list[asyncio.Task] = []
-        self._last_written: dict[ServiceKey, ServiceEntry] | None = None
         self._by_name: dict[str, ServiceConfig] = {s.name: s for s in config.services}
         self._hooks: set[asyncio.Task] = set()
         self._reconcile_waiters: list[asyncio.Future] = []
@@ -393,7 +392,7 @@ class Daemon:
         except (IPVSError, OSError, ValueInvalid) as e:
             ok = False
             self._full = True
-            if not isinstance(e, BatchError):
+            if not getattr(e, "lvsd_logged", False):  # _apply logged refused ops one by one
                 log.error("reconcile failed: %s", e)
         except Exception as e:  # a bug must not end the loop: log it and retry with backoff
             ok = False
@@ -407,7 +406,10 @@ class Daemon:
         st.last_reconcile = time.time()
         st.last_reconcile_duration = dt
         if ok != st.last_reconcile_ok:
-            self.notifier.status(self.status_line() if ok else f"kernel update failing, retrying: {st.op_errors}")
+            refused = sum(st.op_errors.values())
+            self.notifier.status(
+                self.status_line() if ok else f"kernel update failing ({refused} ops refused so far), retrying"
+            )
         st.last_reconcile_ok = ok
         if not ok:
             log.info("retrying in %.1fs", self._runner.backoff)
@@ -554,11 +556,13 @@ class Daemon:
                 log.error("kernel refused %s: %s", describe(op), err.strerror)
             if len(e.failed) > LOG_OPS_MAX:
                 log.error("... and %d more refused ops", len(e.failed) - LOG_OPS_MAX)
+            e.lvsd_logged = True  # type: ignore[attr-defined]
             raise
         except IPVSError as e:
             op = e.op if isinstance(e.op, Op) else None
             self.stats.op_errors[op.kind.value if op else "unknown"] += 1
             log.error("kernel refused %s: %s", describe(op) if op else e.op, e.strerror)
+            e.lvsd_logged = True  # type: ignore[attr-defined]
             raise
         for k, n in summary.items():
             self.stats.ops[k] += n
