@@ -176,6 +176,7 @@ CHECK_KEYS = {
 }
 CHECK_KEYS["https"] = CHECK_KEYS["http"] + ("verify", "ca", "sni", "cert", "key")
 ALL_CHECK_KEYS = tuple(sorted({k for v in CHECK_KEYS.values() for k in v}))
+_CHECK_KEYSETS = {t: frozenset(ks) for t, ks in CHECK_KEYS.items()}
 HA_KEYS = (
     "mode",
     "role",
@@ -271,17 +272,30 @@ def _quote_list(items: Sequence[str]) -> str:
     return q[0] if len(q) == 1 else ", ".join(q[:-1]) + " or " + q[-1]
 
 
+#: for a key of another check type: which types have it
+_CHECK_ELSEWHERE = {
+    t: {
+        k: "only for type " + _quote_list([u for u, us in CHECK_KEYS.items() if k in us])
+        for k in ALL_CHECK_KEYS
+        if k not in ks
+    }
+    for t, ks in CHECK_KEYS.items()
+}
+
+
 class _Ctx:
     """Error collector and typed getters. Getters record an error and return the default when the
     value is wrong, so one pass reports everything."""
 
-    __slots__ = ("errors", "resolver", "check_files", "_exec_cache")
+    __slots__ = ("errors", "resolver", "check_files", "_exec_cache", "check_cache")
 
     def __init__(self, resolver: Resolver | None, check_files: bool) -> None:
         self.errors: list[str] = []
         self.resolver = resolver
         self.check_files = check_files
         self._exec_cache: dict[str, str | None] = {}
+        #: frozen raw check table -> its CheckConfig, for tables that parsed without error
+        self.check_cache: dict[object, CheckConfig] = {}
 
     def err(self, path: str, msg: str) -> None:
         self.errors.append(f"{path}: {msg}")
@@ -557,7 +571,30 @@ def _status(ctx: _Ctx, tbl: dict, path: str) -> tuple[tuple[int, int], ...]:
     return tuple(out) or ((200, 299),)
 
 
+def _freeze(v: object) -> object:
+    """A hashable image of a TOML value that keeps types apart (true is not 1, 1.0 is not 1)."""
+    if isinstance(v, dict):
+        return ("t", tuple((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return ("a", tuple(_freeze(x) for x in v))
+    return (type(v), v)
+
+
 def _parse_check(ctx: _Ctx, c: object, path: str) -> CheckConfig | None:
+    """A check table -> CheckConfig. The same table written on many servers is parsed once
+    (a table with errors is parsed again each time so every error names its own path)."""
+    key = _freeze(c)
+    hit = ctx.check_cache.get(key)
+    if hit is not None:
+        return hit
+    n = len(ctx.errors)
+    out = _parse_check_table(ctx, c, path)
+    if out is not None and len(ctx.errors) == n:
+        ctx.check_cache[key] = out
+    return out
+
+
+def _parse_check_table(ctx: _Ctx, c: object, path: str) -> CheckConfig | None:
     if not isinstance(c, dict):
         ctx.err(path, f'must be a table such as {{ type = "tcp" }}, got {_tname(c)}')
         return None
@@ -568,13 +605,8 @@ def _parse_check(ctx: _Ctx, c: object, path: str) -> CheckConfig | None:
     ctype = ctx.choice(c, "type", path, CHECK_TYPES)
     if ctype is None:
         return None
-    allowed = CHECK_KEYS[ctype]
-    elsewhere = {
-        k: "only for type " + _quote_list([t for t, ks in CHECK_KEYS.items() if k in ks])
-        for k in ALL_CHECK_KEYS
-        if k not in allowed
-    }
-    ctx.keys(c, path, allowed, elsewhere)
+    if not _CHECK_KEYSETS[ctype].issuperset(c):
+        ctx.keys(c, path, CHECK_KEYS[ctype], _CHECK_ELSEWHERE[ctype])
     interval = ctx.duration(c, "interval", path, 2.0, lo=0.01, hi=86400)
     common = {
         "interval": interval,

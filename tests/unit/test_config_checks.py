@@ -264,3 +264,24 @@ def test_identical_checks_are_equal_values():
     x, y = c.services[0].servers[0].checks[0], c.services[1].servers[0].checks[0]
     assert x == y and hash(x) == hash(y)
     assert len({x, y, HTTPCheck(type="https", path="/h", headers=(("A", "1"),))}) == 2
+
+
+def test_same_check_table_on_many_servers_is_parsed_once_but_types_still_matter():
+    servers = "".join(
+        f'[[service.server]]\naddress = "192.0.2.{i}"\ncheck = {{ type = "tcp", rise = {rise} }}\n'
+        for i, rise in ((21, "1"), (22, "1"), (23, "true"), (24, "1.0"), (25, "0"))
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_config(f'[[service]]\nname = "s"\nvip = "192.0.2.10:80"\n{servers}')
+    assert e.value.errors == [
+        "service[s].server[2].check.rise: must be an integer, got boolean true",
+        "service[s].server[3].check.rise: must be an integer, got float 1.0",
+        "service[s].server[4].check.rise: must be 1..1000, got 0",
+    ]
+    servers = "".join(
+        f'[[service.server]]\naddress = "192.0.2.{i}"\ncheck = {{ type = "tcp", rise = 1 }}\n'
+        for i in (21, 22)
+    )
+    c = parse_config(f'[[service]]\nname = "s"\nvip = "192.0.2.10:80"\n{servers}')
+    a, b = c.services[0].servers
+    assert a.checks[0] is b.checks[0] and a.checks[0].rise == 1
