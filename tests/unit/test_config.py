@@ -1112,6 +1112,46 @@ def test_full_example_uses_every_section():
     assert types == {"tcp", "http", "https", "script", "udp", "dns"}
 
 
+def test_full_example_uses_every_key():
+    import re as _re
+
+    from lvsd.config import load as L
+
+    path = os.path.join(ROOT, "conf", "lvsd.toml")
+    text = open(path).read()
+    seen: set[str] = set()
+
+    def walk(v):
+        if isinstance(v, dict):
+            seen.update(v)
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(L._toml.loads(text))
+    seen |= set(_re.findall(r"^# (\w+) = ", text, _re.M))  # keys that cannot be set together (ha.role)
+    schema = set(
+        L.TOP_KEYS
+        + L.DAEMON_KEYS
+        + L.IPVS_KEYS
+        + L.TIMEOUT_KEYS
+        + L.SERVICE_KEYS
+        + L.SERVER_KEYS
+        + L.PERSISTENCE_KEYS
+        + L.THRESHOLD_KEYS
+        + L.TUNNEL_KEYS
+        + L.SORRY_KEYS
+        + L.ALL_CHECK_KEYS
+        + L.HA_KEYS
+        + L.SYNC_KEYS
+        + L.API_KEYS
+        + L.METRICS_KEYS
+    )
+    assert schema - seen == set()
+
+
 def big_config(services: int = 1000, servers: int = 10) -> str:
     lines = [
         '[defaults]\nforward = "nat"\ncheck = { type = "tcp", interval = "2s", timeout = "1s", rise = 2, fall = 3 }\n'
