@@ -40,6 +40,7 @@ class ControlAPI:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
         self._runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._path: str | None = None
 
     def _app(self) -> web.Application:
@@ -63,14 +64,23 @@ class ControlAPI:
             log.info("control API on %s", path)
         listen = _metrics_listen(cfg)
         if listen is not None:
+            # TCP serves /metrics only: reload and role stay on the unix socket's permissions
+            app = web.Application()
+            app.router.add_get("/metrics", self.metrics)
+            self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await self._metrics_runner.setup()
             host, port = listen
-            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            try:
+                await web.TCPSite(self._metrics_runner, host, port, reuse_address=True).start()
+            except OSError as e:
+                raise APIError(f"[metrics] listen {host}:{port}: {e.strerror or e}") from None
             log.info("metrics on http://%s:%d/metrics", host, port)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        for runner in (self._runner, self._metrics_runner):
+            if runner is not None:
+                await runner.cleanup()
+        self._runner = self._metrics_runner = None
         if self._path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._path)

@@ -690,3 +690,34 @@ def test_server_hooks_quorum_and_sorry_server(env, tmp_path) -> None:
         await finish(d, t)
 
     run(main())
+
+
+def test_metrics_on_tcp_serve_only_metrics(env) -> None:
+    import urllib.error
+    import urllib.request
+
+    make, cfg, sock, _ = env
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    b = CountingBackend()
+
+    def get(path: str, method: str = "GET") -> tuple[int, str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=b"{}" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, ""
+
+    async def main():
+        d = daemon(make(extra=f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n'), b, api=True)
+        t = await started(d)
+        code, text = await asyncio.to_thread(get, "/metrics")
+        assert code == 200 and 'lvsd_server_health{service="web",server="192.168.0.1:80"} 1' in text
+        assert (await asyncio.to_thread(get, "/reload", "POST"))[0] == 404
+        assert (await asyncio.to_thread(get, "/status"))[0] == 404
+        await finish(d, t)
+
+    run(main())
