@@ -35,6 +35,8 @@ Kernel semantics reproduced (errno in brackets):
   The listing shows what the kernel runs: group 224.0.0.81, port 8848 and ttl 1 when not given;
   sync_maxlen clamped to 1..65535-hlen (master) or 1024..65535-hlen (backup), or when 0 the
   master's 1500-hlen and the backup's clamp(mtu, 1500, 65535)-hlen (hlen = 28 IPv4, 48 IPv6).
+  Not modelled: a kernel master with an IPv6 group on an interface without an IPv6 multicast
+  route fails with ENETUNREACH (seen on ``lo``); interfaces are this host's (or ``interfaces=``).
 * ``flush`` removes services only (daemons, timeouts, connections stay); ``zero`` of one service
   zeroes it and its destinations, ``zero`` without a key zeroes everything.
 * ``info()``: version 1.2.1, connection table size 4096.

@@ -7,7 +7,7 @@ import errno
 import pytest
 from contract_helpers import D1, D6, FWM, MISSING, V4, V6, refused, table_shape
 
-from lvsd.ipvs.model import Destination, Forward, Service, Timeouts, ValueInvalid
+from lvsd.ipvs.model import Connection, Destination, Forward, Service, Timeouts, ValueInvalid
 
 INT_MAX_OVER_HZ = 0x7FFFFFFF // 250  # 8589934 s: the kernel's bound (HZ=250)
 
@@ -100,3 +100,12 @@ def test_zero_all_and_one(backend):
         assert svc.stats.conns == 0 and svc.stats.inpkts == 0 and svc.stats.outbytes == 0
     assert all(d.stats.conns == 0 for d in backend.dests(V4))
     refused(errno.ESRCH, backend.zero, MISSING)
+
+
+def test_connections_are_connection_values(backend):
+    # a fresh table has no traffic of its own; a kernel may still hold other tests' entries
+    conns = backend.connections()
+    assert isinstance(conns, list)
+    for c in conns:
+        assert isinstance(c, Connection)
+        assert c.protocol and c.state and isinstance(c.expires, int)

@@ -23,12 +23,13 @@ from lvsd.ipvs.model import (
     Forward,
     Service,
     ServiceKey,
+    Timeouts,
     TunType,
 )
 
 NETLINK = os.environ.get("LVSD_TEST_BACKEND", "memory") == "netlink"
 SETTINGS = settings(
-    max_examples=15 if NETLINK else 250,
+    max_examples=25 if NETLINK else 250,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     database=None,
@@ -42,6 +43,7 @@ SVC_KEYS = [
 V4_DESTS = [DestKey.of("10.0.0.2", 80), DestKey.of("10.0.0.3", 80), DestKey.of("224.0.0.5", 80)]
 V6_DESTS = [DestKey.of("2001:db8::2", 80), DestKey.of("ff02::5", 80)]
 KNOWN_SCHEDULERS = {"rr", "wlc", "sh"}
+INT_MAX_OVER_HZ = 0x7FFFFFFF // 250
 
 
 @st.composite
@@ -83,7 +85,7 @@ def ops(draw: st.DrawFn) -> Op:
             + [OpKind.ADD_DEST] * 4
             + [OpKind.EDIT_DEST] * 2
             + [OpKind.DEL_DEST] * 2
-            + [OpKind.ZERO, OpKind.FLUSH]
+            + [OpKind.ZERO, OpKind.FLUSH, OpKind.SET_TIMEOUTS]
         )
     )
     if kind is OpKind.ADD_SERVICE:
@@ -100,6 +102,9 @@ def ops(draw: st.DrawFn) -> Op:
         return Op.del_dest(key, draw(dests(key)).key)
     if kind is OpKind.ZERO:
         return Op.zero(draw(st.sampled_from([None, key])))
+    if kind is OpKind.SET_TIMEOUTS:
+        t = st.sampled_from([0, 0, 7, 600, INT_MAX_OVER_HZ, INT_MAX_OVER_HZ + 1])
+        return Op.set_timeouts(Timeouts(draw(t), draw(t), draw(t)))
     return Op.flush()
 
 
@@ -113,6 +118,7 @@ class Reference:
 
     def __init__(self) -> None:
         self.table: dict[ServiceKey, tuple[Service, list[Destination]]] = {}
+        self.timeouts = Timeouts(900, 120, 300)
 
     def apply(self, op: Op) -> int | None:
         """Apply op; return the errno the kernel answers, None if it succeeds."""
@@ -120,6 +126,13 @@ class Reference:
         k = op.kind
         if k is OpKind.FLUSH:
             t.clear()
+            return None
+        if k is OpKind.SET_TIMEOUTS:
+            new = op.timeouts
+            if max(new.tcp, new.tcp_fin, new.udp) > INT_MAX_OVER_HZ:
+                return errno.EINVAL
+            cur = self.timeouts
+            self.timeouts = Timeouts(new.tcp or cur.tcp, new.tcp_fin or cur.tcp_fin, new.udp or cur.udp)
             return None
         key = op.key
         if k is OpKind.ZERO:
@@ -184,6 +197,7 @@ def test_op_by_op_matches_the_reference(fresh, seq):
         else:
             assert expected is None, f"{op}: applied, reference says errno {expected}"
     assert table_shape(backend) == ref.table
+    assert backend.timeouts() == ref.timeouts
 
 
 @SETTINGS
@@ -202,3 +216,4 @@ def test_one_batch_matches_the_reference(fresh, seq):
     else:
         assert want_failed == []
     assert table_shape(backend) == ref.table
+    assert backend.timeouts() == ref.timeouts
