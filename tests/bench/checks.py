@@ -133,9 +133,9 @@ def cpu_self() -> float:
 
 def run_lvsd(kind: str, n: int, interval: float, seconds: float, port: int, warm: float = 2.0) -> tuple[float, int]:
     """Run CheckManager over N targets; return (cpu seconds, checks served) over the window."""
-    from lvsd.checks.manager import CheckManager
-
     import logging
+
+    from lvsd.checks.manager import CheckManager
 
     logging.getLogger("lvsd").addHandler(logging.NullHandler())
     logging.getLogger("lvsd").propagate = False
@@ -330,10 +330,10 @@ def latency_config(n: int, interval: float, port: int, flip_port: int):
 def latency(n: int, interval: float, port: int, flips: int = 100) -> None:
     """Check verdict -> kernel write (Backend.apply) through the real Daemon, while n other
     targets are probed every interval: toggle one server's listener and time each transition."""
+    import logging
+
     from lvsd.checks.manager import CheckManager
     from lvsd.daemon.daemon import Daemon
-
-    import logging
 
     logging.getLogger("lvsd").addHandler(logging.NullHandler())
     logging.getLogger("lvsd").propagate = False
@@ -377,6 +377,17 @@ def latency(n: int, interval: float, port: int, flips: int = 100) -> None:
 
             m.on_change = on_health
             ls = None
+            lags: list[float] = []
+
+            async def lag_monitor() -> None:
+                # how late a 10 ms sleep wakes up: the event loop's own latency in this run
+                lp = asyncio.get_running_loop()
+                while True:
+                    t = lp.time()
+                    await asyncio.sleep(0.01)
+                    lags.append(lp.time() - t - 0.01)
+
+            mon = asyncio.get_running_loop().create_task(lag_monitor())
             await asyncio.sleep(1.0)
             c0, n0, t0 = cpu_self(), lst.count(), time.monotonic()
             for _i in range(flips):
@@ -399,6 +410,12 @@ def latency(n: int, interval: float, port: int, flips: int = 100) -> None:
                     raise SystemExit("no kernel change within 2 s")
             c1, n1, t1 = cpu_self(), lst.count(), time.monotonic()
             print(f"background: {(n1 - n0) / (t1 - t0):.0f} checks/s, daemon+checks cpu {100 * (c1 - c0) / (t1 - t0):.0f}% of a core")
+            mon.cancel()
+            lags.sort()
+            print(f"event-loop lag (10 ms sleep wakes late by): p50 {lags[len(lags) // 2] * 1000:.2f} ms  "
+                  f"p99 {lags[int(len(lags) * 0.99)] * 1000:.2f} ms")
+            with open("/proc/pressure/cpu") as f:
+                print("cpu pressure:", f.readline().strip())
             st = d.stats
             nrec = sum(st.reconciles.values())
             print(f"daemon: {nrec} reconciles, mean {1000 * st.reconcile_seconds / max(1, nrec):.2f} ms each")
