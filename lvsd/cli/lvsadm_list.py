@@ -61,8 +61,7 @@ def _words(af: int, addr: str) -> tuple[int, int, int, int]:
         raw = socket.inet_pton(socket.AF_INET6, addr)
         v = int.from_bytes(raw, "big")
         return (v >> 96, (v >> 64) & 0xFFFFFFFF, (v >> 32) & 0xFFFFFFFF, v & 0xFFFFFFFF)
-    a, b, c, d = addr.split(".")
-    return ((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), 0, 0, 0)
+    return (_v4(addr), 0, 0, 0)
 
 
 def msort(items: list, cmp) -> list:  # type: ignore[no-untyped-def]
@@ -132,10 +131,26 @@ def sort_services(services: list) -> list:
     return [services[i] for i in msort(list(range(len(services))), cmp)]
 
 
+_V4: dict[str, int] = {}
+
+
+def _v4(addr: str) -> int:
+    v = _V4.get(addr)
+    if v is None:
+        a, b, c, d = addr.split(".")
+        v = _V4[addr] = (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d)
+    return v
+
+
 def sort_dests(dests: list) -> list:
     """Destinations in ipvsadm's order (ipvs_cmp_dests)."""
     if len(dests) < 2:
         return list(dests)
+    if all(d.key.af == AF_INET for d in dests):
+        vals = [_v4(d.key.addr) for d in dests]
+        if max(vals) - min(vals) < 0x80000000:
+            order = sorted(range(len(dests)), key=lambda i: (vals[i], dests[i].key.port))
+            return [dests[i] for i in order]
     keys = [(d.key.af,) + _words(d.key.af, d.key.addr) + (d.key.port,) for d in dests]
     if len({k[0] for k in keys}) == 1 and _spans_ok(keys, range(1, 5)):
         order = sorted(range(len(dests)), key=lambda i: keys[i][1:])
@@ -382,9 +397,14 @@ def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None: 
     proto = k.protocol
     append = out.append
     addrport = namer.addrport
+    numeric = namer.numeric
+    plain = not fmt & (FMT_STATS | FMT_RATE | FMT_THRESHOLDS | FMT_PERSISTENTCONN | FMT_TUN_INFO)
     for d in dests:
         dk = d.key
-        dname = addrport(dk.af, dk.addr, dk.port, proto)
+        if numeric and dk.af == AF_INET:
+            dname = f"{dk.addr}:{dk.port}"
+        else:
+            dname = addrport(dk.af, dk.addr, dk.port, proto)
         if rule:
             sw = FWD_SWITCH.get(d.forward, "(null)")
             w = signed32(d.weight)
@@ -405,7 +425,13 @@ def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None: 
             continue
         if dk.af != AF_INET6:
             dname = dname[:28]
-        if fmt & FMT_STATS:
+        if plain:
+            w = d.weight
+            append(
+                f"  -> {dname:<28} {FWD_NAME.get(d.forward, '(null)'):<7} {w if w < 0x80000000 else w - 0x100000000:<6d} "
+                f"{d.active_conns:<10d} {d.inact_conns:<10d}"
+            )
+        elif fmt & FMT_STATS:
             st = d.stats
             append(
                 f"  -> {dname:<28}"

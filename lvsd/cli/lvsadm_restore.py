@@ -11,6 +11,15 @@ and the exit status is that of the last line.
 from __future__ import annotations
 
 _WS = " \t\r"
+_AF_INET = 2
+
+
+def _inet_pton(af: int, s: str) -> bytes:
+    import socket
+
+    global _inet_pton
+    _inet_pton = socket.inet_pton
+    return socket.inet_pton(af, s)
 
 
 def split_lines(data: str) -> list[tuple[int, list[str]]]:
@@ -22,18 +31,11 @@ def split_lines(data: str) -> list[tuple[int, list[str]]]:
         lines.pop()
     result = []
     for n, line in enumerate(lines, 1):
-        toks = []
-        cur: list[str] = []
-        for ch in line:
-            if ch in _WS:
-                if cur:
-                    toks.append("".join(cur))
-                    cur = []
-            else:
-                cur.append(ch)
-        if cur:
-            toks.append("".join(cur))
-        toks = [t for t in toks if t != "ipvsadm"]
+        toks = line.replace("\t", " ").replace("\r", " ").split(" ")
+        if "" in toks:
+            toks = [t for t in toks if t]
+        if "ipvsadm" in toks:
+            toks = [t for t in toks if t != "ipvsadm"]
         if not toks:
             continue
         if n == len(lines) and not terminated:
@@ -45,6 +47,91 @@ def split_lines(data: str) -> list[tuple[int, list[str]]]:
     return result
 
 
+def _dotted(s: str) -> bool:
+    """Strict dotted-quad decimal (glibc inet_pton: where inet_aton and the resolver agree)."""
+    try:
+        _inet_pton(_AF_INET, s)
+    except (OSError, UnicodeError, ValueError):
+        return False
+    return True
+
+
+def _num(s: str, hi: int) -> int:
+    """A plain decimal number 0..hi (no sign, blanks or leading zeros), else -1."""
+    if not s or len(s) > 10 or not s.isascii() or not s.isdigit() or (s[0] == "0" and len(s) > 1):
+        return -1
+    v = int(s)
+    return v if v <= hi else -1
+
+
+class FastPath:
+    """The two line shapes ipvsadm -S writes most (``-A -t a:p -s sched`` and
+    ``-a -t a:p -r a[:p] -m|-g|-i -w n``) turned into Ops without the general parser; for these
+    shapes the result is the general parser's (tests/unit/test_lvsadm.py checks it). None for
+    any other line."""
+
+    def __init__(self) -> None:
+        from lvsd.ipvs.backend import Op
+        from lvsd.ipvs.model import Destination, DestKey, Service, ServiceKey
+
+        self.Op, self.Destination, self.DestKey, self.Service, self.ServiceKey = Op, Destination, DestKey, Service, ServiceKey
+        self.keys: dict[tuple[str, str], tuple] = {}
+        self.dkeys: dict[tuple[str, int], object] = {}
+
+    def _svc(self, opt: str, text: str):  # type: ignore[no-untyped-def]
+        k = self.keys.get((opt, text))
+        if k is None:
+            colon = text.rfind(":")
+            if colon < 0 or not _dotted(text[:colon]):
+                return None
+            port = _num(text[colon + 1 :], 65535)
+            if port < 0:
+                return None
+            k = (self.ServiceKey(2, 6 if opt == "-t" else 17, text[:colon], port, 0), port)
+            self.keys[(opt, text)] = k
+        return k
+
+    def op(self, toks: list[str]):  # type: ignore[no-untyped-def]
+        n = len(toks)
+        if n == 5 and toks[0] == "-A" and toks[3] == "-s" and toks[1] in ("-t", "-u"):
+            sched = toks[4]
+            if not sched or len(sched) > 15 or not sched.isascii():
+                return None
+            k = self._svc(toks[1], toks[2])
+            if k is None or k[1] == 0:
+                return None
+            return self.Op.add_service(self.Service(k[0], sched, 0, 0, 0xFFFFFFFF, ""))
+        if n == 8 and toks[0] == "-a" and toks[3] == "-r" and toks[6] == "-w" and toks[1] in ("-t", "-u"):
+            fwd = {"-m": 0, "-g": 3, "-i": 2}.get(toks[5])
+            if fwd is None:
+                return None
+            k = self._svc(toks[1], toks[2])
+            if k is None:
+                return None
+            w = _num(toks[7], 2147483647)
+            if w < 0:
+                return None
+            r = toks[4]
+            ck = (r, k[1], fwd)
+            dk = self.dkeys.get(ck)
+            if dk is not None:
+                return self.Op.add_dest(k[0], self.Destination(dk, fwd, w))
+            colon = r.rfind(":")
+            if colon < 0:
+                raddr, rport = r, k[1]
+            else:
+                raddr, rport = r[:colon], _num(r[colon + 1 :], 65535)
+                if rport < 0:
+                    return None
+            if not _dotted(raddr):
+                return None
+            if fwd != 0:
+                rport = k[1]
+            dk = self.dkeys[ck] = self.DestKey(2, raddr, rport)
+            return self.Op.add_dest(k[0], self.Destination(dk, fwd, w))
+        return None
+
+
 def restore(backend, data: str, prog: str, atomic: bool, out: list[str], err: list[str]) -> int:  # type: ignore[no-untyped-def]
     """Parse all of ``data``, then apply it; returns the exit status."""
     import os
@@ -54,7 +141,12 @@ def restore(backend, data: str, prog: str, atomic: bool, out: list[str], err: li
 
     posix = bool(os.environ.get("POSIXLY_CORRECT") or os.environ.get("POSIX_ME_HARDER"))
     actions: list[tuple] = []  # ("op", lineno, Op) | ("read", lineno, Command) | ("usage", lineno, text)
+    fast = FastPath()
     for n, toks in split_lines(data):
+        op = fast.op(toks)
+        if op is not None:
+            actions.append(("op", n, op))
+            continue
         try:
             ce = P.parse_options(toks, prog, posix)
         except P.Fail as f:

@@ -17,7 +17,8 @@ import sys
 import tempfile
 import time
 
-LVSADM = [sys.executable, "-m", "lvsd.cli.lvsadm"]
+# as a console script runs it (python -m would compile lvsadm.py on every run)
+LVSADM = [sys.executable, "-c", "import sys; from lvsd.cli.lvsadm import main; sys.exit(main())"]
 
 
 def rules(services: int = 1000, reals: int = 10) -> str:

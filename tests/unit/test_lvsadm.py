@@ -337,3 +337,40 @@ def test_largenum() -> None:
     assert L.largenum(123456789012, 0) == "     123G"
     assert L.largenum(123456789012, P.FMT_EXACT) == " 123456789012"
     assert L.largenum(5, P.FMT_EXACT) == "        5"
+
+
+_octet = st.sampled_from(["0", "1", "10", "255", "256", "010", "1x", ""])
+_addr = st.builds(lambda a, b, c, d: f"{a}.{b}.{c}.{d}", _octet, _octet, _octet, _octet) | st.sampled_from(
+    ["10.1", "localhost", "10.0.0.1", "[10.0.0.1]"]
+)
+_port = st.sampled_from(["80", "0", "65535", "65536", "080", "+80", "http", "", "-1"])
+_addrport = st.builds(lambda a, p: f"{a}:{p}" if p is not None else a, _addr, st.none() | _port)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.builds(
+            lambda o, s, sched: ["-A", o, s, "-s", sched],
+            st.sampled_from(["-t", "-u", "-f"]),
+            _addrport,
+            st.sampled_from(["rr", "wrr", "", "nosuch", "a_scheduler_name_longer_than_15"]),
+        ),
+        st.builds(
+            lambda o, s, r, f, w: ["-a", o, s, "-r", r, f, "-w", w],
+            st.sampled_from(["-t", "-u"]),
+            _addrport,
+            _addrport,
+            st.sampled_from(["-m", "-g", "-i", "-x"]),
+            st.sampled_from(["0", "1", "65536", "2147483647", "2147483648", "01", "-1", "x"]),
+        ),
+    )
+)
+def test_restore_fast_path_is_the_general_parser(toks: list[str]) -> None:
+    from lvsd.cli.lvsadm_restore import FastPath
+
+    fast = FastPath().op(toks)
+    if fast is None:
+        return
+    ce = P.parse_options(toks, "ipvsadm")  # must not fail where the fast path succeeded
+    assert fast == lvsadm.make_op(ce)
