@@ -374,3 +374,49 @@ def test_restore_fast_path_is_the_general_parser(toks: list[str]) -> None:
         return
     ce = P.parse_options(toks, "ipvsadm")  # must not fail where the fast path succeeded
     assert fast == lvsadm.make_op(ce)
+
+
+def _part(name: str) -> str:
+    text = REFERENCE.read_text()
+    return text[text.index(name) :]
+
+
+def _block(text: str, cmd: str) -> list[str]:
+    start = text.index(f"$ {cmd}\n") + len(cmd) + 3
+    return text[start : text.index("\n\n", start)].splitlines()
+
+
+def test_connection_listing_like_ipvsadm() -> None:
+    """-Lnc and -Lc of the reference's traffic demo, rebuilt from its numeric listing."""
+    if not REFERENCE.exists():
+        pytest.skip("no reference")
+    from lvsd.ipvs.model import Connection
+
+    part2 = _part("######## held-open TCP conn")
+    numeric = _block(part2, "ipvsadm -Lnc")
+    named = _block(part2, "ipvsadm -Lc")
+
+    def conns(rows: list[str], expires_from: list[str]) -> list:
+        out = []
+        for row, exp in zip(rows[2:], expires_from[2:], strict=True):
+            proto, _, state, src, vip, dst = row.split()
+            m, s = exp.split()[1].split(":")
+            ca, cp = src.rsplit(":", 1)
+            va, vp = vip.rsplit(":", 1)
+            da, dp = dst.rsplit(":", 1)
+            out.append(Connection(proto, ca, int(cp), va, int(vp), da, int(dp), state, int(m) * 60 + int(s)))
+        return out
+
+    class B:
+        def __init__(self, c: list) -> None:
+            self.c = c
+
+        def connections(self) -> list:
+            return self.c
+
+    out: list[str] = []
+    L.list_conn(B(conns(numeric, numeric)), P.FMT_NUMERIC, out)
+    assert out == numeric
+    out = []
+    L.list_conn(B(conns(numeric, named)), 0, out)
+    assert out == named
