@@ -282,7 +282,13 @@ class Release:
     """Stop being master: remove the virtual addresses."""
 
 
-Action = SendAdvert | TakeOver | Release
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Announce the virtual addresses again (gratuitous ARP / NA) without re-adding them: another
+    router also believes it is master and may have announced them after us."""
+
+
+Action = SendAdvert | TakeOver | Release | Announce
 
 
 def _addr_key(a: str) -> tuple[int, int]:
@@ -348,8 +354,9 @@ def step(p: Params, st: VRRPState, now: float, ev: Event) -> tuple[VRRPState, li
                 adv.priority == p.priority and _addr_key(ev.src) > _addr_key(p.primary)
             ):
                 return _as_backup(p, now, adv.max_adver_int, ev.src), [Release()]
-            # a lower-priority master (e.g. a healed partition): answer at once so it yields now
-            return st, [SendAdvert(p.priority)]
+            # a lower-priority master (a healed partition, a simultaneous start): answer at once so
+            # it yields now, and announce again, since its own announcements may have come after ours
+            return st, [SendAdvert(p.priority), Announce()]
         return st, []
 
     raise TypeError(f"not a VRRP event: {ev!r}")

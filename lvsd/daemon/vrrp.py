@@ -289,6 +289,7 @@ class VRRPInstance:
         self._timer: asyncio.TimerHandle | None = None
         self._garp_handles: list[asyncio.TimerHandle] = []
         self._ifnames: dict[int, str] = {}
+        self._last_reannounce = float("-inf")
         self._running = False
 
     # --- life cycle ---
@@ -503,6 +504,8 @@ class VRRPInstance:
                 self._take_over()
             elif isinstance(act, core.Release):
                 self._release()
+            elif isinstance(act, core.Announce):
+                self._reannounce()
         if self._running:
             self._arm()
         if self.state.state is not before:
@@ -567,6 +570,17 @@ class VRRPInstance:
         self._garp_handles = [
             self._loop.call_later(d, self._announce_if_master, addrs) for d in (0.5, 2.0, 5.0)
         ]
+
+    def _reannounce(self) -> None:
+        """Announce again after meeting another master, at most once a second: a peer that never
+        yields (one that rejects our adverts) must not make us flood the link."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if now - self._last_reannounce < 1.0:
+            return
+        self._last_reannounce = now
+        self.counters["reannouncements"] += 1
+        self._announce_vips([a for a, _ in self.vips])
 
     def _announce_if_master(self, addrs: list[str]) -> None:
         if self._running and self.state.state is core.State.MASTER:

@@ -368,6 +368,25 @@ def test_receive_checks_drop_and_count() -> None:
     assert "differs" in inst.status()["last_warning"]
 
 
+def test_master_meeting_a_lower_master_announces_again_rate_limited() -> None:
+    async def go() -> dv.VRRPInstance:
+        inst = dv.VRRPInstance("eth0", 51, 150, 0.1, [("10.1.0.100", 24)], lambda s: None)
+        inst._loop = asyncio.get_running_loop()
+        inst.ifindex = 4
+        inst.params = replace(inst.params, primary="10.1.0.11")
+        inst._running = True
+        inst.state = core.VRRPState(core.State.MASTER, inst._loop.time() + 100, 10, "10.1.0.11")
+        lower = core.encode(core.Advert(51, 100, 10, ("10.1.0.100",)), "10.1.0.12", core.VRRP_GROUP4)
+        for _ in range(3):  # a lower-priority master that just announced itself: we re-announce once
+            inst._handle(ipv4_packet(lower, "10.1.0.12"), pktinfo(4), ("10.1.0.12", 0))
+        assert inst.state.state is core.State.MASTER
+        inst._timer.cancel()  # type: ignore[union-attr]
+        return inst
+
+    inst = run(go())
+    assert inst.counters["reannouncements"] == 1
+
+
 def test_announcement_frames() -> None:
     mac = bytes.fromhex("020000000001")
     f = dv.garp_frame(mac, "10.1.0.100")

@@ -243,9 +243,9 @@ def test_master_yields_to_higher_priority_and_to_higher_address_on_tie() -> None
     s3, acts = v.step(P, s, 9.0, v.Received(adv(100), "10.1.0.12"))
     assert s3.state is v.State.BACKUP
     s4, acts = v.step(P, s, 9.0, v.Received(adv(100), "10.1.0.10"))
-    assert s4 == s and acts == [v.SendAdvert(100)]
+    assert s4 == s and acts == [v.SendAdvert(100), v.Announce()]
     s5, acts = v.step(P, s, 9.0, v.Received(adv(99), "10.1.0.200"))
-    assert s5 == s and acts == [v.SendAdvert(100)]
+    assert s5 == s and acts == [v.SendAdvert(100), v.Announce()]
 
 
 def test_preempt_rules() -> None:
