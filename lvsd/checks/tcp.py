@@ -51,11 +51,6 @@ class StreamChecker(Checker):
         self.watched = True
         self.poller.set(self.fd, events, cb)
 
-    def _unwatch(self) -> None:
-        if self.watched:
-            self.watched = False
-            self.poller.clear(self.fd)
-
     def _open(self) -> socket.socket:
         s = self.socket_type(self.family, _STREAM)
         s.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER0)
@@ -89,7 +84,7 @@ class StreamChecker(Checker):
         s = self.sock
         if s is None:
             return
-        self._unwatch()
+        # still registered for EPOLLOUT: the next phase re-watches (modify) or closes (no epoll_ctl)
         err = s.getsockopt(_SOL_SOCKET, _SO_ERROR)
         if err:
             self._finish(False, f"{self.kind} connect: {_err(err)}")
@@ -161,7 +156,9 @@ class StreamChecker(Checker):
         if s is None:
             return
         self.sock = None
-        self._unwatch()
+        if self.watched:
+            self.watched = False
+            self.poller.forget(self.fd)  # the close below removes it from epoll
         self.fd = -1
         s.close()  # SO_LINGER 0: RST, no TIME_WAIT
 

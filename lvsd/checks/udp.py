@@ -70,7 +70,7 @@ class DatagramChecker(Checker):
         s = self.sock
         if s is not None:
             self.sock = None
-            self.poller.clear(self.fd)
+            self.poller.forget(self.fd)  # closing removes it from epoll
             self.fd = -1
             s.close()
 
