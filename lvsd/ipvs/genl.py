@@ -355,6 +355,7 @@ class GenlSocket:
         out: list[bytes] = []
         append = out.append
         buf = self._buf
+        view = self._view
         recvmsg_into = sock.recvmsg_into
         unpack = _nlmsghdr_unpack
         bufs = [buf]
@@ -377,7 +378,7 @@ class GenlSocket:
                         err, _s, text = parse_error(bytes(buf[pos : pos + ln]), 0, ln, flags)
                         raise NetlinkError(err or _errno.EIO, text)
                     if mtype > NLMSG_OVERRUN:
-                        append(bytes(buf[pos + HDRLEN : pos + ln]))
+                        append(view[pos + HDRLEN : pos + ln].tobytes())
                 pos += (ln + 3) & ~3
 
     # --- batches ---

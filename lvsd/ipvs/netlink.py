@@ -450,6 +450,12 @@ _stats_new = Stats
 _LITTLE = struct.pack("=H", 1) == b"\x01\x00"  # the fast path byte-swaps be16 ports itself
 
 
+#: Set once a reply of this kernel had exactly the expected layout (headers compared word for
+#: word); from then on replies are checked by size. The layout is a property of the running
+#: ip_vs module's code, which cannot change while it has a netlink family registered to us.
+_dest_layout_verified = False
+
+
 def dest_layout_matches(payload: bytes) -> bool:
     """Does this GET_DEST reply have exactly the layout the fast path decodes?"""
     return len(payload) == DEST_REPLY_SIZE and _DEST_HDRS.pack(*_DEST_HDRS.unpack(payload)) == _DEST_HDR_BYTES
@@ -460,8 +466,11 @@ def decode_dests(payloads: list[bytes], service_af: int) -> list[Destination]:
     layout is the one we know (verified on the first reply), else through decode_dest()."""
     if not payloads:
         return []
-    if not _LITTLE or not dest_layout_matches(payloads[0]):
-        return [decode_dest(p, service_af) for p in payloads]
+    global _dest_layout_verified
+    if not _dest_layout_verified:
+        if not _LITTLE or not dest_layout_matches(payloads[0]):
+            return [decode_dest(p, service_af) for p in payloads]
+        _dest_layout_verified = True
     out = []
     append = out.append
     unpack = _dest_vals_unpack
@@ -687,11 +696,13 @@ class NetlinkBackend(Backend):
         """The whole table: one service dump, then one dest dump per service."""
         out: dict[ServiceKey, ServiceEntry] = {}
         dump = self.sock.dump
-        for svc in self.services():
+        for raw in self._read("list-services", dump, IPVS_CMD_GET_SERVICE):
+            svc = decode_service(raw)
             key = svc.key
-            payload = genl.nla_nest(IPVS_CMD_ATTR_SERVICE, encode_service_id(key))
+            # The service reply is itself a valid IPVS_CMD_ATTR_SERVICE: the kernel looks up the
+            # service by its identifying attributes and ignores the rest, so send it back as is.
             try:
-                replies = dump(IPVS_CMD_GET_DEST, payload)
+                replies = dump(IPVS_CMD_GET_DEST, raw)
             except genl.NetlinkError as e:
                 raise IPVSError(f"list-servers {key}", e.errno, e.strerror) from None
             out[key] = ServiceEntry(svc, {d.key: d for d in decode_dests(replies, key.af)})
