@@ -299,6 +299,7 @@ _u32_unpack = _u32.unpack_from
 _be16_unpack = _be16.unpack_from
 _be32_unpack = _be32.unpack_from
 _ZERO_STATS = Stats()
+_ZEROS10 = (0,) * 10
 
 
 def _nested(payload: bytes, atype: int) -> dict[int, bytes]:
@@ -317,7 +318,8 @@ def decode_stats(payload: bytes | None, wide: bool) -> Stats:
     if wide and len(payload) == 120:
         v = _STATS64_FAST.unpack(payload)
         if v[1::3] == _STATS64_TYPES:  # the kernel's usual layout: no pad attributes
-            return Stats(*v[2::3])
+            vals = v[2::3]
+            return _ZERO_STATS if vals == _ZEROS10 else Stats(*vals)
     a = _parse(payload)
     g = genl.get_uint
     return Stats(*(g(a[t]) if t in a else 0 for t in _STATS64_TYPES))
@@ -340,24 +342,31 @@ def decode_service(payload: bytes) -> Service:
         )
     flags, mask = _flags.unpack_from(a[IPVS_SVC_ATTR_FLAGS]) if IPVS_SVC_ATTR_FLAGS in a else (0, 0)
     nm = a.get(IPVS_SVC_ATTR_NETMASK)
-    if nm is None:
-        netmask = -1
-    elif af == AF_INET6:
-        netmask = _u32_unpack(nm)[0]
-    else:
-        netmask = _be32_unpack(nm)[0]
     st = a.get(IPVS_SVC_ATTR_STATS64)
     stats = decode_stats(st, True) if st is not None else decode_stats(a.get(IPVS_SVC_ATTR_STATS), False)
     pe = a.get(IPVS_SVC_ATTR_PE_NAME)
-    return Service(
-        key,
-        genl.get_str(a[IPVS_SVC_ATTR_SCHED_NAME]) if IPVS_SVC_ATTR_SCHED_NAME in a else "",
-        flags & mask & ~IP_VS_SVC_F_HASHED,
-        _u32_unpack(a[IPVS_SVC_ATTR_TIMEOUT])[0] if IPVS_SVC_ATTR_TIMEOUT in a else 0,
-        netmask,
-        genl.get_str(pe) if pe else "",
-        stats,
-    )
+    sched = genl.get_str(a[IPVS_SVC_ATTR_SCHED_NAME]) if IPVS_SVC_ATTR_SCHED_NAME in a else ""
+    timeout = _u32_unpack(a[IPVS_SVC_ATTR_TIMEOUT])[0] if IPVS_SVC_ATTR_TIMEOUT in a else 0
+    flags = flags & mask & ~IP_VS_SVC_F_HASHED
+    if nm is None:  # let Service.__post_init__ fill in the family's default
+        return Service(key, sched, flags, timeout, -1, genl.get_str(pe) if pe else "", stats)
+    # Everything is already normalized (no HASHED flag, a real netmask), so __post_init__ would
+    # change nothing: build through the slot descriptors, as decode_dests() does (a third faster).
+    svc = _new(Service)
+    _svc_key(svc, key)
+    _svc_sched(svc, sched)
+    _svc_flags(svc, flags)
+    _svc_timeout(svc, timeout)
+    _svc_netmask(svc, _u32_unpack(nm)[0] if af == AF_INET6 else _be32_unpack(nm)[0])
+    _svc_pe(svc, genl.get_str(pe) if pe else "")
+    _svc_stats(svc, stats)
+    return svc
+
+
+_new = object.__new__
+_svc_key, _svc_sched, _svc_flags, _svc_timeout, _svc_netmask, _svc_pe, _svc_stats = (
+    Service.__dict__[n].__set__ for n in ("key", "scheduler", "flags", "timeout", "netmask", "pe_name", "stats")
+)
 
 
 def decode_dest(payload: bytes, service_af: int) -> Destination:
