@@ -455,8 +455,10 @@ class _Ctx:
             )
         return v
 
-    def ip(self, value: object, path: str, af: int | None = None) -> tuple[int, str] | None:
-        """(family, canonical text) of an IP literal, or record an error."""
+    def ip(
+        self, value: object, path: str, af: int | None = None, unicast: bool = True
+    ) -> tuple[int, str] | None:
+        """(family, canonical text) of an IP literal (a unicast one unless told), or record an error."""
         if not isinstance(value, str):
             self.err(path, f"must be an IP address string, got {_tname(value)} {_show(value)}")
             return None
@@ -465,11 +467,31 @@ class _Ctx:
         except ValueError:
             self.err(path, f"not an IP address: {_show(value)}")
             return None
+        why = _not_unicast(ip) if unicast else None
+        if why:
+            self.err(path, f"{_show(value)} is {why}")
+            return None
         fam = AF_INET6 if ip.version == 6 else AF_INET
         if af is not None and fam != af:
             self.err(path, f"must be an {'IPv6' if af == AF_INET6 else 'IPv4'} address, got {_show(value)}")
             return None
         return fam, str(ip)
+
+
+def _not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why an address cannot be a virtual or real server's, or None."""
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.version == 4 and ip == _BROADCAST:
+        return "the broadcast address"
+    if ip.version == 6 and ip.scope_id:  # type: ignore[union-attr]
+        return "scoped (%zone): not supported by IPVS"
+    return None
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 def _split_hostport(text: str) -> tuple[str, str | None] | None:
@@ -978,8 +1000,8 @@ class _Builder:
         if not isinstance(value, str) or not value:
             ctx.err(path, f"must be an IP address or hostname string, got {_tname(value)} {_show(value)}")
             return None
-        if _IPV4_RE.fullmatch(value):  # canonical dotted quad: the common case, no ipaddress needed
-            out = (AF_INET, value)
+        if _IPV4_RE.fullmatch(value) and 0 < int(value[: value.index(".")]) < 224:
+            out = (AF_INET, value)  # a canonical unicast dotted quad: the common case, no ipaddress needed
             self._addr_cache[(value, af)] = out
             return out
         text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
@@ -988,6 +1010,10 @@ class _Builder:
         except ValueError:
             pass
         else:
+            why = _not_unicast(ip)
+            if why:
+                ctx.err(path, f"{_show(value)} is {why}")
+                return None
             out = ((AF_INET6 if ip.version == 6 else AF_INET), str(ip))
             self._addr_cache[(value, af)] = out
             return out
@@ -1403,6 +1429,10 @@ def _ha(ctx: _Ctx, t: dict) -> HAConfig:
         except ValueError:
             ctx.err(vp, f'must be "address" or "address/prefix", got {_show(v)}')
             continue
+        why = _not_unicast(iface.ip)
+        if why:
+            ctx.err(vp, f"{_show(v)} is {why}")
+            continue
         vip = VipConfig(AF_INET6 if iface.version == 6 else AF_INET, str(iface.ip), iface.network.prefixlen)
         if any(x.address == vip.address for x in vips):
             ctx.err(vp, f"duplicate address {vip.address}")
@@ -1451,7 +1481,7 @@ def _sync(ctx: _Ctx, t: dict) -> SyncConfig | None:
         )
     group = ""
     if "group" in t:
-        a = ctx.ip(t["group"], _p(p, "group"))
+        a = ctx.ip(t["group"], _p(p, "group"), unicast=False)
         if a is not None:
             if not ipaddress.ip_address(a[1]).is_multicast:
                 ctx.err(_p(p, "group"), f"must be a multicast address, got {_show(t['group'])}")
@@ -1520,7 +1550,7 @@ def _metrics(ctx: _Ctx, t: dict) -> MetricsConfig:
         return MetricsConfig()
     host = hp[0]
     if host:
-        a = ctx.ip(host, "metrics.listen")
+        a = ctx.ip(host, "metrics.listen", unicast=False)  # "0.0.0.0" / "::" = every address
         if a is None:
             return MetricsConfig()
         host = a[1]

@@ -663,6 +663,52 @@ def test_address_normalisation():
     assert_has(errs, "service[x].server[1]", "duplicate server [2001:db8::1]:80")
 
 
+def test_addresses_must_be_unicast():
+    errs = E(
+        """
+        [[service]]
+        name = "a"
+        vip = "0.0.0.0:80"
+        [[service]]
+        name = "b"
+        vip = "[ff02::1]:80"
+        [[service]]
+        name = "c"
+        vip = "192.0.2.1:80"
+          [[service.server]]
+          address = "224.0.0.5"
+          [[service.server]]
+          address = "255.255.255.255"
+          [[service.server]]
+          address = "0.0.0.0"
+        [[service]]
+        name = "d"
+        vip = "[fe80::1%eth0]:80"
+          [[service.server]]
+          address = "fe80::2%eth0"
+          check = { type = "tcp", connect = "[::]:80" }
+        [ha]
+        mode = "vrrp"
+        interface = "eth0"
+        vrid = 1
+        vips = ["224.0.0.18"]
+        """
+    )
+    assert errs == [
+        'service[a].vip: "0.0.0.0" is the unspecified address',
+        'service[b].vip: "ff02::1" is a multicast address',
+        'service[c].server[0].address: "224.0.0.5" is a multicast address',
+        'service[c].server[1].address: "255.255.255.255" is the broadcast address',
+        'service[c].server[2].address: "0.0.0.0" is the unspecified address',
+        'service[d].vip: "fe80::1%eth0" is scoped (%zone): not supported by IPVS',
+        'service[d].server[0].check.connect: "::" is the unspecified address',
+        'service[d].server[0].address: "fe80::2%eth0" is scoped (%zone): not supported by IPVS',
+        'ha.vips[0]: "224.0.0.18" is a multicast address',
+    ]
+    c = P('[metrics]\nlisten = "0.0.0.0:9110"\n[sync]\ninterface = "eth0"\ngroup = "224.0.0.81"')
+    assert c.metrics.address == "0.0.0.0" and c.sync.group == "224.0.0.81"
+
+
 def test_mixed_families_only_when_tunnelling():
     c = P(
         """
