@@ -392,7 +392,8 @@ class GenlSocket:
     def batch(self, messages: Sequence[tuple[int, bytes]]) -> list[NetlinkError | None]:
         """Send many (cmd, payload) requests, chunked into as few sendmsg() calls as the buffers
         allow. Returns one entry per message: None if the kernel applied it, else NetlinkError
-        (errno ENOBUFS = the reply was lost, outcome unknown)."""
+        (errno ENOBUFS or ETIMEDOUT = the reply was lost, outcome unknown; ECANCELED = not sent
+        because an earlier chunk got no answer)."""
         results: list[NetlinkError | None] = [None] * len(messages)
         i, n = 0, len(messages)
         max_msgs, max_bytes = self.batch_limits()
@@ -416,8 +417,23 @@ class GenlSocket:
             barrier_seq = (first_seq + count) & 0xFFFFFFFF
             parts.append(_NLMSGHDR.pack(NLMSG_HDRLEN, NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier_seq, 0))
             self.seq = barrier_seq
-            self.sock.sendmsg([b"".join(parts)])
-            lost = self._collect(first_seq, count, i, results)
+            try:
+                self.sock.sendmsg([b"".join(parts)])
+            except OSError as e:  # nothing of this chunk reached the kernel: none of it, nor later, applied
+                for k in range(i, n):
+                    results[k] = NetlinkError(e.errno or _errno.EIO, f"not sent: {e.strerror or e}")
+                return results
+            try:
+                lost = self._collect(first_seq, count, i, results)
+            except OSError as e:
+                # no answer (timeout) or a broken socket: what was not refused is of unknown outcome,
+                # and nothing later is sent
+                for k in range(i, j):
+                    if results[k] is None:
+                        results[k] = NetlinkError(e.errno or _errno.EIO, f"no answer from the kernel: outcome unknown ({e.strerror or e})")
+                for k in range(j, n):
+                    results[k] = NetlinkError(_errno.ECANCELED, "not sent: an earlier chunk got no answer")
+                return results
             if lost:
                 # replies were dropped: never send a chunk this large again on this socket
                 max_msgs = max(1, max_msgs // 4)

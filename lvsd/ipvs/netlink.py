@@ -18,7 +18,8 @@ from __future__ import annotations
 import errno as _errno
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from . import genl
 from .backend import Backend, BackendUnavailable, BatchError, IPVSError, Op, OpKind, validate_all
@@ -123,6 +124,10 @@ _inet_pton = socket.inet_pton
 _inet_ntop = socket.inet_ntop
 
 _U32_ATTR = struct.Struct("=HHI")
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
 
 _ENCODE_CACHE_MAX = 4096
 
@@ -662,11 +667,12 @@ class NetlinkBackend(Backend):
         a = _parse(reply)
         return Info(_u32_unpack(a[IPVS_INFO_ATTR_VERSION])[0], _u32_unpack(a[IPVS_INFO_ATTR_CONN_TAB_SIZE])[0])
 
-    def _read(self, what: str, fn, *args):  # type: ignore[no-untyped-def]
+    def _read(self, what: str, fn: Callable[..., _T], *args: object) -> _T:
+        """Run a read; a kernel refusal or a socket failure becomes IPVSError(what, errno)."""
         try:
             return fn(*args)
-        except genl.NetlinkError as e:
-            raise IPVSError(what, e.errno, e.strerror) from None
+        except OSError as e:
+            raise IPVSError(what, e.errno or _errno.EIO, e.strerror) from None
 
     def info(self) -> Info:
         """IPVS version and connection-table size (GET_INFO)."""

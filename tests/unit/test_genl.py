@@ -172,6 +172,31 @@ def test_batch_overrun_never_reports_unknown_as_applied():
     assert all(names[i] == "nlctrl" or res[i].errno == errno.ENOBUFS for i in unknown)
 
 
+def test_batch_without_answer_reports_unknown_and_unsent():
+    """The kernel never answers (simulated receive timeout): the chunk in flight is "outcome
+    unknown" (ETIMEDOUT), later chunks are not sent (ECANCELED); nothing is reported applied."""
+    with genl.GenlSocket("nlctrl", max_batch=3) as s:
+        real = s.sock
+        sent = []
+
+        class Mute:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def sendmsg(self, bufs):
+                sent.append(1)
+                return real.sendmsg(bufs)
+
+            def recvmsg_into(self, bufs):
+                raise BlockingIOError(errno.EAGAIN, "timed out")
+
+        s.sock = Mute()  # type: ignore[assignment]
+        res = s.batch([_getfamily("nlctrl")] * 7)
+        s.sock = real
+    assert len(sent) == 1
+    assert [r.errno for r in res] == [errno.ETIMEDOUT] * 3 + [errno.ECANCELED] * 4
+
+
 def test_dump_nlctrl_families():
     with genl.GenlSocket("nlctrl") as s:
         fams = s.dump(genl.CTRL_CMD_GETFAMILY)
