@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -104,20 +103,3 @@ def fresh(_session_backend: Backend | None) -> Iterator[Callable[[], Backend]]:
 def backend(fresh: Callable[[], Backend]) -> Backend:
     """An empty backend: no services, no daemons, default timeouts."""
     return fresh()
-
-
-@pytest.fixture
-def settle() -> Callable[[], None]:
-    """Call after starting a sync daemon that the test will stop soon.
-
-    Linux 6.1 quirk: a sync thread stopped before it first ran makes kthread_stop() return
-    -EINTR and netlink_rcv_skb() then sends no ACK at all for the DEL_DAEMON request (the daemon
-    is stopped, the caller waits for an answer that never comes). Under TCG emulation a freshly
-    started thread may not have run yet, so give it a moment before stopping it. The quirk itself
-    is exercised by test_daemons.py::test_stop_right_after_start."""
-
-    def wait() -> None:
-        if BACKEND == "netlink":
-            time.sleep(1.0)
-
-    return wait

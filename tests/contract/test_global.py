@@ -57,7 +57,7 @@ def test_timeouts_out_of_model_range_are_value_invalid(backend, t):
     assert backend.timeouts() == Timeouts(900, 120, 300)
 
 
-def test_flush_empties_the_table_only(backend, settle):
+def test_flush_empties_the_table_only(backend):
     backend.add_service(Service(V4, "rr"))
     backend.add_dest(V4, Destination(D1, Forward.MASQ))
     backend.add_service(Service(V6))
@@ -74,12 +74,11 @@ def test_flush_empties_the_table_only(backend, settle):
     assert backend.dests(V4) == []
 
 
-def test_flush_keeps_sync_daemons(backend, settle):
+def test_flush_keeps_sync_daemons(backend):
     from lvsd.ipvs.model import DaemonState, SyncDaemon
 
     backend.add_service(Service(V4))
     backend.start_daemon(SyncDaemon(DaemonState.MASTER, "lo", 3))
-    settle()
     backend.flush()
     assert [(d.state, d.mcast_ifn, d.syncid) for d in backend.daemons()] == [(DaemonState.MASTER, "lo", 3)]
     backend.stop_daemon(DaemonState.MASTER)
