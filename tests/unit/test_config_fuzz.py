@@ -125,7 +125,11 @@ def test_any_service_gives_config_or_config_error(services, defaults):
             s.sorry_server.validate(s.key.af)
 
 
-@given(st.ip_addresses(v=4), st.ip_addresses(v=4), st.integers(1, 65535))
+def unicast(a) -> bool:
+    return not (a.is_unspecified or a.is_multicast or a == ipaddress.IPv4Address("255.255.255.255"))
+
+
+@given(st.ip_addresses(v=4).filter(unicast), st.ip_addresses(v=4).filter(unicast), st.integers(1, 65535))
 def test_ipv4_addresses(vip, rip, port):
     c = parse_config(f'[[service]]\nvip = "{vip}:{port}"\n[[service.server]]\naddress = "{rip}"')
     (s,) = c.services
@@ -133,7 +137,12 @@ def test_ipv4_addresses(vip, rip, port):
     assert (s.servers[0].key.af, s.servers[0].key.addr, s.servers[0].key.port) == (AF_INET, str(rip), port)
 
 
-@given(st.ip_addresses(v=6), st.ip_addresses(v=6), st.integers(1, 65535), st.booleans())
+@given(
+    st.ip_addresses(v=6).filter(unicast),
+    st.ip_addresses(v=6).filter(unicast),
+    st.integers(1, 65535),
+    st.booleans(),
+)
 def test_ipv6_addresses_any_spelling(vip, rip, port, exploded):
     spell = (lambda a: a.exploded.upper()) if exploded else str
     c = parse_config(
@@ -142,6 +151,17 @@ def test_ipv6_addresses_any_spelling(vip, rip, port, exploded):
     (s,) = c.services
     assert (s.key.af, s.key.addr) == (AF_INET6, str(vip))
     assert s.servers[0].key.addr == str(ipaddress.ip_address(rip))
+
+
+@given(st.ip_addresses().filter(lambda a: not unicast(a)))
+def test_non_unicast_addresses_are_refused(addr):
+    host = f"[{addr}]" if addr.version == 6 else str(addr)
+    try:
+        parse_config(f'[[service]]\nvip = "{host}:80"')
+    except ConfigError as e:
+        assert e.errors[0].startswith("service[0].vip: ")
+    else:
+        raise AssertionError(f"{addr} accepted as a VIP")
 
 
 def test_toml_blocks_in_the_documentation_parse():
