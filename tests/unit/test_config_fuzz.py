@@ -79,7 +79,7 @@ def resolver(host, af):
     return ["192.0.2.77"] if af != AF_INET6 else []
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(keys, values, max_size=8))
 def test_any_document_gives_config_or_config_error(doc):
     try:
@@ -109,7 +109,7 @@ service_docs = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(service_docs, max_size=3), st.dictionaries(keys, small, max_size=4))
 def test_any_service_gives_config_or_config_error(services, defaults):
     try:
