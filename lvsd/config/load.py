@@ -775,8 +775,8 @@ def _parse_check_table(ctx: _Ctx, c: object, path: str) -> CheckConfig | None:
 
 
 def _parse_checks(ctx: _Ctx, tbl: dict, path: str) -> tuple[CheckConfig, ...] | None:
-    """``check`` as a tuple (one table or a list of tables); None if not set. Cached by identity so a
-    check table shared through inheritance is parsed (and reported) once."""
+    """``check`` of a table as a tuple (one table or a list of tables); None if not set. An inherited
+    check is parsed once where it is written, so its errors are reported once, at that place."""
     v = tbl.get("check")
     if v is None:
         return None
