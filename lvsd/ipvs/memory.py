@@ -25,9 +25,10 @@ Kernel semantics reproduced (errno in brackets):
   unicast [EINVAL]: 0.0.0.0, 224.0.0.0/4, 255.255.255.255, 127.255.255.255 (lo's broadcast), ::,
   ff00::/8, fe80::/10, ::ffff:0:0/96 (other interfaces' broadcast addresses are host specific
   and not modelled). Destinations are listed newest first (the kernel adds at the head of the
-  list); an edit keeps the position. The kernel keeps a deleted destination in a trash list for
-  about a minute (longer while connections still use it) and revives it, counters included, if
-  it is added again to the same service: invisible without traffic, not modelled.
+  list); an edit keeps the position. The kernel keeps a deleted destination in a trash list (a few
+  minutes once idle, IP_VS_DEST_TRASH_PERIOD; as long as connections still use it) and revives
+  it, counters included, if it is added again to the same service: invisible without traffic,
+  not modelled (here a re-added destination starts with zero counters).
 * timeouts: defaults tcp 900, tcpfin 120, udp 300; 0 in a set leaves a value unchanged; a value
   above INT_MAX/HZ = 8589934 s refuses the whole set [EINVAL].
 * sync daemons: not running on stop [ESRCH]; already running [EEXIST]; unknown interface

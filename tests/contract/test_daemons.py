@@ -85,6 +85,8 @@ def test_mixed_family_destinations_and_daemons_exclude_each_other(backend):
     backend.start_daemon(SyncDaemon(BACKUP, "lo", 1))
     # any running daemon (even a backup) refuses mixed-family destinations, added or edited
     refused(errno.EINVAL, backend.add_dest, V4, Destination(D6, Forward.TUNNEL))
+    # checked before the destination's own values (bad thresholds would be ERANGE)
+    refused(errno.EINVAL, backend.add_dest, V4, Destination(D6, Forward.TUNNEL, u_threshold=1, l_threshold=2))
     backend.add_dest(V4, Destination(D1, Forward.TUNNEL))
     assert backend.dests(V4) == [Destination(D1, Forward.TUNNEL)]
     backend.stop_daemon(BACKUP)
