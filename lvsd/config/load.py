@@ -462,6 +462,8 @@ class _Ctx:
         if not isinstance(value, str):
             self.err(path, f"must be an IP address string, got {_tname(value)} {_show(value)}")
             return None
+        if af != AF_INET6 and _IPV4_RE.fullmatch(value) and 0 < int(value[: value.index(".")]) < 224:
+            return AF_INET, value  # a canonical unicast dotted quad: no ipaddress needed
         try:
             ip = ipaddress.ip_address(value[1:-1] if value.startswith("[") and value.endswith("]") else value)
         except ValueError:
