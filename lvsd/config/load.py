@@ -595,6 +595,27 @@ def _status(ctx: _Ctx, tbl: dict, path: str) -> tuple[tuple[int, int], ...]:
     return tuple(out) or ((200, 299),)
 
 
+def _principal(ctx: _Ctx, c: dict, key: str, path: str, lookup: Callable[[str], object]) -> str | None:
+    """A user or group: a name that must exist (when files are checked) or a numeric id (kept as text)."""
+    v = c.get(key)
+    if v is None:
+        return None
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 0 <= v <= 0xFFFFFFFE:
+            ctx.err(_p(path, key), f"must be a {key} name or an id 0..4294967294, got {v}")
+            return None
+        return str(v)
+    name = ctx.str(c, key, path)
+    if name is None or name.isdigit():
+        return name
+    if ctx.check_files:
+        try:
+            lookup(name)
+        except KeyError:
+            ctx.err(_p(path, key), f"no such {key} {_show(name)}")
+    return name
+
+
 def _freeze(v: object) -> object:
     """A hashable image of a TOML value that keeps types apart (true is not 1, 1.0 is not 1)."""
     if isinstance(v, dict):
@@ -643,18 +664,8 @@ def _parse_check_table(ctx: _Ctx, c: object, path: str) -> CheckConfig | None:
         argv = ctx.argv(c, "argv", path)
         if argv is None and "argv" not in c:
             ctx.err(_p(path, "argv"), 'missing: the command to run, e.g. ["/usr/local/bin/check", "--quick"]')
-        user = ctx.str(c, "user", path)
-        if user is not None and ctx.check_files and not user.isdigit():
-            try:
-                pwd.getpwnam(user)
-            except KeyError:
-                ctx.err(_p(path, "user"), f"no such user {_show(user)}")
-        group = ctx.str(c, "group", path)
-        if group is not None and ctx.check_files and not group.isdigit():
-            try:
-                grp.getgrnam(group)
-            except KeyError:
-                ctx.err(_p(path, "group"), f"no such group {_show(group)}")
+        user = _principal(ctx, c, "user", path, pwd.getpwnam)
+        group = _principal(ctx, c, "group", path, grp.getgrnam)
         return ScriptCheck(
             argv=argv or (),
             user=user,

@@ -170,10 +170,13 @@ def test_script():
     assert c == ScriptCheck(
         argv=("/bin/true", "--x"), user="nobody", group="nogroup", dynamic_weight=True, timeout=5.0
     )
-    (c,) = checks_of(
-        '{ type = "script", argv = ["check-thing"], user = "0" }'
-    )  # PATH lookup at run time; numeric ids
+    # a relative argv[0] is looked up in PATH at run time; ids may be numbers or digit strings
+    (c,) = checks_of('{ type = "script", argv = ["check-thing"], user = "0", group = 65534 }')
     assert c.argv == ("check-thing",) and c.dynamic_weight is False
+    assert (c.user, c.group) == ("0", "65534")
+    assert_err(
+        errors_of('{ type = "script", argv = ["/bin/true"], user = -1 }'), f"{P}.user", "id 0..4294967294"
+    )
     errs = errors_of(
         '{ type = "script", argv = "/bin/true -x", user = "no-such-user-xyz", group = "no-such-group-xyz", connect = ":1" }'
     )
