@@ -595,19 +595,22 @@ def _status(ctx: _Ctx, tbl: dict, path: str) -> tuple[tuple[int, int], ...]:
     return tuple(out) or ((200, 299),)
 
 
-def _principal(ctx: _Ctx, c: dict, key: str, path: str, lookup: Callable[[str], object]) -> str | None:
-    """A user or group: a name that must exist (when files are checked) or a numeric id (kept as text)."""
+def _principal(ctx: _Ctx, c: dict, key: str, path: str, lookup: Callable[[str], object]) -> str | int | None:
+    """A user or group: a name that must exist (when files are checked), or a numeric id as an int
+    (as subprocess takes it: a digit string would be looked up as a name)."""
     v = c.get(key)
     if v is None:
         return None
+    if isinstance(v, str) and v.isdigit():
+        v = int(v)
     if isinstance(v, int) and not isinstance(v, bool):
         if not 0 <= v <= 0xFFFFFFFE:
             ctx.err(_p(path, key), f"must be a {key} name or an id 0..4294967294, got {v}")
             return None
-        return str(v)
+        return v
     name = ctx.str(c, key, path)
-    if name is None or name.isdigit():
-        return name
+    if name is None:
+        return None
     if ctx.check_files:
         try:
             lookup(name)

@@ -145,8 +145,8 @@ class ScriptCheck(CheckConfig):
 
     type: str = "script"
     argv: Argv = ()
-    user: str | None = None
-    group: str | None = None
+    user: str | int | None = None  # a name, or a numeric id as an int (None = lvsd's own)
+    group: str | int | None = None
     dynamic_weight: bool = False
 
 

@@ -173,7 +173,7 @@ def test_script():
     # a relative argv[0] is looked up in PATH at run time; ids may be numbers or digit strings
     (c,) = checks_of('{ type = "script", argv = ["check-thing"], user = "0", group = 65534 }')
     assert c.argv == ("check-thing",) and c.dynamic_weight is False
-    assert (c.user, c.group) == ("0", "65534")
+    assert (c.user, c.group) == (0, 65534)
     assert_err(
         errors_of('{ type = "script", argv = ["/bin/true"], user = -1 }'), f"{P}.user", "id 0..4294967294"
     )
