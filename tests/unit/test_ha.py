@@ -368,6 +368,41 @@ def test_receive_checks_drop_and_count() -> None:
     assert "differs" in inst.status()["last_warning"]
 
 
+def test_receive_checks_ipv6() -> None:
+    def anc6(hops: int, ifindex: int, dst: str = core.VRRP_GROUP6) -> list:
+        return [
+            (socket.IPPROTO_IPV6, dv.IPV6_HOPLIMIT, struct.pack("=i", hops)),
+            (
+                socket.IPPROTO_IPV6,
+                dv.IPV6_PKTINFO,
+                socket.inet_pton(socket.AF_INET6, dst) + struct.pack("=I", ifindex),
+            ),
+        ]
+
+    async def go() -> dv.VRRPInstance:
+        inst = dv.VRRPInstance("eth0", 61, 100, 1.0, [("2001:db8::100", 64)], lambda s: None)
+        inst._loop = asyncio.get_running_loop()
+        inst.ifindex = 3
+        inst.params = replace(inst.params, primary="fe80::1")
+        inst._running = True
+        inst.state, _ = core.step(inst.params, core.VRRPState(), inst._loop.time(), core.Startup())
+        good = core.encode(core.Advert(61, 150, 100, ("2001:db8::100",)), "fe80::2", core.VRRP_GROUP6)
+        inst._handle(good, anc6(64, 3), ("fe80::2%eth0", 0, 0, 3))
+        inst._handle(good, anc6(255, 9), ("fe80::2%eth0", 0, 0, 9))
+        inst._handle(good, [], ("fe80::2%eth0", 0, 0, 3))  # no hop limit at all: dropped
+        inst._handle(good, anc6(255, 3, "ff02::1"), ("fe80::2%eth0", 0, 0, 3))
+        inst._handle(good, anc6(255, 3), ("fe80::3%eth0", 0, 0, 3))  # checksum covers the source
+        assert inst.counters["received"] == 0
+        inst._handle(good, anc6(255, 3), ("fe80::2%eth0", 0, 0, 3))
+        assert inst.state.master_addr == "fe80::2"
+        inst._timer.cancel()  # type: ignore[union-attr]
+        return inst
+
+    c = run(go()).counters
+    assert c["dropped_ttl"] == 2 and c["dropped_interface"] == 1 and c["dropped_destination"] == 1
+    assert c["malformed"] == 1 and c["received"] == 1
+
+
 def test_master_meeting_a_lower_master_announces_again_rate_limited() -> None:
     async def go() -> dv.VRRPInstance:
         inst = dv.VRRPInstance("eth0", 51, 150, 0.1, [("10.1.0.100", 24)], lambda s: None)
