@@ -1672,6 +1672,12 @@ def parse_config(
 _last_parse: tuple[str, dict] | None = None
 
 
+def clear_parse_cache() -> None:
+    """Forget the remembered parse (benchmarks of a cold parse call this before each run)."""
+    global _last_parse
+    _last_parse = None
+
+
 def load_config(
     path: str = DEFAULT_PATH, resolver: Resolver | None = None, check_files: bool = True
 ) -> Config:

@@ -1252,6 +1252,9 @@ def test_unchanged_text_is_not_parsed_again_but_is_revalidated(monkeypatch):
     )
     parse_config(text + "\n# changed\n")
     assert calls == [1, 1]
+    load_mod.clear_parse_cache()
+    parse_config(text + "\n# changed\n")
+    assert calls == [1, 1, 1]
     # building never mutates the cached document
     before = repr(load_mod._last_parse[1])
     parse_config(text + "\n# changed\n")
