@@ -17,22 +17,22 @@ Kernel semantics reproduced (errno in brackets):
   not depend on it); here address/port services in insertion order, then fwmark services.
 * destinations, in the kernel's order of checks: on a missing service [ESRCH]; a family
   different from the service's needs the tunnel method (refused by ``Op.validate``) and no
-  running sync daemon [EINVAL]; l_threshold >
-  u_threshold [ERANGE] (also when u_threshold is 0); u_threshold above INT_MAX [EINVAL] (measured
-  on 6.1, though the model allows any u32); GUE tunnel type with tun_port 0 [EINVAL]
-  (whatever the forwarding method: tunnel options are stored for every method); duplicate
-  [EEXIST]; edit/delete of a missing one [ENOENT]; a new destination whose address is not
-  unicast [EINVAL]: 0.0.0.0, 224.0.0.0/4, 255.255.255.255, 127.255.255.255 (lo's broadcast), ::,
-  ff00::/8, fe80::/10, ::ffff:0:0/96 (other interfaces' broadcast addresses are host specific
-  and not modelled). Destinations are listed newest first (the kernel adds at the head of the
-  list); an edit keeps the position. The kernel keeps a deleted destination in a trash list (a few
-  minutes once idle, IP_VS_DEST_TRASH_PERIOD; as long as connections still use it) and revives
-  it, counters included, if it is added again to the same service: invisible without traffic,
-  not modelled (here a re-added destination starts with zero counters).
+  running sync daemon [EINVAL]; l_threshold > u_threshold [ERANGE] (also when u_threshold is 0);
+  u_threshold above INT_MAX [EINVAL] (measured on 6.1; the model allows any u32); GUE tunnel
+  type with tun_port 0 [EINVAL] (whatever the forwarding method: tunnel options are stored for
+  every method); duplicate [EEXIST]; edit/delete of a missing one [ENOENT]; a new destination
+  whose address is not unicast [EINVAL]: 0.0.0.0, 224.0.0.0/4, 255.255.255.255, 127.255.255.255
+  (lo's broadcast), ::, ff00::/8, fe80::/10, ::ffff:0:0/96 (other interfaces' broadcast
+  addresses are host specific and not modelled). Destinations are listed newest first (the
+  kernel adds at the head of its list); an edit keeps the position. The kernel keeps a deleted
+  destination in a trash list (a few minutes once idle, IP_VS_DEST_TRASH_PERIOD; as long as
+  connections still use it) and revives it, counters included, if it is added again to the same
+  service: invisible without traffic, not modelled (a re-added destination starts at zero).
 * timeouts: defaults tcp 900, tcpfin 120, udp 300; 0 in a set leaves a value unchanged; a value
   above INT_MAX/HZ = 8589934 s refuses the whole set [EINVAL].
-* sync daemons: not running on stop [ESRCH]; already running [EEXIST]; unknown interface
-  [ENODEV]; a non-multicast group [EINVAL]; any mixed-family destination in the table [EINVAL].
+* sync daemons: not running on stop [ESRCH]; on start, in this order: a non-multicast group
+  [EINVAL], any mixed-family destination in the table [EINVAL], unknown interface [ENODEV],
+  already running [EEXIST].
   The listing shows what the kernel runs: group 224.0.0.81, port 8848 and ttl 1 when not given;
   sync_maxlen clamped to 1..65535-hlen (master) or 1024..65535-hlen (backup), or when 0 the
   master's 1500-hlen and the backup's clamp(mtu, 1500, 65535)-hlen (hlen = 28 IPv4, 48 IPv6).
