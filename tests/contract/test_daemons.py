@@ -80,6 +80,7 @@ def test_mixed_family_destinations_and_daemons_exclude_each_other(backend):
     backend.add_dest(V4, Destination(D6, Forward.TUNNEL))
     refused(errno.EINVAL, backend.start_daemon, SyncDaemon(MASTER, "lo", 1))
     refused(errno.EINVAL, backend.start_daemon, SyncDaemon(BACKUP, "lo", 1))
+    refused(errno.EINVAL, backend.start_daemon, SyncDaemon(MASTER, "nosuch0", 1))  # before the interface
     assert backend.daemons() == []
     backend.del_dest(V4, D6)
     backend.start_daemon(SyncDaemon(BACKUP, "lo", 1))
