@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lvsd.ipvs.memory import MemoryBackend
 
 from lvsd.core.diff import diff
 from lvsd.ipvs.backend import Op, OpKind
+from lvsd.ipvs.memory import MemoryBackend
 from lvsd.ipvs.model import (
     SVC_F_PERSISTENT,
     Destination,
@@ -54,6 +54,18 @@ def test_order_and_content() -> None:
     ]
     assert ops[0].service.scheduler == "wrr"
     assert ops[2].dest.weight == 5
+    # exactly what Op's constructors build (diff builds them through the slots, for speed)
+    expected = [
+        Op.edit_service(Service(K1, "wrr")),
+        Op.del_dest(K1, D1),
+        Op.edit_dest(K1, Destination(D2, weight=5)),
+        Op.add_dest(K1, Destination(D3, weight=1)),
+        Op.del_service(K2),
+    ]
+    assert ops == expected and [hash(o) for o in ops] == [hash(o) for o in expected]
+    assert [repr(o) for o in ops] == [repr(o) for o in expected]
+    new = diff({K2: entry(K2, Destination(D1))}, {}, set())
+    assert new == [Op.add_service(Service(K2, "wrr")), Op.add_dest(K2, Destination(D1))]
 
 
 def test_unmanaged_services_are_never_touched() -> None:
