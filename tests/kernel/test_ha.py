@@ -736,13 +736,6 @@ def test_external_role_switches_sync_daemon(topology) -> None:  # type: ignore[n
     asyncio.run(asyncio.wait_for(external_mode(), 60))
 
 
-def test_leaves_no_trace(topology) -> None:  # type: ignore[no-untyped-def]
-    for ns in ("had1", "had2"):
-        assert not {VIP, GW} & addresses(ns)
-        assert daemon_lines(ns) == []
-    time.sleep(0)
-
-
 # --- 5 end to end: the daemon and lvsctl ------------------------------------------------------------------
 
 DAEMON_CONF = """
@@ -806,3 +799,80 @@ def test_lvsctl_role_end_to_end(topology, tmp_path: Path) -> None:  # type: igno
             proc.wait()
     assert proc.returncode == 0, (tmp_path / "lvsd.log").read_text()
     assert daemon_lines("had2") == []
+
+
+VRRP_DAEMON_CONF = """
+[daemon]
+on_stop = "keep"
+
+[api]
+socket = "{sock}"
+
+[ha]
+mode = "vrrp"
+interface = "eth0"
+vrid = 81
+priority = {priority}
+advert_interval = "200ms"
+vips = ["10.1.0.100/24", "10.2.0.1/24"]
+"""
+
+
+def test_two_daemons_vrrp_handover(topology, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The real daemon in each director: one master, and SIGTERM hands over (priority 0)."""
+    import sys
+
+    procs = {}
+    for ns, prio in (("had1", 150), ("had2", 100)):
+        conf = tmp_path / f"{ns}.toml"
+        conf.write_text(VRRP_DAEMON_CONF.format(sock=tmp_path / f"{ns}.sock", priority=prio))
+        log = open(tmp_path / f"{ns}.log", "w")  # noqa: SIM115 - handed to the child
+        procs[ns] = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "lvsd.daemon.main", "-f", str(conf)],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+
+    def vrrp_state(ns: str) -> str:
+        out = sh(
+            sys.executable, "-m", "lvsd.cli.lvsctl", "-s", str(tmp_path / f"{ns}.sock"), "--json", "status"
+        )
+        return json.loads(out)["ha"]["vrrp"]["state"]
+
+    try:
+        end = time.monotonic() + 240
+        while not all((tmp_path / f"{ns}.sock").exists() for ns in procs):
+            for ns, p in procs.items():
+                assert p.poll() is None, (tmp_path / f"{ns}.log").read_text()
+            assert time.monotonic() < end, "the daemons did not open their control sockets"
+            time.sleep(0.2)
+        end = time.monotonic() + 30
+        while not ({VIP, GW} <= addresses("had1") and vrrp_state("had2") == "backup"):
+            assert time.monotonic() < end, "no election"
+            time.sleep(0.5)
+        assert vrrp_state("had1") == "master" and not {VIP, GW} & addresses("had2")
+        procs["had1"].send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        while not {VIP, GW} <= addresses("had2"):
+            assert time.monotonic() - t0 < 10, "had2 did not take over after had1 resigned"
+            time.sleep(0.05)
+        assert procs["had1"].wait(60) == 0, (tmp_path / "had1.log").read_text()
+        assert not {VIP, GW} & addresses("had1")
+        assert vrrp_state("had2") == "master"
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    assert not {VIP, GW} & (addresses("had1") | addresses("had2"))
+
+
+def test_leaves_no_trace(topology) -> None:  # type: ignore[no-untyped-def]
+    for ns in ("had1", "had2"):
+        assert not {VIP, GW} & addresses(ns)
+        assert daemon_lines(ns) == []
