@@ -331,7 +331,9 @@ def test_checks_on_the_real_kernel(topology) -> None:
         t_ok = time.monotonic()
         t_in = wait_dests(lambda s: s == {r1.addr, r2.addr}, "r1 back after rise successes")
         back = t_in - t_ok
-        assert INTERVAL * (RISE - 1) - 0.05 <= back <= INTERVAL * RISE + TIMEOUT + 0.1 + 0.2, back
+        # not before `rise` probes could pass; the upper bound is only a sanity bound (the issue
+        # bounds the way out, not the way back, and TCG on a busy host is slow)
+        assert INTERVAL * (RISE - 1) - 0.05 <= back <= INTERVAL * RISE + TIMEOUT + 3.0, back
         assert "web 10.82.0.11:80 UP: http status 200 (2/2 passed)" in d.log()
 
         # 3. the server process dies: out within interval x fall + timeout + 100 ms
@@ -362,8 +364,11 @@ def test_checks_on_the_real_kernel(topology) -> None:
         stop.write_text("")
         client.wait(DEADLINE)
         log = client_log(tmp / "client.log")
-        bad = [(t, w) for t, w in log if w not in ("ckr1", "ckr2") and not (t_kill - 0.1 <= t <= t_out + 0.05)]
-        assert bad == [], f"client failures outside the window where r1 was dead but listed: {bad[:5]}"
+        # requests that failed because r1 died under them or was still listed while dead: started at
+        # most the client's 1 s timeout before the kill, and before r1 left the table
+        bad = [(t, w) for t, w in log if w not in ("ckr1", "ckr2") and not (t_kill - 1.0 <= t <= t_out + 0.05)]
+        assert bad == [], (f"client failures outside the window where r1 was dead but listed "
+                           f"({t_kill:.3f}..{t_out:.3f}): {bad[:5]}")
         print(f"\nleave after 503: {leave_503 * 1000:.0f} ms, after kill: {leave_kill * 1000:.0f} ms "
               f"(bound {BOUND * 1000:.0f} ms); back after rise={RISE}: {back * 1000:.0f} ms, "
               f"after restart: {back2 * 1000:.0f} ms; client requests {len(log)}")
