@@ -19,6 +19,7 @@ import asyncio
 import heapq
 import logging
 import random
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -253,6 +254,9 @@ class CheckManager:
         self.probes.clear()
         self.servers.clear()
         await asyncio.sleep(0)  # let cancelled script tasks run their cleanup
+        script = sys.modules.get("lvsd.checks.script")
+        if script is not None:
+            await script.wait_reaped()  # killed scripts are reaped before we return: no zombie
 
     def snapshot(self) -> dict[ServerId, ServerHealth]:
         """Current health of every server that has checks."""

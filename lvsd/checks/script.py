@@ -98,10 +98,22 @@ class ScriptChecker(Checker):
         if proc is not None:
             self._kill(proc)
             # reap in the background so the transport closes and no zombie stays
-            self.loop.create_task(_reap(proc))
+            t = self.loop.create_task(_reap(proc))
+            _reapers.add(t)
+            t.add_done_callback(_reapers.discard)
         if task is not None:
             task.cancel()
         return f"script {self.name} timed out after {self.spec.timeout:g}s (killed)"
+
+
+_reapers: set[asyncio.Task[None]] = set()
+
+
+async def wait_reaped(timeout: float = 5.0) -> None:
+    """Wait (bounded) until every killed script has been reaped; called when checks stop."""
+    pending = [t for t in _reapers if not t.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:

@@ -168,3 +168,39 @@ def test_script_that_forks_and_exits_leaves_nothing() -> None:
     os.unlink(pidfile)
     assert res[0], res
     assert not alive(grandchild)
+
+
+def test_stop_kills_and_reaps_running_scripts(tmp_path) -> None:
+    from lvsd.checks.manager import CheckManager
+    from lvsd.ipvs.model import DestKey
+
+    pidfile = tmp_path / "pid"
+    spec = script(f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)",
+                  timeout=30, interval=0.01, rise=1, fall=1)
+
+    class Srv:
+        key = DestKey.of("127.0.0.1", 80)
+        checks = (spec,)
+
+    class Svc:
+        name = "web"
+        servers = (Srv(),)
+
+    class Cfg:
+        services = (Svc(),)
+
+    async def main():
+        m = CheckManager(lambda sid, h: None)
+        await m.start(Cfg())
+        for _ in range(250):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            await asyncio.sleep(0.02)
+        pid = int(pidfile.read_text())
+        assert alive(pid)
+        await m.stop()
+        return pid
+
+    pid = run(main())
+    assert not alive(pid)
+    assert [c for c in children() if c[0] == pid] == []
