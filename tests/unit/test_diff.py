@@ -132,7 +132,7 @@ def load(table: dict[ServiceKey, ServiceEntry]) -> MemoryBackend:
     return b
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(desired=tables(), actual=tables(), extra_managed=st.sets(st.sampled_from(SVC_KEYS)))
 def test_applying_the_diff_yields_desired_and_leaves_the_rest(desired, actual, extra_managed) -> None:
     managed = set(desired) | extra_managed
@@ -153,7 +153,7 @@ def test_applying_the_diff_yields_desired_and_leaves_the_rest(desired, actual, e
     assert diff(desired, after, managed) == []
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(t=tables())
 def test_diff_of_a_table_with_itself_is_empty(t) -> None:
     assert diff(t, t, set(t)) == []
