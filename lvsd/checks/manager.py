@@ -23,12 +23,11 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..config.model import ServerId
 from ..core.health import UNKNOWN_HEALTH, CheckState, Health, ServerHealth, combine
 from .base import Checker, CheckSpec, spec_from_config
 
 log = logging.getLogger("lvsd.checks")
-
-ServerId = tuple  # (service name, DestKey)
 
 #: Entries due within this many seconds of now run in the same batch.
 SLACK = 0.001
