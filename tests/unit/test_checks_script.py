@@ -204,3 +204,19 @@ def test_stop_kills_and_reaps_running_scripts(tmp_path) -> None:
     pid = run(main())
     assert not alive(pid)
     assert [c for c in children() if c[0] == pid] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch user")
+def test_runs_as_user_and_group() -> None:
+    import grp
+    import pwd
+
+    uid = pwd.getpwnam("nobody").pw_uid
+    gid = grp.getgrnam("nogroup").gr_gid
+    # /bin/sh, not our python: nobody may not be able to read the interpreter's directory
+    argv = ("/bin/sh", "-c", f'[ "$(id -u)" = {uid} ] && [ "$(id -g)" = {gid} ]')
+    res = run(check_once(CheckSpec(type="script", argv=argv, user="nobody", group="nogroup", timeout=5),
+                         "127.0.0.1", 80))
+    assert res[0], res
+    res = run(check_once(CheckSpec(type="script", argv=argv, timeout=5), "127.0.0.1", 80))
+    assert not res[0]  # as root it is not nobody: the check above really switched
