@@ -138,6 +138,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         code = 2
     except BrokenPipeError:
         code = 0
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:  # a bug or an environment problem: one line, not a traceback
+        err.append(f"lvsadm: {type(e).__name__}: {e}")
+        code = 1
     try:
         _emit(sys.stdout, out)
     except BrokenPipeError:
