@@ -71,12 +71,38 @@ class FastPath:
     any other line."""
 
     def __init__(self) -> None:
-        from lvsd.ipvs.backend import Op
+        from lvsd.ipvs.backend import Op, OpKind
         from lvsd.ipvs.model import Destination, DestKey, Service, ServiceKey
 
         self.Op, self.Destination, self.DestKey, self.Service, self.ServiceKey = Op, Destination, DestKey, Service, ServiceKey
         self.keys: dict[tuple[str, str], tuple] = {}
         self.dkeys: dict[tuple[str, int], object] = {}
+        # 10,000 destinations: build the frozen values through their slots (what __init__ does,
+        # without its per-field object.__setattr__), from the defaults of a real instance
+        tmpl_d = Destination(DestKey(2, "0.0.0.0", 0))
+        self._d_sets = [(Destination.__dict__[n].__set__, getattr(tmpl_d, n)) for n in Destination.__slots__]
+        tmpl_o = Op(OpKind.ADD_DEST)
+        self._o_sets = [(Op.__dict__[n].__set__, getattr(tmpl_o, n)) for n in Op.__slots__]
+        self._add_dest = OpKind.ADD_DEST
+
+    def _dest_op(self, key, dk, fwd: int, w: int):  # type: ignore[no-untyped-def]
+        """Op.add_dest(key, Destination(dk, fwd, w)), built through the slots."""
+        new = object.__new__
+        d = new(self.Destination)
+        ds = self._d_sets
+        for setter, default in ds[3:]:
+            setter(d, default)
+        ds[0][0](d, dk)
+        ds[1][0](d, fwd)
+        ds[2][0](d, w)
+        o = new(self.Op)
+        os_ = self._o_sets
+        for setter, default in os_:
+            setter(o, default)
+        os_[0][0](o, self._add_dest)
+        os_[1][0](o, key)
+        os_[3][0](o, d)
+        return o
 
     def _svc(self, opt: str, text: str):  # type: ignore[no-untyped-def]
         k = self.keys.get((opt, text))
@@ -115,7 +141,7 @@ class FastPath:
             ck = (r, k[1], fwd)
             dk = self.dkeys.get(ck)
             if dk is not None:
-                return self.Op.add_dest(k[0], self.Destination(dk, fwd, w))
+                return self._dest_op(k[0], dk, fwd, w)
             colon = r.rfind(":")
             if colon < 0:
                 raddr, rport = r, k[1]
@@ -128,7 +154,7 @@ class FastPath:
             if fwd != 0:
                 rport = k[1]
             dk = self.dkeys[ck] = self.DestKey(2, raddr, rport)
-            return self.Op.add_dest(k[0], self.Destination(dk, fwd, w))
+            return self._dest_op(k[0], dk, fwd, w)
         return None
 
 
