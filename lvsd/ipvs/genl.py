@@ -98,6 +98,7 @@ _BE32 = struct.Struct(">I")
 _I32 = struct.Struct("=i")
 
 _nlmsghdr_unpack = _NLMSGHDR.unpack_from
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: `&` on the IntFlag member runs Python code
 _nla_unpack = _NLA.unpack_from
 _nla_pack = _NLA.pack
 
@@ -300,7 +301,7 @@ class GenlSocket:
             n, _anc, flags, _addr = self.sock.recvmsg_into([self._buf])
         except BlockingIOError:
             raise TimeoutError(_errno.ETIMEDOUT, "no answer from the kernel (netlink receive timed out)") from None
-        if flags & socket.MSG_TRUNC:  # cannot happen with a 64 KiB buffer; never parse half a datagram
+        if flags & _MSG_TRUNC:  # cannot happen with a 64 KiB buffer; never parse half a datagram
             raise OSError(_errno.EMSGSIZE, "netlink datagram larger than the receive buffer")
         return bytes(self._view[:n])
 
@@ -364,7 +365,7 @@ class GenlSocket:
                 n, _anc, rflags, _addr = recvmsg_into(bufs)
             except BlockingIOError:
                 raise TimeoutError(_errno.ETIMEDOUT, "no answer from the kernel (netlink receive timed out)") from None
-            if rflags & socket.MSG_TRUNC:
+            if rflags & _MSG_TRUNC:
                 raise OSError(_errno.EMSGSIZE, "netlink datagram larger than the receive buffer")
             pos = 0
             while pos + NLMSG_HDRLEN <= n:
