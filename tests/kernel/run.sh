@@ -17,4 +17,4 @@ modprobe -q ip_vs_twos 2>/dev/null || true  # only in kernels >= 6.2
 export PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 LVSD_TEST_BACKEND=netlink LVSD_KERNEL_REQUIRED=1
 set --  "$@"
 [ -d tests/contract ] && set -- tests/contract "$@" || echo "run.sh: no tests/contract yet" >&2
-exec "$PY" -m pytest "$@" tests/kernel -p no:cacheprovider
+exec "$PY" -m pytest "$@" tests/kernel -p no:cacheprovider --durations=10
