@@ -27,7 +27,7 @@
 #
 # Environment knobs:
 #   VM_TIMEOUT  seconds before the VM is killed (default 600)
-#   VM_MEM      guest memory, qemu syntax (default 1G; the tmpfs overlay gets half of it)
+#   VM_MEM      guest memory, qemu syntax (default 1G, at least 256M; the tmpfs overlay gets half)
 #   VM_CPUS     virtual CPUs (default 2; use 1 on a busy machine)
 #   VM_ACCEL    kvm | tcg (default: auto)
 #   VM_KERNEL   path of the kernel image (default: the newest /boot/vmlinuz-* with IPVS and 9p)
@@ -80,7 +80,9 @@ if [ -z "$kernel" ]; then
     [ -d "$m/net/netfilter/ipvs" ] && [ -d "$m/fs/9p" ] && kernel=$k
   done
 fi
-[ -n "$kernel" ] && [ -r "$kernel" ] || die "no kernel with IPVS and 9p modules in /boot (VM_KERNEL='${VM_KERNEL:-}')"
+[ -n "$kernel" ] || die "no kernel with IPVS and 9p modules in /boot (install linux-image-amd64, or set VM_KERNEL)"
+[ -e "$kernel" ] || die "no such kernel image: $kernel"
+[ -r "$kernel" ] || die "cannot read $kernel (Debian installs kernels readable by root only: run as root)"
 kver=${kernel##*/vmlinuz-}
 [ -d "/lib/modules/$kver" ] || die "no /lib/modules/$kver for $kernel"
 
