@@ -10,6 +10,8 @@ import os
 
 import pytest
 from contract_helpers import D1, D2, D6, FWM, V4, V6, refused, table_shape
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lvsd.ipvs.backend import BackendUnavailable, IPVSError, open_backend
 from lvsd.ipvs.memory import MemoryBackend
@@ -249,3 +251,66 @@ def test_without_a_path_nothing_touches_the_disk(tmp_path, monkeypatch):
     populate(b)
     b.close()
     assert list(tmp_path.iterdir()) == []
+
+
+_stats = st.builds(Stats, *[st.integers(0, 2**64 - 1)] * 10)
+_v4 = st.tuples(st.integers(1, 223), st.integers(0, 255), st.integers(0, 255), st.integers(1, 254)).map(
+    lambda t: ".".join(map(str, t))
+)  # unicast: what a kernel accepts as a destination
+_keys = st.one_of(
+    st.builds(ServiceKey.inet, st.sampled_from(["tcp", "udp", "sctp"]), st.ip_addresses(v=4).map(str), st.integers(0, 65535)),
+    st.builds(ServiceKey.inet, st.sampled_from(["tcp", "udp"]), st.ip_addresses(v=6).map(str), st.integers(0, 65535)),
+    st.builds(ServiceKey.fwmark_key, st.integers(1, 2**32 - 1), st.sampled_from([2, 10])),
+)
+
+
+@st.composite
+def _entries(draw: st.DrawFn, key: ServiceKey) -> tuple[Service, list[tuple[Destination, Stats]], Stats]:
+    svc = Service(
+        key,
+        draw(st.sampled_from(["rr", "wlc", "sh", "none"])),
+        draw(st.integers(0, 2**32 - 1)),
+        draw(st.integers(0, 17179869)),
+        draw(st.integers(1, 128)) if key.af == 10 else draw(st.integers(0, 2**32 - 1)),
+        draw(st.sampled_from(["", "sip"])),
+    )
+    dkeys = draw(st.lists(st.builds(DestKey.of, _v4, st.integers(0, 65535)), max_size=4, unique=True))
+    dests = [
+        (
+            Destination(
+                dk,
+                Forward.TUNNEL if key.af == 10 else draw(st.sampled_from([Forward.MASQ, Forward.ROUTE, Forward.TUNNEL])),
+                draw(st.integers(0, 2**31 - 1)),
+                draw(st.integers(0, 2**31 - 1)),
+                0,
+                draw(st.sampled_from(list(TunType))),
+                draw(st.integers(1, 65535)),
+                draw(st.integers(0, 65535)),
+            ),
+            draw(_stats),
+        )
+        for dk in dkeys
+    ]
+    return svc, dests, draw(_stats)
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), keys=st.lists(_keys, max_size=4, unique=True))
+def test_any_table_survives_the_state_file(tmp_path, data, keys):
+    path = tmp_path / "p.json"
+    path.unlink(missing_ok=True)
+    a = MemoryBackend(path)
+    for key in keys:
+        svc, dests, sstats = data.draw(_entries(key))
+        a.add_service(svc)
+        for d, ds in dests:
+            a.add_dest(key, d)
+            a.set_stats(key, ds, d.key)
+        a.set_stats(key, sstats)
+    b = MemoryBackend(path)
+    assert table_shape(b) == table_shape(a)
+    assert [s.stats for s in b.services()] == [s.stats for s in a.services()]
+    for s in a.services():
+        assert [d.stats for d in b.dests(s.key)] == [d.stats for d in a.dests(s.key)]
+    a.close()
+    b.close()
