@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from . import genl
-from .backend import Backend, BackendUnavailable, BatchError, IPVSError, Op, OpKind, validate_all
+from .backend import Backend, BackendUnavailable, BatchError, IPVSError, Op, OpKind
 from .model import (
     AF_INET,
     AF_INET6,
@@ -559,22 +559,26 @@ _M32 = 0xFFFFFFFF
 _INT_TYPES = frozenset((int, Forward, TunType))
 
 
-def _dest_fields_ok(d: Destination, service_af: int | None) -> bool:
-    """A fast equivalent of Destination.validate() that only ever *accepts*: True means the
-    model's validate() would pass too (inet_pton accepts a subset of what ipaddress accepts;
-    tests/unit/test_genl.py checks the implication on generated values). False means: ask
-    the model, which raises the precise ValueInvalid."""
+def _dest_blob(d: Destination, service_af: int | None) -> bytes | None:
+    """Encode a destination if a fast equivalent of Destination.validate() accepts it, else None.
+
+    The check only ever *accepts*: bytes back means the model's validate() passes too (inet_pton
+    accepts a subset of what ipaddress accepts; exact int types and ranges; tests/unit/test_genl.py
+    checks the implication on generated values). None means: ask the model, which raises the
+    precise ValueInvalid (or accepts a form we do not take fast, e.g. "[::1]")."""
     k = d.key
     af = k.af
     try:
         if af == AF_INET:
-            _inet_pton(socket.AF_INET, k.addr)
+            raw = _inet_pton(socket.AF_INET, k.addr)
+            st = _DEST4
         elif af == AF_INET6:
-            _inet_pton(socket.AF_INET6, k.addr)
+            raw = _inet_pton(socket.AF_INET6, k.addr)
+            st = _DEST6
         else:
-            return False
+            return None
     except (OSError, TypeError, ValueError):
-        return False
+        return None
     p, f, w, u, lo, tt, tp, tf = k.port, d.forward, d.weight, d.u_threshold, d.l_threshold, d.tun_type, d.tun_port, d.tun_flags
     ints = _INT_TYPES
     if not (
@@ -582,44 +586,60 @@ def _dest_fields_ok(d: Destination, service_af: int | None) -> bool:
         and type(tt) in ints and type(tp) in ints and type(tf) in ints
         and 0 <= p <= 65535 and 0 <= f <= 4 and 0 <= w <= 0x7FFFFFFF and 0 <= u <= _M32 and 0 <= lo <= _M32
         and 0 <= tt <= 2 and 0 <= tp <= 65535 and 0 <= tf <= 0xFFFF
+        and (service_af is None or service_af == af or f == 2)
     ):  # fmt: skip
-        return False
-    return service_af is None or service_af == af or d.forward == 2
+        return None
+    return st.pack(
+        st.size, IPVS_CMD_ATTR_DEST,
+        4 + len(raw), IPVS_DEST_ATTR_ADDR, raw,
+        6, IPVS_DEST_ATTR_PORT, _be16_pack(p),
+        8, IPVS_DEST_ATTR_FWD_METHOD, f,
+        8, IPVS_DEST_ATTR_WEIGHT, w,
+        8, IPVS_DEST_ATTR_U_THRESH, u,
+        8, IPVS_DEST_ATTR_L_THRESH, lo,
+        5, IPVS_DEST_ATTR_TUN_TYPE, tt,
+        6, IPVS_DEST_ATTR_TUN_PORT, _be16_pack(tp),
+        6, IPVS_DEST_ATTR_TUN_FLAGS, tf,
+        6, IPVS_DEST_ATTR_ADDR_FAMILY, af,
+    )  # fmt: skip
 
 
-def validate_ops(ops: Sequence[Op]) -> None:
-    """validate_all(ops), made cheap for big batches: each distinct service key is validated once
-    and destinations go through _dest_fields_ok() first; anything it does not accept goes
-    through the model's own validate(), so the first bad value raises the same ValueInvalid."""
-    seen: set[ServiceKey] = set()
-    rest: list[Op] = []
+def _dest_fields_ok(d: Destination, service_af: int | None) -> bool:
+    """Would the fast path take this destination (see _dest_blob)?"""
+    return _dest_blob(d, service_af) is not None
+
+
+def encode_ops(ops: Sequence[Op]) -> list[tuple[int, bytes]]:
+    """validate_all(ops) and encode_op() for every op, in one pass and in order: the first bad
+    value raises the model's own ValueInvalid before anything is sent. Made cheap for big
+    batches: each service key is validated and encoded once, dest ops go through _dest_blob()
+    and fall back to the model's validate() only when it does not take them."""
+    out: list[tuple[int, bytes]] = []
+    append = out.append
+    by_id: dict[int, bytes] = {}  # id(key) -> encoded identity; the ops list keeps the keys alive
+    by_key: dict[ServiceKey, bytes] = {}
+    add_dest, edit_dest = OpKind.ADD_DEST, OpKind.EDIT_DEST
     for op in ops:
         k = op.kind
-        if k is OpKind.ADD_DEST or k is OpKind.EDIT_DEST or k is OpKind.DEL_DEST:
-            key = op.key
-            if key is None or op.dest is None:
-                rest.append(op)
-                continue
-            if key not in seen:
-                try:
-                    key.validate()
-                except Exception:
-                    rest.append(op)
-                    continue
-                seen.add(key)
-            if k is OpKind.DEL_DEST:
-                ok = _dest_fields_ok(Destination(op.dest.key), None)
-            else:
-                ok = _dest_fields_ok(op.dest, key.af)
-            if not ok:
-                rest.append(op)
+        key, dest = op.key, op.dest
+        if (k is add_dest or k is edit_dest) and key is not None and dest is not None:
+            sid = by_id.get(id(key))
+            if sid is None:
+                sid = by_key.get(key)
+                if sid is None:
+                    key.validate()  # what op.validate() checks first
+                    sid = genl.nla_nest(IPVS_CMD_ATTR_SERVICE, encode_service_id(key))
+                    by_key[key] = sid
+                by_id[id(key)] = sid
+            blob = _dest_blob(dest, key.af)
+            if blob is None:
+                op.validate()  # raises the model's error, or accepts a form we do not take fast
+                blob = encode_dest(dest)
+            append((IPVS_CMD_NEW_DEST if k is add_dest else IPVS_CMD_SET_DEST, sid + blob))
         else:
-            rest.append(op)
-    if len(rest) == len(ops):
-        validate_all(ops)
-    elif rest:
-        # keep the model's order of errors: validate the not-yet-accepted ops in batch order
-        validate_all(rest)
+            op.validate()
+            append(encode_op(op, by_key))
+    return out
 
 
 # --- the backend --------------------------------------------------------------------------------
@@ -750,11 +770,9 @@ class NetlinkBackend(Backend):
         """Validate every op, then send them all in order, batched. Raises IPVSError for a
         batch of one, BatchError naming what was applied and what failed otherwise."""
         ops = list(ops)
-        validate_ops(ops)  # = validate_all(ops), fast path for big batches
+        messages = encode_ops(ops)  # validate_all(ops) + encoding; raises before anything is sent
         if not ops:
             return
-        ids: dict[ServiceKey, bytes] = {}
-        messages = [encode_op(op, ids) for op in ops]
         results = self.sock.batch(messages)
         failed: list[tuple[Op, IPVSError]] = []
         applied: list[Op] = []

@@ -458,18 +458,23 @@ def test_fast_dest_check_accepts_the_common_cases():
     assert not nl._dest_fields_ok(Destination(DestKey.of("10.0.0.1", 80), weight=True), AF_INET)  # bool
 
 
-def test_validate_ops_raises_the_models_first_error():
+def test_encode_ops_raises_the_models_first_error_and_matches_encode_op():
     k = ServiceKey.inet("tcp", "10.0.0.1", 80)
     ops = [Op.add_service(Service(k))] + [Op.add_dest(k, Destination(DestKey.of(f"10.1.0.{i}", 80))) for i in range(1, 50)]
     bad1 = Op.add_dest(k, Destination(DestKey(AF_INET, "10.1.1.1", 80), weight=-1))
     bad2 = Op.add_dest(k, Destination(DestKey(AF_INET, "10.1.1.2", 80), tun_type=9))
-    nl.validate_ops(ops)
+    assert [c for c, _ in nl.encode_ops(ops)] == [nl.IPVS_CMD_NEW_SERVICE] + [nl.IPVS_CMD_NEW_DEST] * 49
     for seq in (ops[:10] + [bad1] + ops[10:] + [bad2], [bad2, bad1]):
         with pytest.raises(ValueInvalid) as fast:
-            nl.validate_ops(seq)
+            nl.encode_ops(seq)
         with pytest.raises(ValueInvalid) as model:
             validate_all(seq)
         assert str(fast.value) == str(model.value)
+    # the fast encoding is byte for byte the plain one, also for forms only the model accepts
+    odd = [Op.add_dest(k, Destination(DestKey(AF_INET6, "[2001:DB8::1]", 80), Forward.TUNNEL, tun_type=TunType.GUE,
+                                      tun_port=9)), Op.edit_dest(k, Destination(DestKey.of("10.9.9.9", 1), weight=7))]
+    for op in ops + odd:
+        assert nl.encode_ops([op]) == [nl.encode_op(op)]
 
 
 def _kernel_dest_reply(d: Destination, stats: tuple[int, ...]) -> bytes:
