@@ -41,7 +41,10 @@ def _server_dest(
     svc: Any, srv: Any, health: Mapping[ServerId, ServerHealth], actual_dests: Mapping[DestKey, Destination] | None
 ) -> Destination | None:
     """The destination as it should be in the kernel, or None if it should be absent."""
-    h = server_health(svc, srv, health)
+    return _dest_for(srv, server_health(svc, srv, health), actual_dests)
+
+
+def _dest_for(srv: Any, h: ServerHealth, actual_dests: Mapping[DestKey, Destination] | None) -> Destination | None:
     dest: Destination = srv.dest
     if h.state is Health.UP:
         if h.weight is not None and h.weight != dest.weight:
@@ -65,16 +68,50 @@ def _sorry_dest(svc: Any) -> Destination | None:
     return sorry if isinstance(sorry, Destination) else sorry.dest
 
 
-def live_weight(svc: Any, health: Mapping[ServerId, ServerHealth], actual: Mapping[ServiceKey, ServiceEntry]) -> int:
-    """Summed weight the service's configured servers would carry (the quorum measure)."""
+def _service_pass(
+    svc: Any,
+    health: Mapping[ServerId, ServerHealth],
+    actual: Mapping[ServiceKey, ServiceEntry],
+) -> tuple[dict[DestKey, Destination], int, bool]:
+    """One pass over a service's servers: (their destinations, summed weight, any still UNKNOWN)."""
     entry = actual.get(svc.key)
     adests = entry.dests if entry is not None else None
+    dests: dict[DestKey, Destination] = {}
     total = 0
+    unknown = False
+    name = svc.name
     for srv in svc.servers:
-        d = _server_dest(svc, srv, health, adests)
-        if d is not None:
-            total += d.weight
-    return total
+        if srv.checks:
+            h = health.get((name, srv.key), _UNKNOWN)
+            if h.state is Health.UNKNOWN:
+                unknown = True
+            d = _dest_for(srv, h, adests)
+            if d is None:
+                continue
+        else:
+            d = srv.dest  # no checks: in, at the configured weight
+        dests[d.key] = d
+        total += d.weight
+    return dests, total, unknown
+
+
+def _quorum_verdict(svc: Any, total: int, unknown: bool, prev: Mapping[str, bool]) -> bool | None:
+    """Below quorum (True), at/above it (False), or no verdict yet / no quorum (None)."""
+    quorum = getattr(svc, "quorum", 0) or 0
+    if quorum <= 0:
+        return None
+    if svc.name not in prev and unknown:
+        return None  # first verdict waits for the checks: no sorry server or hook at start-up
+    if total < quorum:
+        return True
+    if total >= quorum + (getattr(svc, "hysteresis", 0) or 0):
+        return False
+    return prev.get(svc.name, False)
+
+
+def live_weight(svc: Any, health: Mapping[ServerId, ServerHealth], actual: Mapping[ServiceKey, ServiceEntry]) -> int:
+    """Summed weight the service's configured servers would carry (the quorum measure)."""
+    return _service_pass(svc, health, actual)[1]
 
 
 def quorum_states(
@@ -91,28 +128,7 @@ def quorum_states(
     service seen for the first time while some of its servers are still UNKNOWN (its first
     verdict waits for the checks). ``only`` restricts the result to the named services.
     """
-    prev = previous or {}
-    names = set(only) if only is not None else None
-    out: dict[str, bool] = {}
-    for svc in config.services:
-        if names is not None and svc.name not in names:
-            continue
-        quorum = getattr(svc, "quorum", 0) or 0
-        if quorum <= 0:
-            continue
-        if svc.name not in prev and any(
-            server_health(svc, srv, health).state is Health.UNKNOWN for srv in svc.servers
-        ):
-            continue  # first verdict waits for the checks: no sorry server or hook at start-up
-        hysteresis = getattr(svc, "hysteresis", 0) or 0
-        weight = live_weight(svc, health, actual)
-        if weight < quorum:
-            out[svc.name] = True
-        elif weight >= quorum + hysteresis:
-            out[svc.name] = False
-        else:
-            out[svc.name] = prev.get(svc.name, False)
-    return out
+    return plan_table(config, health, actual, previous, only)[1]
 
 
 def desired_table(
@@ -128,22 +144,49 @@ def desired_table(
     ``only`` restricts the result to the named services (a health change touches one service).
     """
     if below_quorum is None:
-        below_quorum = quorum_states(config, health, actual)
+        return plan_table(config, health, actual, None, only)[0]
     names = set(only) if only is not None else None
     out: dict[ServiceKey, ServiceEntry] = {}
     for svc in config.services:
         if names is not None and svc.name not in names:
             continue
-        entry = actual.get(svc.key)
-        adests = entry.dests if entry is not None else None
-        dests: dict[DestKey, Destination] = {}
-        for srv in svc.servers:
-            d = _server_dest(svc, srv, health, adests)
-            if d is not None:
-                dests[d.key] = d
+        dests = _service_pass(svc, health, actual)[0]
         if below_quorum.get(svc.name):
-            sorry = _sorry_dest(svc)
-            if sorry is not None and sorry.key not in dests:
-                dests[sorry.key] = sorry
+            _add_sorry(svc, dests)
         out[svc.key] = ServiceEntry(svc.service, dests)
     return out
+
+
+def _add_sorry(svc: Any, dests: dict[DestKey, Destination]) -> None:
+    sorry = _sorry_dest(svc)
+    if sorry is not None and sorry.key not in dests:
+        dests[sorry.key] = sorry
+
+
+def plan_table(
+    config: Any,
+    health: Mapping[ServerId, ServerHealth],
+    actual: Mapping[ServiceKey, ServiceEntry],
+    previous: Mapping[str, bool] | None = None,
+    only: Iterable[str] | None = None,
+) -> tuple[dict[ServiceKey, ServiceEntry], dict[str, bool]]:
+    """``desired_table`` and ``quorum_states`` in one pass over the servers (what the daemon uses).
+
+    ``previous`` is the last quorum states (hysteresis memory); the returned states replace them
+    for the services covered (all, or ``only``).
+    """
+    prev = previous or {}
+    names = set(only) if only is not None else None
+    table: dict[ServiceKey, ServiceEntry] = {}
+    states: dict[str, bool] = {}
+    for svc in config.services:
+        if names is not None and svc.name not in names:
+            continue
+        dests, total, unknown = _service_pass(svc, health, actual)
+        below = _quorum_verdict(svc, total, unknown, prev)
+        if below is not None:
+            states[svc.name] = below
+            if below:
+                _add_sorry(svc, dests)
+        table[svc.key] = ServiceEntry(svc.service, dests)
+    return table, states

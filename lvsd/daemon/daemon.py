@@ -17,12 +17,12 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lvsd.config.model import Config, ServerId, ServiceConfig
-from lvsd.core.desired import desired_table, quorum_states, server_health
+from lvsd.core.desired import plan_table, server_health
 from lvsd.core.diff import diff
 from lvsd.core.health import Health, ServerHealth
 from lvsd.core.runner import BoundedFrequency
@@ -433,8 +433,8 @@ class Daemon:
             valid = {srv.id for s in cfg.services for srv in s.servers}
             self.health = {sid: h for sid, h in snap.items() if sid in valid}
         actual = self.backend.dump()
-        self._update_quorum(actual, None)
-        desired = desired_table(cfg, self.health, actual, self.quorum)
+        desired, states = plan_table(cfg, self.health, actual, self.quorum)
+        self._update_quorum(states, None)
         ops = diff(desired, actual, self.managed)
         t = cfg.ipvs.timeouts
         if t is not None:
@@ -460,13 +460,12 @@ class Daemon:
             except IPVSError as e:
                 if e.errno not in (errno.ESRCH, errno.ENOENT):
                     raise
-        self._update_quorum(actual, names)
-        desired = desired_table(self.config, self.health, actual, self.quorum, only=names)
+        desired, states = plan_table(self.config, self.health, actual, self.quorum, only=names)
+        self._update_quorum(states, names)
         return diff(desired, actual, ())
 
-    def _update_quorum(self, actual: Mapping[ServiceKey, ServiceEntry], names: set[str] | None) -> None:
-        """Recompute quorum states; log transitions and run the quorum hooks."""
-        new = quorum_states(self.config, self.health, actual, self.quorum, only=names)
+    def _update_quorum(self, new: dict[str, bool], names: set[str] | None) -> None:
+        """Take the new quorum states (all services, or ``names``); log transitions, run hooks."""
         for name, below in new.items():
             before = self.quorum.get(name)
             if before is None and not below:
