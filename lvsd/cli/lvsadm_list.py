@@ -333,6 +333,9 @@ def _tun_info(d) -> str:  # type: ignore[no-untyped-def]
     return "n/a"
 
 
+_TAILS: dict[tuple, str] = {}  # the columns after the address, shared by identical servers
+
+
 def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None:  # type: ignore[no-untyped-def]
     """print_service_entry(): the service line and its destinations, appended to ``out``."""
     k = svc.key
@@ -399,6 +402,7 @@ def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None: 
     addrport = namer.addrport
     numeric = namer.numeric
     plain = not fmt & (FMT_STATS | FMT_RATE | FMT_THRESHOLDS | FMT_PERSISTENTCONN | FMT_TUN_INFO)
+    tails = _TAILS
     for d in dests:
         dk = d.key
         if numeric and dk.af == AF_INET:
@@ -426,11 +430,15 @@ def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None: 
         if dk.af != AF_INET6:
             dname = dname[:28]
         if plain:
-            w = d.weight
-            append(
-                f"  -> {dname:<28} {FWD_NAME.get(d.forward, '(null)'):<7} {w if w < 0x80000000 else w - 0x100000000:<6d} "
-                f"{d.active_conns:<10d} {d.inact_conns:<10d}"
-            )
+            tk = (d.forward, d.weight, d.active_conns, d.inact_conns)
+            tail = tails.get(tk)
+            if tail is None:
+                w = d.weight
+                tail = tails[tk] = (
+                    f" {FWD_NAME.get(d.forward, '(null)'):<7} {w if w < 0x80000000 else w - 0x100000000:<6d} "
+                    f"{d.active_conns:<10d} {d.inact_conns:<10d}"
+                )
+            append(f"  -> {dname:<28}{tail}")
         elif fmt & FMT_STATS:
             st = d.stats
             append(
