@@ -317,7 +317,7 @@ def latency_config(n: int, interval: float, port: int, flip_port: int):
     """n servers (10 per service) probed every interval, plus one 'flip' server on flip_port."""
     from lvsd.config.load import parse_config
 
-    parts = [f'[defaults]\nforward = "nat"\ncheck = {{ type = "tcp", interval = {interval}, timeout = 0.5, '
+    parts = [f'[daemon]\non_stop = "remove"\n[defaults]\nforward = "nat"\ncheck = {{ type = "tcp", interval = {interval}, timeout = 0.5, '
              f'rise = 1, fall = 1 }}\n']
     targets = addrs(n)
     for i in range(0, n, 10):
@@ -330,7 +330,22 @@ def latency_config(n: int, interval: float, port: int, flip_port: int):
     return parse_config("\n".join(parts))
 
 
-def latency(n: int, interval: float, port: int, flips: int = 100) -> None:
+def netlink_backend():
+    """The real kernel (in the VM): NetlinkBackend whose apply() records when each op was done."""
+    from lvsd.ipvs.netlink import NetlinkBackend
+
+    class Timed(NetlinkBackend):
+        applied: list[tuple[float, object]] = []
+
+        def apply(self, ops) -> None:
+            super().apply(ops)
+            now = time.monotonic()
+            self.applied.extend((now, op) for op in ops)
+
+    return Timed()
+
+
+def latency(n: int, interval: float, port: int, flips: int = 100, backend_name: str = "table") -> None:
     """Check verdict -> kernel write (Backend.apply) through the real Daemon, while n other
     targets are probed every interval: toggle one server's listener and time each transition."""
     import logging
@@ -342,7 +357,7 @@ def latency(n: int, interval: float, port: int, flips: int = 100) -> None:
     logging.getLogger("lvsd").propagate = False
     flip_port = port + 1
     cfg = latency_config(n, interval, port, flip_port)
-    backend = _TableBackend()
+    backend = _TableBackend() if backend_name == "table" else netlink_backend()
     lat: list[float] = []
     to_change: list[float] = []
 
@@ -443,9 +458,11 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.1)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--port", type=int, default=18080)
+    ap.add_argument("--backend", choices=("table", "netlink"), default="table",
+                    help="latency: dict stand-in (host) or the real kernel (VM; creates and removes services)")
     a = ap.parse_args()
     if a.mode == "latency":
-        latency(a.n, a.interval, a.port)
+        latency(a.n, a.interval, a.port, backend_name=a.backend)
         return
     res = {}
     if a.mode in ("lvsd", "compare"):
