@@ -10,6 +10,7 @@ reused for every probe, so the per-probe path allocates as little as possible.
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import select
 import socket
@@ -18,8 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: done(ok, detail, weight): weight is a dynamic weight (script checks) or None.
-Done = Callable[[bool, str, "int | None"], None]
+#: done(ok, detail, weight): weight is a dynamic weight (script checks) or None. ok is None when
+#: the director itself could not probe (out of descriptors, memory, processes): no verdict.
+Done = Callable[["bool | None", str, "int | None"], None]
+
+#: errnos that mean "this director cannot probe right now", never "the server is down"
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EAGAIN})
 
 CHECK_TYPES = ("tcp", "http", "https", "script", "udp", "dns")
 

@@ -119,16 +119,22 @@ class Probe:
         reason = self.checker.cancel()
         self.done(False, reason, None)
 
-    def done(self, ok: bool, detail: str, weight: int | None) -> None:
-        """The checker's verdict: feed the state machine, schedule the next run."""
+    def done(self, ok: bool | None, detail: str, weight: int | None) -> None:
+        """The checker's verdict: feed the state machine, schedule the next run. ok None: the
+        director could not probe (no descriptors, memory, processes): retry, decide nothing."""
         if not self.inflight:
             return
         self.inflight = False
         self.gen += 1
-        self.results += 1
         sched = self.sched
         spec = self.spec
         now = sched.loop.time()
+        if ok is None:
+            sched.local_failure(self, detail)
+            nxt = now + min(spec.retry, 1.0)
+            sched.push(nxt, self)
+            return
+        self.results += 1
         nxt = self.started + (spec.interval if ok else spec.retry)
         sched.push(nxt if nxt > now else now, self)
         if self.state.record(ok, detail, weight):
@@ -154,6 +160,8 @@ class Scheduler:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = float("inf")
         self.running = True
+        self.local_failures = 0
+        self.local_logged = float("-inf")
 
     def push(self, when: float, probe: Probe) -> None:
         """Queue the probe's next event (start or deadline) at ``when``."""
@@ -188,6 +196,15 @@ class Scheduler:
         if heap and self.running:
             self.timer_when = heap[0][0]
             self.timer = self.loop.call_at(self.timer_when, self._tick)
+
+    def local_failure(self, probe: Probe, detail: str) -> None:
+        """The director could not run a probe: log it (at most every 10 s), decide nothing."""
+        self.local_failures += 1
+        now = self.loop.time()
+        if now - self.local_logged >= 10.0:
+            self.local_logged = now
+            log.error("cannot run checks (%d times so far; %s): %s — raise LimitNOFILE/LimitNPROC? "
+                      "servers keep their state meanwhile", self.local_failures, probe.label, detail)
 
     def stop(self) -> None:
         self.running = False
@@ -236,6 +253,7 @@ class CheckManager:
         loop = asyncio.get_running_loop()
         self.sched = Scheduler(loop, self._on_transition)
         self._apply(config)
+        raise_nofile(len(self.probes) + 1024)
 
     async def reload(self, config: Any) -> None:
         """Switch to a new config; unchanged checks keep their state and timers."""
@@ -243,6 +261,7 @@ class CheckManager:
             await self.start(config)
             return
         self._apply(config)
+        raise_nofile(len(self.probes) + 1024)
 
     async def stop(self) -> None:
         """Stop every probe, release every socket and kill every script still running."""
@@ -365,18 +384,35 @@ class CheckManager:
             log.exception("%s: on_change handler failed", s.label)
 
 
+def raise_nofile(needed: int) -> None:
+    """Every probe may hold a socket at once (a black-holed subnet, timeouts near the interval):
+    lift the soft descriptor limit towards ``needed`` (never above the hard limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    new = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    if new > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-files limit to %d: %s", new, e)
+
+
 def _services(config: Any) -> Iterable[Any]:
     return getattr(config, "services", ()) or ()
 
 
-async def check_once(check: Any, addr: str, port: int) -> tuple[bool, str, int | None]:
+async def check_once(check: Any, addr: str, port: int) -> tuple[bool | None, str, int | None]:
     """Run one probe of ``check`` (a CheckConfig or CheckSpec) against addr:port, honouring its
-    timeout; return (ok, detail, weight). For tests and one-off diagnostics."""
+    timeout; return (ok, detail, weight), ok None if the director itself could not probe. For
+    tests and one-off diagnostics."""
     spec = spec_from_config(check)
     loop = asyncio.get_running_loop()
-    fut: asyncio.Future[tuple[bool, str, int | None]] = loop.create_future()
+    fut: asyncio.Future[tuple[bool | None, str, int | None]] = loop.create_future()
 
-    def done(ok: bool, detail: str, weight: int | None) -> None:
+    def done(ok: bool | None, detail: str, weight: int | None) -> None:
         if not fut.done():
             fut.set_result((ok, detail, weight))
 

@@ -16,7 +16,7 @@ import signal
 import subprocess
 
 from ..core.health import dynamic_weight
-from .base import Checker
+from .base import LOCAL_ERRNOS, Checker
 
 
 class ScriptChecker(Checker):
@@ -55,7 +55,9 @@ class ScriptChecker(Checker):
             raise
         except (OSError, ValueError, KeyError) as e:
             self.task = None
-            self.done(False, f"script {self.name}: cannot run: {getattr(e, 'strerror', None) or e}", None)
+            local = isinstance(e, OSError) and e.errno in LOCAL_ERRNOS  # fork failed: no verdict
+            self.done(None if local else False,
+                      f"script {self.name}: cannot run: {getattr(e, 'strerror', None) or e}", None)
             return
         self.proc = proc
         try:

@@ -14,7 +14,7 @@ import select
 import socket
 import struct
 
-from .base import Checker
+from .base import LOCAL_ERRNOS, Checker
 
 _LINGER0 = struct.pack("ii", 1, 0)
 _SOL_SOCKET = socket.SOL_SOCKET
@@ -62,7 +62,8 @@ class StreamChecker(Checker):
         try:
             s = self._open()
         except OSError as e:
-            self.done(False, f"{self.kind}: socket: {_err(e.errno or 0)}", None)
+            local = e.errno in LOCAL_ERRNOS
+            self.done(None if local else False, f"{self.kind}: socket: {_err(e.errno or 0)}", None)
             return
         err = s.connect_ex((self.addr, self.port))
         if err == _EINPROGRESS:

@@ -10,7 +10,7 @@ import _socket
 import select
 import socket
 
-from .base import Checker
+from .base import LOCAL_ERRNOS, Checker
 from .tcp import _err
 
 _DGRAM = socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
@@ -36,15 +36,17 @@ class DatagramChecker(Checker):
     def start(self) -> None:
         try:
             s = _socket.socket(self.family, _DGRAM)
+        except OSError as e:
+            local = e.errno in LOCAL_ERRNOS
+            self.done(None if local else False, f"{self.kind}: socket: {_err(e.errno or 0)}", None)
+            return
+        try:
             if self.spec.bind:
                 s.bind((self.spec.bind, 0))
             s.connect((self.addr, self.port))
             s.send(self.payload())
         except OSError as e:
-            try:
-                s.close()
-            except (OSError, UnboundLocalError):
-                pass
+            s.close()
             self.done(False, f"{self.kind} send: {_err(e.errno or 0)}", None)
             return
         self.sock = s

@@ -340,3 +340,53 @@ def test_every_probe_keeps_its_cadence() -> None:
     assert len(counts) == 30
     expected = elapsed / 0.05
     assert all(expected * 0.7 <= c <= expected + 2 for c in counts), (expected, counts)
+
+
+def test_out_of_descriptors_is_no_verdict() -> None:
+    """EMFILE on the director is not the server's fault: the probe retries and decides nothing."""
+    import os
+    import resource
+
+    import lvsd.checks.tcp  # noqa: F401  (imported now: importing needs a descriptor too)
+    from lvsd.checks.base import CheckSpec
+    from lvsd.checks.manager import check_once
+
+    ls = listen(free_port())
+    port = ls.getsockname()[1]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def main():
+        from lvsd.checks.base import poller_for
+
+        poller_for(asyncio.get_running_loop())  # the loop's epoll set exists before the limit bites
+        fill = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+        try:
+            while True:
+                fill.append(socket.socket())
+        except OSError:
+            pass
+        try:
+            return await check_once(CheckSpec(type="tcp", timeout=0.5), "127.0.0.1", port)
+        finally:
+            for s in fill:
+                s.close()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    ok, detail, _ = run(main())
+    ls.close()
+    assert ok is None and detail == "tcp: socket: too many open files", (ok, detail)
+
+
+def test_start_lifts_the_descriptor_limit() -> None:
+    import resource
+
+    from lvsd.checks.manager import raise_nofile
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        raise_nofile(5000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(5000, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
