@@ -470,6 +470,13 @@ _LITTLE = struct.pack("=H", 1) == b"\x01\x00"  # the fast path byte-swaps be16 p
 _dest_layout_verified = False
 
 
+#: Raw (address, port, family) of a reply -> its DestKey. Keys are immutable values, so a table
+#: dumped again (the daemon does, every reconcile) reuses them instead of rebuilding 10,000
+#: address strings. Bounded: cleared when it reaches the limit.
+_dest_keys: dict[tuple[bytes, int, int], DestKey] = {}
+_DEST_KEY_CACHE_MAX = 65536
+
+
 def dest_layout_matches(payload: bytes) -> bool:
     """Does this GET_DEST reply have exactly the layout the fast path decodes?"""
     return len(payload) == DEST_REPLY_SIZE and _DEST_HDRS.pack(*_DEST_HDRS.unpack(payload)) == _DEST_HDR_BYTES
@@ -497,6 +504,7 @@ def decode_dests(payloads: list[bytes], service_af: int) -> list[Destination]:
     zero = _ZERO_STATS
     zeros = (0,) * 10
     size = DEST_REPLY_SIZE
+    keys = _dest_keys
     v6 = socket.AF_INET6
     for p in payloads:
         if len(p) != size:
@@ -505,16 +513,22 @@ def decode_dests(payloads: list[bytes], service_af: int) -> list[Destination]:
         v = unpack(p)
         raw, port, fwd, weight, tt, tp, tf, ut, lt, ac, ic, pc, af = v[:13]
         st = v[13:]
-        if af == AF_INET6:
-            text = ntop(v6, raw)
-            if "." in text:
-                text = _addr_text(AF_INET6, raw)
-        else:
-            text = ntop(2, raw[:4])
-        key = new(DestKey)
-        k_af(key, af)
-        k_addr(key, text)
-        k_port(key, ((port & 0xFF) << 8) | (port >> 8))
+        ck = (raw, port, af)
+        key = keys.get(ck)
+        if key is None:
+            if af == AF_INET6:
+                text = ntop(v6, raw)
+                if "." in text:
+                    text = _addr_text(AF_INET6, raw)
+            else:
+                text = ntop(2, raw[:4])
+            key = new(DestKey)
+            k_af(key, af)
+            k_addr(key, text)
+            k_port(key, ((port & 0xFF) << 8) | (port >> 8))
+            if len(keys) >= _DEST_KEY_CACHE_MAX:
+                keys.clear()
+            keys[ck] = key
         d = new(Destination)
         s_key(d, key)
         s_fwd(d, fwd & IP_VS_CONN_F_FWD_MASK)
