@@ -309,7 +309,9 @@ class Destination:
         _check_range("dest.port", self.key.port, 0, 65535)
         _check_range("forward", self.forward, 0, 4)
         _check_range("weight", self.weight, 0, 0x7FFFFFFF)
-        _check_range("u_threshold", self.u_threshold, 0, 0xFFFFFFFF)
+        # u32 on the wire, but the kernel refuses an upper threshold above INT_MAX (EINVAL), and
+        # ipvsadm refuses it too; a lower one above the upper is the kernel's ERANGE.
+        _check_range("u_threshold", self.u_threshold, 0, 0x7FFFFFFF)
         _check_range("l_threshold", self.l_threshold, 0, 0xFFFFFFFF)
         _check_range("tun_type", self.tun_type, 0, 2)
         _check_range("tun_port", self.tun_port, 0, 65535)

@@ -264,7 +264,8 @@ def test_destination_defaults():
         ("weight", -1, False),
         ("weight", 2**31, False),
         ("weight", True, False),
-        ("u_threshold", 0xFFFFFFFF, True),
+        ("u_threshold", 0x7FFFFFFF, True),
+        ("u_threshold", 0x80000000, False),
         ("u_threshold", -1, False),
         ("u_threshold", 2**32, False),
         ("l_threshold", 0xFFFFFFFF, True),
@@ -431,7 +432,7 @@ u32 = st.integers(0, 0xFFFFFFFF)
 @given(
     port=u16,
     weight=st.integers(0, 0x7FFFFFFF),
-    u=u32,
+    u=st.integers(0, 0x7FFFFFFF),
     lo=u32,
     fwd=st.sampled_from([0, 2, 3]),
     tt=st.sampled_from(list(TunType)),
