@@ -403,6 +403,7 @@ def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None: 
     numeric = namer.numeric
     plain = not fmt & (FMT_STATS | FMT_RATE | FMT_THRESHOLDS | FMT_PERSISTENTCONN | FMT_TUN_INFO)
     tails = _TAILS
+    stat_tails: dict[int, str] = {}
     for d in dests:
         dk = d.key
         if numeric and dk.af == AF_INET:
@@ -441,14 +442,16 @@ def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None: 
             append(f"  -> {dname:<28}{tail}")
         elif fmt & FMT_STATS:
             st = d.stats
-            append(
-                f"  -> {dname:<28}"
-                + largenum(st.conns, fmt)
-                + largenum(st.inpkts, fmt)
-                + largenum(st.outpkts, fmt)
-                + largenum(st.inbytes, fmt)
-                + largenum(st.outbytes, fmt)
-            )
+            tail = stat_tails.get(id(st))  # the table holds every Stats alive during the listing
+            if tail is None:
+                tail = stat_tails[id(st)] = (
+                    largenum(st.conns, fmt)
+                    + largenum(st.inpkts, fmt)
+                    + largenum(st.outpkts, fmt)
+                    + largenum(st.inbytes, fmt)
+                    + largenum(st.outbytes, fmt)
+                )
+            append(f"  -> {dname:<28}{tail}")
         elif fmt & FMT_RATE:
             st = d.stats
             append(
