@@ -174,6 +174,8 @@ def _run(args: list[str], prog: str, out: list[str], err: list[str]) -> int:
         )
         return 2
     try:
+        if not args and extras.get("json"):
+            args = ["-L"]  # `lvsadm --json`: the table as JSON, like a bare `lvsadm` lists it
         if not args:
             from .lvsadm_list import list_all
 
