@@ -176,3 +176,27 @@ def test_timeouts_unchanged_when_already_set(tmp_path: Path, capsys) -> None:
         b.apply([Op.set_timeouts(Timeouts(tcp=600))])
     assert main(["--plan", str(cfg), "--backend", "memory", "--state", str(state)]) == 0
     assert "set-timeouts" not in capsys.readouterr().out
+
+
+def test_log_lines_for_the_journal_and_for_a_terminal(tmp_path: Path) -> None:
+    """Under systemd (JOURNAL_STREAM names our stderr) each line carries its <priority>; elsewhere
+    a UTC timestamp and level. Always one line per event, even for a multi-line message."""
+    code = (
+        "import logging, os, sys\n"
+        "st = os.fstat(2)\n"
+        "if sys.argv[1] == 'journal': os.environ['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'\n"
+        "from lvsd.daemon.log import setup_logging\n"
+        "log = setup_logging('info')\n"
+        "log.info('hello'); log.warning('two\\nlines'); log.debug('hidden')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env.pop("JOURNAL_STREAM", None)
+    out = {}
+    for mode in ("journal", "terminal"):
+        err = tmp_path / f"{mode}.err"
+        with open(err, "w") as f:
+            subprocess.run([sys.executable, "-c", code, mode], stderr=f, env=env, check=True, timeout=60)
+        out[mode] = err.read_text().splitlines()
+    assert out["journal"] == ["<6>hello", "<4>two lines"]
+    assert len(out["terminal"]) == 2
+    assert out["terminal"][0].endswith("Z info hello") and out["terminal"][1].endswith("Z warning two lines")
