@@ -233,7 +233,7 @@ class Poller:
         self._loop = weakref.ref(loop)  # weak: poller_for's WeakKeyDictionary must not keep loops alive
         self.ep = select.epoll()
         self.handlers: dict[int, Callable[[], None]] = {}
-        loop.add_reader(self.ep.fileno(), self._dispatch)
+        loop.add_reader(self.ep.fileno(), self.dispatch)
 
     def set(self, fd: int, events: int, cb: Callable[[], None]) -> None:
         """Watch fd for events (select.EPOLLIN/EPOLLOUT), calling cb when ready."""
@@ -256,7 +256,8 @@ class Poller:
         it from the epoll set by itself, which saves an epoll_ctl per probe."""
         self.handlers.pop(fd, None)
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
+        """Run the callbacks of every ready socket now (also called by the event loop)."""
         handlers = self.handlers
         for fd, _ev in self.ep.poll(0, 1024):
             cb = handlers.get(fd)
