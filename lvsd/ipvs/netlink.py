@@ -598,7 +598,7 @@ def _dest_blob(d: Destination, service_af: int | None) -> bytes | None:
     if not (
         type(p) in ints and type(f) in ints and type(w) in ints and type(u) in ints and type(lo) in ints
         and type(tt) in ints and type(tp) in ints and type(tf) in ints
-        and 0 <= p <= 65535 and 0 <= f <= 4 and 0 <= w <= 0x7FFFFFFF and 0 <= u <= _M32 and 0 <= lo <= _M32
+        and 0 <= p <= 65535 and 0 <= f <= 4 and 0 <= w <= 0x7FFFFFFF and 0 <= u <= 0x7FFFFFFF and 0 <= lo <= _M32
         and 0 <= tt <= 2 and 0 <= tp <= 65535 and 0 <= tf <= 0xFFFF
         and (service_af is None or service_af == af or f == 2)
     ):  # fmt: skip
