@@ -2,7 +2,8 @@
 
 Design (measured in docs/performance.md, "checks"):
 * One heap of (when, seq, generation, probe) drives every probe with a single loop timer, re-armed
-  only when an earlier entry arrives; due entries within 1 ms are run in one batch. A probe has one
+  only when an earlier entry arrives; entries due within the slack (1/50 of the shortest interval,
+  1-10 ms) run in one batch of at most 256. A probe has one
   live entry: its next start while idle, its deadline while in flight (a stale entry is skipped by
   its generation). No task, no coroutine and no TimerHandle per probe.
 * Identical checks (same CheckConfig, same effective target) are one Probe feeding every server
