@@ -186,17 +186,24 @@ class Scheduler:
         now = self.loop.time()
         limit = now + self.slack
         budget = BATCH
+        deferred = []
         while heap and heap[0][0] <= limit:
-            _, _, gen, probe = pop(heap)
+            entry = pop(heap)
+            when, _, gen, probe = entry
             if gen != probe.gen:
                 continue  # stale: the probe finished early, was stopped or relaunched
             if probe.inflight:
+                if when > now:
+                    deferred.append(entry)  # starts may run a slack early, deadlines never do
+                    continue
                 probe.timeout()
             else:
                 probe.launch(now)
             budget -= 1
             if not budget:
                 break  # let I/O callbacks and the reconcile run between batches
+        for entry in deferred:
+            heapq.heappush(heap, entry)
         if budget != BATCH:
             # probes already answered (loopback, a LAN while the batch ran) finish in this turn
             # instead of costing another event-loop wake-up

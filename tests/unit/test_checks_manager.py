@@ -390,3 +390,38 @@ def test_start_lifts_the_descriptor_limit() -> None:
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == min(5000, hard)
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_deadlines_never_fire_early() -> None:
+    """A timeout shorter than the batch slack still gives the probe its whole timeout (a deadline
+    popped with the batch that launched it would fail every probe at once)."""
+    from lvsd.checks import manager as mgr
+    from lvsd.checks.base import CheckSpec
+    from lvsd.ipvs.model import DestKey
+
+    ls = listen(free_port())
+    spec = CheckSpec(type="tcp", interval=1.0, timeout=0.005, rise=1, fall=1)  # slack: 10 ms
+
+    class Srv:
+        key = DestKey.of("127.0.0.1", ls.getsockname()[1])
+        checks = (spec,)
+
+    class Svc:
+        name = "web"
+        servers = (Srv(),)
+
+    class Cfg:
+        services = (Svc(),)
+
+    async def main():
+        rec = Recorder()
+        m = mgr.CheckManager(rec)
+        await m.start(Cfg())
+        assert m.sched.slack == mgr.SLACK_MAX
+        await rec.wait(lambda ev: len(ev) >= 1, timeout=5)
+        await m.stop()
+        return rec.events[0][2], rec.events[0][4]
+
+    state, reason = run(main())
+    ls.close()
+    assert state is Health.UP, reason
