@@ -40,6 +40,7 @@ from lvsd.ipvs.model import (
     SyncDaemon,
     Timeouts,
     TunType,
+    ValueInvalid,
     netmask_to_int,
 )
 
@@ -212,9 +213,13 @@ def test_batch_goes_on_after_failures_and_names_each(be):
         Op.add_service(Service(B, "wrr")),  # 9 ok
         Op.edit_dest(A, Destination(DestKey.of("10.2.1.1", 80), Forward.MASQ, 9)),  # 10 ok
         Op.del_service(missing),  # 11 ESRCH
-        Op.add_dest(A, Destination(DestKey.of("10.2.1.5", 80), u_threshold=0x80000000)),  # 12 EINVAL (> INT_MAX)
-        Op.add_dest(A, Destination(DestKey.of("10.2.1.6", 80), u_threshold=0, l_threshold=5)),  # 13 ERANGE (l > u)
+        Op.add_dest(A, Destination(DestKey.of("10.2.1.6", 80), u_threshold=0, l_threshold=5)),  # 12 ERANGE (l > u)
     ]
+    # a value the kernel would refuse (u_threshold > INT_MAX: EINVAL on 6.1) stops the whole batch
+    # before anything is sent
+    with pytest.raises(ValueInvalid, match="u_threshold"):
+        be.apply(ops + [Op.add_dest(A, Destination(DestKey.of("10.2.1.5", 80), u_threshold=0x80000000))])
+    assert be.dump() == {}
     with pytest.raises(BatchError) as ei:
         be.apply(ops)
     e = ei.value
@@ -223,7 +228,7 @@ def test_batch_goes_on_after_failures_and_names_each(be):
 
     got = {index(op): err.errno for op, err in e.failed}
     assert got == {1: errno.EEXIST, 3: errno.ESRCH, 4: errno.ENOENT, 5: errno.ENOENT, 6: errno.EEXIST,
-                   7: errno.ENOENT, 8: errno.EINVAL, 11: errno.ESRCH, 12: errno.EINVAL, 13: errno.ERANGE}  # fmt: skip
+                   7: errno.ENOENT, 8: errno.EINVAL, 11: errno.ESRCH, 12: errno.ERANGE}  # fmt: skip
     assert [index(op) for op in e.applied] == [0, 2, 9, 10]
     for op, err in e.failed:
         assert err.op is op and isinstance(err, IPVSError)
