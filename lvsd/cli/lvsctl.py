@@ -2,7 +2,7 @@
 
     lvsctl [-s SOCKET] [--json] status | services | reload | role master|backup|fault | metrics
 
-Stdlib only (http.client over AF_UNIX) so it starts fast and works on a minimal director.
+Stdlib only (a few lines of HTTP/1.0 over AF_UNIX, not even http.client) so it starts fast and works on a minimal director.
 Exit status: 0 ok, 1 the daemon refused (invalid config on reload, role not settable),
 2 usage, 3 the daemon is not reachable.
 """
@@ -10,7 +10,6 @@ Exit status: 0 ok, 1 the daemon refused (invalid config on reload, role not sett
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import socket
 import sys
@@ -19,40 +18,66 @@ from typing import Any
 DEFAULT_SOCKET = "/run/lvsd/lvsd.sock"
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 class Unreachable(Exception):
-    """The daemon's socket cannot be reached."""
+    """The daemon's socket cannot be reached (or does not answer HTTP)."""
 
 
 def request(path: str, method: str, url: str, body: Any = None, timeout: float = 130.0) -> tuple[int, bytes]:
-    """One HTTP request over the unix socket; (status, body)."""
-    conn = _UnixConnection(path, timeout)
+    """One HTTP/1.0 request over the unix socket; (status, body).
+
+    Written on a bare socket rather than http.client: that module pulls in the email package,
+    which was most of lvsctl's start-up time, and lvsctl runs from notify scripts."""
+    data = b"" if body is None else json.dumps(body).encode()
+    head = f"{method} {url} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n"
+    if body is not None:
+        head += "Content-Type: application/json\r\n"
+    head += f"Content-Length: {len(data)}\r\n\r\n"
+    chunks: list[bytes] = []
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn.request(method, url, body=data, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    except (OSError, http.client.HTTPException) as e:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(head.encode() + data)
+        while True:
+            b = sock.recv(65536)
+            if not b:
+                break
+            chunks.append(b)
+    except OSError as e:
         why = getattr(e, "strerror", None) or str(e) or type(e).__name__
         raise Unreachable(f"{path}: {why}") from None
     finally:
-        conn.close()
+        sock.close()
+    return _parse_response(path, b"".join(chunks))
+
+
+def _parse_response(path: str, raw: bytes) -> tuple[int, bytes]:
+    """(status, body) of a complete HTTP/1.x response (Content-Length, chunked or until close)."""
+    header, sep, rest = raw.partition(b"\r\n\r\n")
+    lines = header.split(b"\r\n")
+    parts = lines[0].split(None, 2)
+    if not sep or len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise Unreachable(f"{path}: no HTTP answer (is it lvsd's control socket?)")
+    fields = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        fields[k.strip().lower()] = v.strip()
+    if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+        out = bytearray()
+        while True:
+            size_line, _, rest = rest.partition(b"\r\n")
+            try:
+                size = int(size_line.split(b";")[0], 16)
+            except ValueError:
+                raise Unreachable(f"{path}: malformed chunked answer") from None
+            if size == 0:
+                break
+            out += rest[:size]
+            rest = rest[size + 2 :]
+        rest = bytes(out)
+    elif b"content-length" in fields and fields[b"content-length"].isdigit():
+        rest = rest[: int(fields[b"content-length"])]
+    return int(parts[1]), rest
 
 
 def _print_status(s: dict[str, Any]) -> None:
