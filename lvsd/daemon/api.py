@@ -42,6 +42,14 @@ class ControlAPI:
         self._runner: web.AppRunner | None = None
         self._metrics_runner: web.AppRunner | None = None
         self._path: str | None = None
+        self._sock: socket.socket | None = None
+
+    def claim(self, cfg: Config) -> None:
+        """Bind the API socket now, before the daemon touches the kernel: a second lvsd started
+        by mistake then stops here, instead of first rewriting the running one's table and role."""
+        if cfg.api.socket and self._sock is None:
+            self._sock = _bind_unix(cfg.api.socket, cfg.api.mode)
+            self._path = cfg.api.socket
 
     def _app(self) -> web.Application:
         app = web.Application()
@@ -58,8 +66,9 @@ class ControlAPI:
         await self._runner.setup()
         path = cfg.api.socket
         if path:
-            sock = _bind_unix(path, cfg.api.mode)
-            self._path = path
+            self.claim(cfg)
+            sock, self._sock = self._sock, None
+            assert sock is not None
             await web.SockSite(self._runner, sock).start()
             log.info("control API on %s", path)
         listen = _metrics_listen(cfg)
@@ -81,6 +90,9 @@ class ControlAPI:
             if runner is not None:
                 await runner.cleanup()
         self._runner = self._metrics_runner = None
+        if self._sock is not None:  # claimed, never served (start-up failed in between)
+            self._sock.close()
+            self._sock = None
         if self._path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._path)

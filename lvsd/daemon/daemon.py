@@ -224,6 +224,11 @@ class Daemon:
             cfg.daemon.on_start,
             cfg.daemon.on_stop,
         )
+        if self._want_api:
+            from lvsd.daemon.api import ControlAPI
+
+            self.api = ControlAPI(self)
+            self.api.claim(cfg)  # a live socket = another lvsd: stop before touching the kernel
         if cfg.daemon.on_start == "flush":
             actual = self.backend.dump()
             ops = [Op.del_service(k) for k in actual if k in self.managed]
@@ -275,9 +280,10 @@ class Daemon:
             raise StartError(f"HA: {e}") from None
 
     async def _start_api(self, cfg: Config) -> None:
-        from lvsd.daemon.api import ControlAPI
+        if self.api is None:
+            from lvsd.daemon.api import ControlAPI
 
-        self.api = ControlAPI(self)
+            self.api = ControlAPI(self)
         await self.api.start(cfg)
 
     async def stop(self, failed: bool = False) -> None:
