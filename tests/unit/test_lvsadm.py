@@ -1,6 +1,6 @@
 """lvsadm on the host, against the memory backend: every listing format, -S/-Sn and the
 error messages and exit codes compared byte for byte with the verbatim ipvsadm 1.31 outputs in
-/work/shared/vm/reference-ipvsadm-output.txt (zero counters); popt/ipvsadm parsing corner cases;
+tests/data/ipvsadm-1.31-reference.txt (zero counters); popt/ipvsadm parsing corner cases;
 -S/-R round trip; -R's parse-first and --atomic; --json; ipvsadm's wrapping sort order.
 """
 
@@ -21,7 +21,8 @@ from lvsd.cli import lvsadm
 from lvsd.cli import lvsadm_list as L
 from lvsd.cli import lvsadm_parse as P
 
-REFERENCE = Path(os.environ.get("LVSADM_REFERENCE", "/work/shared/vm/reference-ipvsadm-output.txt"))
+# verbatim ipvsadm 1.31 session on Linux 6.1 (listings, -S, errors, exit codes), kept with the tests
+REFERENCE = Path(os.environ.get("LVSADM_REFERENCE", Path(__file__).parent.parent / "data" / "ipvsadm-1.31-reference.txt"))
 
 
 class Run:
