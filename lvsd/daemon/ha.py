@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -324,6 +325,7 @@ class HAManager:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
+                start_new_session=True,  # its own process group, killed whole at the timeout
             )
         except OSError as e:
             self.hook_results[name] = f"cannot run {argv[0]}: {e.strerror}"
@@ -332,7 +334,8 @@ class HAManager:
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), timeout)
         except asyncio.TimeoutError:
-            proc.kill()
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # and the children holding its output pipe
             await proc.wait()
             self.hook_results[name] = f"killed after {timeout:g} s"
             log.error("ha: %s (%s) %s", name, argv[0], self.hook_results[name])
