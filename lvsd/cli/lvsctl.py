@@ -114,7 +114,10 @@ def _print_services(data: dict[str, Any]) -> None:
             print(f"  {srv['server']:<28} {srv['health']:<8} weight {srv['weight']:>5} kernel {kernel:>5}"
                   f"  conns {srv.get('active_conns', 0)}/{srv.get('inact_conns', 0)}{reason}")
         for other in svc.get("other_kernel_servers", []):
-            print(f"  {other['server']:<28} {'extra':<8} (in the kernel only, weight {other['kernel_weight']})")
+            if other.get("sorry"):
+                print(f"  {other['server']:<28} {'sorry':<8} (sorry server, weight {other['kernel_weight']})")
+            else:
+                print(f"  {other['server']:<28} {'extra':<8} (in the kernel only, weight {other['kernel_weight']})")
     if "kernel_error" in data:
         print(f"kernel: {data['kernel_error']}", file=sys.stderr)
 

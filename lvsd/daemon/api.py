@@ -146,6 +146,7 @@ class ControlAPI:
         except Exception as e:
             return web.json_response({"services": out, "kernel_error": str(e)})
         keys = {s.name: s.key for s in d.config.services}
+        sorry = {s.name: str(s.sorry_server.key) for s in d.config.services if s.sorry_server is not None}
         for svc in out:
             entry = table.get(keys[svc["name"]])
             svc["in_kernel"] = entry is not None
@@ -156,7 +157,8 @@ class ControlAPI:
                 srv["active_conns"] = kd.active_conns if kd else 0
                 srv["inact_conns"] = kd.inact_conns if kd else 0
             svc["other_kernel_servers"] = [
-                {"server": k, "kernel_weight": v.weight} for k, v in kdests.items()
+                {"server": k, "kernel_weight": v.weight, "sorry": k == sorry.get(svc["name"])}
+                for k, v in kdests.items()
             ]
         return web.json_response({"services": out})
 
