@@ -757,6 +757,8 @@ def _parse_check_table(ctx: _Ctx, c: object, path: str) -> CheckConfig | None:
         hp = _p(_p(path, "headers"), hk)
         if not _HEADER_RE.fullmatch(hk):
             ctx.err(hp, "not a valid header name")
+        elif hk.lower() == "host":  # the probe always sends one Host; a second makes servers answer 400
+            ctx.err(hp, 'set the Host header with the check\'s "host" key')
         elif not isinstance(hv, str) or any(ch in hv for ch in "\r\n\0"):
             ctx.err(hp, "must be a string without line breaks")
         else:
