@@ -259,7 +259,7 @@ class Poller:
     def dispatch(self) -> None:
         """Run the callbacks of every ready socket now (also called by the event loop)."""
         handlers = self.handlers
-        for fd, _ev in self.ep.poll(0, 1024):
+        for fd, _ev in self.ep.poll(0, 128):
             cb = handlers.get(fd)
             if cb is not None:
                 cb()

@@ -3,7 +3,7 @@
 Design (measured in docs/performance.md, "checks"):
 * One heap of (when, seq, generation, probe) drives every probe with a single loop timer, re-armed
   only when an earlier entry arrives; entries due within the slack (1/50 of the shortest interval,
-  1-10 ms) run in one batch of at most 256. A probe has one
+  1-10 ms) run in one batch of at most 32. A probe has one
   live entry: its next start while idle, its deadline while in flight (a stale entry is skipped by
   its generation). No task, no coroutine and no TimerHandle per probe.
 * Identical checks (same CheckConfig, same effective target) are one Probe feeding every server
@@ -36,7 +36,7 @@ SLACK_MIN, SLACK_MAX = 0.001, 0.01
 SLACK = SLACK_MIN
 #: At most this many entries per batch: a backlog (overload, a stalled loop) is worked off in
 #: slices so I/O callbacks and the daemon's reconcile interleave with it.
-BATCH = 256
+BATCH = 32
 
 
 def make_checker(spec: CheckSpec, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Any) -> Checker:
