@@ -43,13 +43,29 @@ class ControlAPI:
         self._metrics_runner: web.AppRunner | None = None
         self._path: str | None = None
         self._sock: socket.socket | None = None
+        self._metrics_sock: socket.socket | None = None
 
     def claim(self, cfg: Config) -> None:
-        """Bind the API socket now, before the daemon touches the kernel: a second lvsd started
-        by mistake then stops here, instead of first rewriting the running one's table and role."""
+        """Bind the API socket and the [metrics] port now, before the daemon touches the kernel: a
+        second lvsd started by mistake (or a port in use) then stops here, instead of first
+        rewriting the running one's table and taking a role."""
         if cfg.api.socket and self._sock is None:
             self._sock = _bind_unix(cfg.api.socket, cfg.api.mode)
             self._path = cfg.api.socket
+        listen = _metrics_listen(cfg)
+        if listen is not None and self._metrics_sock is None:
+            host, port = listen
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restarts skip TIME_WAIT
+                sock.bind((host, port))
+                sock.listen(128)
+            except OSError as e:
+                sock.close()
+                raise APIError(f"[metrics] listen {host}:{port}: {e.strerror or e}") from None
+            sock.setblocking(False)
+            self._metrics_sock = sock
 
     def _app(self) -> web.Application:
         app = web.Application()
@@ -65,8 +81,8 @@ class ControlAPI:
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         path = cfg.api.socket
+        self.claim(cfg)
         if path:
-            self.claim(cfg)
             sock, self._sock = self._sock, None
             assert sock is not None
             await web.SockSite(self._runner, sock).start()
@@ -79,10 +95,9 @@ class ControlAPI:
             self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._metrics_runner.setup()
             host, port = listen
-            try:
-                await web.TCPSite(self._metrics_runner, host, port, reuse_address=True).start()
-            except OSError as e:
-                raise APIError(f"[metrics] listen {host}:{port}: {e.strerror or e}") from None
+            msock, self._metrics_sock = self._metrics_sock, None
+            assert msock is not None
+            await web.SockSite(self._metrics_runner, msock).start()
             log.info("metrics on http://%s:%d/metrics", host, port)
 
     async def stop(self) -> None:
@@ -90,9 +105,10 @@ class ControlAPI:
             if runner is not None:
                 await runner.cleanup()
         self._runner = self._metrics_runner = None
-        if self._sock is not None:  # claimed, never served (start-up failed in between)
-            self._sock.close()
-            self._sock = None
+        for s in (self._sock, self._metrics_sock):  # claimed, never served (start-up failed)
+            if s is not None:
+                s.close()
+        self._sock = self._metrics_sock = None
         if self._path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self._path)

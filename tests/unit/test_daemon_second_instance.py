@@ -73,3 +73,51 @@ def test_the_claimed_socket_is_served_and_removed_on_stop(tmp_path: Path) -> Non
 
     asyncio.run(main())
     assert b.writes == 2 and not sock.exists()
+
+
+def test_a_metrics_port_in_use_stops_start_up_before_any_kernel_write(tmp_path: Path) -> None:
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    sock = tmp_path / "lvsd.sock"
+    cfg = tmp_path / "lvsd.toml"
+    cfg.write_text(CONFIG.format(sock=sock) + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    b = RecordingBackend()
+    d = Daemon(load_config(str(cfg)), b, config_path=str(cfg), install_signals=False)
+    try:
+        with pytest.raises(APIError, match=f"listen 127.0.0.1:{port}: Address already in use$"):
+            asyncio.run(asyncio.wait_for(d.run(), 30))
+        assert b.writes == 0 and d.ha is None
+        assert not sock.exists()  # the claimed control socket is released again
+    finally:
+        taken.close()
+
+
+def test_metrics_are_served_on_the_claimed_port(tmp_path: Path) -> None:
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    sock = tmp_path / "lvsd.sock"
+    cfg = tmp_path / "lvsd.toml"
+    cfg.write_text(CONFIG.format(sock=sock) + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    d = Daemon(load_config(str(cfg)), RecordingBackend(), config_path=str(cfg), install_signals=False)
+
+    async def main() -> bytes:
+        task = asyncio.create_task(d.run())
+        await asyncio.wait_for(d.running.wait(), 30)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /metrics HTTP/1.0\r\n\r\n")
+        answer = await asyncio.wait_for(r.read(), 30)
+        w.close()
+        d.request_stop()
+        await asyncio.wait_for(task, 30)
+        return answer
+
+    answer = asyncio.run(main())
+    assert answer.startswith(b"HTTP/1.0 200") and b"lvsd_kernel_up 1" in answer
