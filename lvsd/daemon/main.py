@@ -157,7 +157,10 @@ def run(path: str, backend_name: str, state: str | None, log_level: str | None) 
 
 def main(argv: list[str] | None = None) -> int:
     """Console script ``lvsd``."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.state and args.backend != "memory":  # else a trial run would rewrite the real kernel table
+        parser.error("--state is the memory backend's file: add --backend memory")
     if args.check_config is not None:
         return check_config(args.check_config or args.config or DEFAULT_CONFIG)
     if args.plan is not None:

@@ -1,0 +1,31 @@
+"""lvsd's command line: --state without --backend memory is a mistake, not a kernel run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lvsd.daemon.main import main
+
+
+def test_state_without_the_memory_backend_is_refused(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "lvsd.toml"
+    cfg.write_text('[[service]]\nvip = "192.0.2.1:80"\n')
+    for argv in (["--plan", str(cfg)], ["-f", str(cfg)], ["-f", str(cfg), "--backend", "netlink"]):
+        with pytest.raises(SystemExit) as e:
+            main([*argv, "--state", str(tmp_path / "x.json")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.splitlines()[-1] == "lvsd: error: --state is the memory backend's file: add --backend memory"
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_state_with_the_memory_backend_plans(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "lvsd.toml"
+    cfg.write_text('[[service]]\nvip = "192.0.2.1:80"\n  [[service.server]]\n  address = "10.0.0.1"\n')
+    assert main(["--plan", str(cfg), "--backend", "memory", "--state", str(tmp_path / "x.json")]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "add-service tcp 192.0.2.1:80 scheduler wlc",
+        "add-server tcp 192.0.2.1:80 -> 10.0.0.1:80 weight 1 dr",
+    ]
