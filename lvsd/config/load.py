@@ -177,9 +177,8 @@ CHECK_KEYS = {
 CHECK_KEYS["https"] = CHECK_KEYS["http"] + ("verify", "ca", "sni", "cert", "key")
 ALL_CHECK_KEYS = tuple(sorted({k for v in CHECK_KEYS.values() for k in v}))
 _CHECK_KEYSETS = {t: frozenset(ks) for t, ks in CHECK_KEYS.items()}
-HA_KEYS = (
-    "mode",
-    "role",
+#: [ha] keys that only mode = "vrrp" takes
+VRRP_KEYS = (
     "interface",
     "vrid",
     "priority",
@@ -188,10 +187,8 @@ HA_KEYS = (
     "preempt",
     "preempt_delay",
     "version",
-    "notify_master",
-    "notify_backup",
-    "notify_fault",
 )
+HA_KEYS = ("mode", "role") + VRRP_KEYS + ("notify_master", "notify_backup", "notify_fault")
 SYNC_KEYS = (
     "interface",
     "syncid",
@@ -1406,18 +1403,8 @@ def _ha(ctx: _Ctx, t: dict) -> HAConfig:
             choices = ("master", "backup") if mode == "static" else ("master", "backup", "fault")
             role = ctx.choice(t, "role", p, choices, role_default)
     version = ctx.int(t, "version", p, 2, 3, 3)
-    vrrp_keys = (
-        "interface",
-        "vrid",
-        "priority",
-        "advert_interval",
-        "vips",
-        "preempt",
-        "preempt_delay",
-        "version",
-    )
     if mode != "vrrp":
-        for k in vrrp_keys:
+        for k in VRRP_KEYS:
             if k in t:
                 ctx.err(_p(p, k), f'only with mode = "vrrp" (mode is "{mode}")')
     interface = ctx.str(t, "interface", p, "")
