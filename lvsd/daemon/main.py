@@ -7,7 +7,6 @@ line per problem on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -127,6 +126,8 @@ def plan(path: str, backend_name: str, state: str | None) -> int:
 
 def run(path: str, backend_name: str, state: str | None, log_level: str | None) -> int:
     """Run the daemon until SIGTERM/SIGINT."""
+    import asyncio  # here, not at the top: --check-config (ExecStartPre) and --plan do not need it
+
     from lvsd.daemon.api import APIError
     from lvsd.daemon.daemon import Daemon, StartError
     from lvsd.daemon.log import setup_logging

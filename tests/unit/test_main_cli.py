@@ -29,3 +29,18 @@ def test_state_with_the_memory_backend_plans(tmp_path: Path, capsys) -> None:
         "add-service tcp 192.0.2.1:80 scheduler wlc",
         "add-server tcp 192.0.2.1:80 -> 10.0.0.1:80 weight 1 dr",
     ]
+
+
+def test_check_config_does_not_import_asyncio_or_aiohttp(tmp_path: Path) -> None:
+    """--check-config runs as ExecStartPre on every start: it loads the config and nothing else."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "lvsd.toml"
+    cfg.write_text('[[service]]\nvip = "192.0.2.1:80"\n')
+    code = (
+        "import sys\nfrom lvsd.daemon.main import main\nrc = main(['--check-config', sys.argv[1]])\n"
+        "print([m for m in ('asyncio', 'aiohttp') if m in sys.modules], rc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[] 0"
