@@ -154,7 +154,24 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def _run(args: list[str], prog: str, out: list[str], err: list[str]) -> int:
     from .lvsadm_parse import Fail, Usage, parse_options
 
+    global _stdin_text
+    _stdin_text = None
     args, extras = _split_extras(args)
+    if args and not extras and (os.environ.get("LVSADM_BACKEND") or "netlink") == "netlink":
+        # lean paths straight to the kernel for what scripts run most on big tables; anything
+        # they do not handle goes on below, with the same result
+        if args == ["-R"] or args == ["--restore"]:
+            from .lvsadm_restore import lean_restore
+
+            _stdin_text = _read_stdin()
+            code = lean_restore(_stdin_text, out, err)
+            if code is not None:
+                return code
+        else:
+            lines = _fast_listing(args, prog)
+            if lines is not None:
+                out.extend(lines)
+                return 0
     try:
         backend = open_backend_for(extras)
     except _Usage2:
@@ -210,6 +227,47 @@ def _run(args: list[str], prog: str, out: list[str], err: list[str]) -> int:
             backend.close()
         except Exception as e:  # a state file that cannot be written back, say
             err.append(f"lvsadm: {e}")
+
+
+#: stdin as read by the lean -R path when it handed over to the general one
+_stdin_text: str | None = None
+
+
+def _read_stdin() -> str:
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _fast_listing(args: list[str], prog: str) -> list[str] | None:
+    """`-Ln` and friends from the kernel without the backend (lvsadm_fastlist): the listing's
+    lines, or None to take the general path (other commands, formats, or any trouble, which the
+    general path then reports exactly as ipvsadm does)."""
+    from .lvsadm_parse import (
+        CMD_LIST,
+        OPTC_CONNECTION,
+        OPTC_DAEMON,
+        OPTC_SERVICE,
+        OPTC_TIMEOUT,
+        Fail,
+        Usage,
+        parse_options,
+    )
+
+    posix = bool(os.environ.get("POSIXLY_CORRECT") or os.environ.get("POSIX_ME_HARDER"))
+    try:
+        ce = parse_options(args, prog, posix)
+    except (Fail, Usage):
+        return None
+    if ce.cmd != CMD_LIST or any(ce.has(o) for o in (OPTC_CONNECTION, OPTC_SERVICE, OPTC_TIMEOUT, OPTC_DAEMON)):
+        return None
+    from . import lvsadm_fastlist as F
+
+    if not F.supports(ce.fmt):
+        return None
+    try:
+        return F.list_table(ce.fmt)
+    except (F.Unsupported, OSError):
+        return None
 
 
 def _ipvs_error():  # type: ignore[no-untyped-def]
@@ -319,8 +377,9 @@ def execute(backend, ce, prog: str, out: list[str], err: list[str], reading_stdi
             raise P.tryhelp(prog)
         from .lvsadm_restore import restore
 
-        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-        return restore(backend, data.decode("utf-8", "surrogateescape"), prog, ce.atomic, out, err)
+        global _stdin_text
+        text, _stdin_text = (_stdin_text if _stdin_text is not None else _read_stdin()), None
+        return restore(backend, text, prog, ce.atomic, out, err)
     op = make_op(ce)
     try:
         backend.apply([op])

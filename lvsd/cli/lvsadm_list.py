@@ -102,9 +102,14 @@ def sort_services(services: list) -> list:
     for s in services:
         k = s.key
         keys.append((k.fwmark, k.af, k.protocol) + _words(k.af, k.addr) + (k.port,))
+    return [services[i] for i in service_order(keys)]
+
+
+def service_order(keys: list) -> list[int]:
+    """Indices of ``keys`` = (fwmark, af, protocol, w0, w1, w2, w3, port) (the address as the
+    four big-endian words of its union) in ipvsadm's service order."""
     if _spans_ok(keys, range(0, 1)) and _spans_ok(keys, range(3, 7)):
-        order = sorted(range(len(services)), key=keys.__getitem__)
-        return [services[i] for i in order]
+        return sorted(range(len(keys)), key=keys.__getitem__)
 
     def cmp(i: int, j: int) -> int:
         a, b = keys[i], keys[j]
@@ -128,7 +133,7 @@ def sort_services(services: list) -> list:
             return r
         return a[7] - b[7]
 
-    return [services[i] for i in msort(list(range(len(services))), cmp)]
+    return msort(list(range(len(keys))), cmp)
 
 
 _V4: dict[str, int] = {}
@@ -152,9 +157,13 @@ def sort_dests(dests: list) -> list:
             order = sorted(range(len(dests)), key=lambda i: (vals[i], dests[i].key.port))
             return [dests[i] for i in order]
     keys = [(d.key.af,) + _words(d.key.af, d.key.addr) + (d.key.port,) for d in dests]
+    return [dests[i] for i in dest_order(keys)]
+
+
+def dest_order(keys: list) -> list[int]:
+    """Indices of ``keys`` = (af, w0, w1, w2, w3, port) in ipvsadm's destination order."""
     if len({k[0] for k in keys}) == 1 and _spans_ok(keys, range(1, 5)):
-        order = sorted(range(len(dests)), key=lambda i: keys[i][1:])
-        return [dests[i] for i in order]
+        return sorted(range(len(keys)), key=lambda i: keys[i][1:])
 
     def cmp(i: int, j: int) -> int:
         a, b = keys[i], keys[j]
@@ -170,7 +179,7 @@ def sort_dests(dests: list) -> list:
             return r
         return a[5] - b[5]
 
-    return [dests[i] for i in msort(list(range(len(dests))), cmp)]
+    return msort(list(range(len(keys))), cmp)
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -336,8 +345,9 @@ def _tun_info(d) -> str:  # type: ignore[no-untyped-def]
 _TAILS: dict[tuple, str] = {}  # the columns after the address, shared by identical servers
 
 
-def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None:  # type: ignore[no-untyped-def]
-    """print_service_entry(): the service line and its destinations, appended to ``out``."""
+def service_head(svc, fmt: int, namer: Namer) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """print_service_entry()'s first part: (the service's name as its servers' -S lines repeat
+    it, the service line)."""
     k = svc.key
     af = k.af
     rule = fmt & FMT_RULE
@@ -393,6 +403,14 @@ def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None: 
                 line += f" pe {svc.pe_name}"
         if flags & SVC_F_ONEPACKET:
             line += " ops"
+    return name, line
+
+
+def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None:  # type: ignore[no-untyped-def]
+    """print_service_entry(): the service line and its destinations, appended to ``out``."""
+    name, line = service_head(svc, fmt, namer)
+    k = svc.key
+    rule = fmt & FMT_RULE
     out.append(line)
 
     if not fmt & FMT_NOSORT:

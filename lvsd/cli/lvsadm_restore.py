@@ -15,11 +15,11 @@ _AF_INET = 2
 
 
 def _inet_pton(af: int, s: str) -> bytes:
-    import socket
+    import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under emulation
 
     global _inet_pton
-    _inet_pton = socket.inet_pton
-    return socket.inet_pton(af, s)
+    _inet_pton = _socket.inet_pton
+    return _socket.inet_pton(af, s)
 
 
 def split_lines(data: str) -> list[tuple[int, list[str]]]:
@@ -74,7 +74,13 @@ class FastPath:
         from lvsd.ipvs.backend import Op, OpKind
         from lvsd.ipvs.model import Destination, DestKey, Service, ServiceKey
 
-        self.Op, self.Destination, self.DestKey, self.Service, self.ServiceKey = Op, Destination, DestKey, Service, ServiceKey
+        self.Op, self.Destination, self.DestKey, self.Service, self.ServiceKey = (
+            Op,
+            Destination,
+            DestKey,
+            Service,
+            ServiceKey,
+        )
         self.keys: dict[tuple[str, str], tuple] = {}
         self.dkeys: dict[tuple[str, int], object] = {}
         # 10,000 destinations: build the frozen values through their slots (what __init__ does,
@@ -158,6 +164,167 @@ class FastPath:
         return None
 
 
+class LeanPath:
+    """FastPath's two line shapes turned straight into IPVS netlink messages, for ``lvsadm -R``
+    without the backend and the model (whose imports alone cost more than a third of the time
+    budget under emulation: docs/performance.md). Accepts exactly the lines FastPath accepts, and
+    encodes them to the bytes NetlinkBackend would send for FastPath's Op
+    (tests/unit/test_lvsadm.py checks both on generated lines)."""
+
+    def __init__(self) -> None:
+        import struct
+
+        self.svcs: dict[tuple[str, str], tuple[bytes, bytes, int] | None] = {}
+        self.dests: dict[tuple[str, int, int], tuple[bytes, int] | None] = {}
+        self._hh = struct.Struct("=HH").pack
+        self._u16pad = struct.Struct("=H2x").pack
+        self._be16pad = struct.Struct(">H2x").pack
+        # IPVS_CMD_ATTR_DEST with every settable field, IPv4 (netlink._DEST4)
+        self._dest = struct.Struct(
+            "=HH" + "HH4s" + "HH2s2x" + "HHI" * 4 + "HHB3x" + "HH2s2x" + "HHH2x" + "HHH2x"
+        )
+        self._tail = (
+            self._hh(12, _SVC_FLAGS)
+            + struct.pack("=II", 0, 0xFFFFFFFF)
+            + struct.pack("=HHI", 8, _SVC_TIMEOUT, 0)
+            + self._hh(8, _SVC_NETMASK)
+            + b"\xff\xff\xff\xff"
+        )
+
+    def _svc(self, opt: str, text: str) -> tuple[bytes, bytes, int] | None:
+        """(encoded service identity, the same nested as IPVS_CMD_ATTR_SERVICE, port) or None."""
+        ck = (opt, text)
+        if ck in self.svcs:
+            return self.svcs[ck]
+        r = None
+        colon = text.rfind(":")
+        if colon >= 0 and _dotted(text[:colon]):
+            port = _num(text[colon + 1 :], 65535)
+            if port >= 0:
+                hh = self._hh
+                ident = (
+                    hh(6, _SVC_AF) + self._u16pad(_AF_INET)
+                    + hh(6, _SVC_PROTOCOL) + self._u16pad(6 if opt == "-t" else 17)
+                    + hh(8, _SVC_ADDR) + _inet_pton(_AF_INET, text[:colon])
+                    + hh(6, _SVC_PORT) + self._be16pad(port)
+                )  # fmt: skip
+                r = (ident, hh(4 + len(ident), _ATTR_SERVICE) + ident, port)
+        self.svcs[ck] = r
+        return r
+
+    def msg(self, toks: list[str]) -> tuple[str, int, bytes] | None:
+        """(what ipvs_strerror() calls the command, IPVS command, attributes) or None."""
+        n = len(toks)
+        if n == 5 and toks[0] == "-A" and toks[3] == "-s" and toks[1] in ("-t", "-u"):
+            sched = toks[4]
+            if not sched or len(sched) > 15 or not sched.isascii():
+                return None
+            k = self._svc(toks[1], toks[2])
+            if k is None or k[2] == 0:
+                return None
+            name = sched.encode() + b"\0"
+            pad = -len(name) & 3
+            body = k[0] + self._hh(4 + len(name), _SVC_SCHED) + name + b"\0" * pad + self._tail
+            return "add-service", _CMD_NEW_SERVICE, self._hh(4 + len(body), _ATTR_SERVICE) + body
+        if n == 8 and toks[0] == "-a" and toks[3] == "-r" and toks[6] == "-w" and toks[1] in ("-t", "-u"):
+            fwd = _FWD.get(toks[5])
+            if fwd is None:
+                return None
+            k = self._svc(toks[1], toks[2])
+            if k is None:
+                return None
+            w = _num(toks[7], 2147483647)
+            if w < 0:
+                return None
+            r = toks[4]
+            ck = (r, k[2], fwd)
+            if ck in self.dests:
+                d = self.dests[ck]
+            else:
+                d = None
+                colon = r.rfind(":")
+                if colon < 0:
+                    raddr, rport = r, k[2]
+                else:
+                    raddr, rport = r[:colon], _num(r[colon + 1 :], 65535)
+                if rport >= 0 and _dotted(raddr):
+                    d = (_inet_pton(_AF_INET, raddr), k[2] if fwd != 0 else rport)
+                self.dests[ck] = d
+            if d is None:
+                return None
+            st = self._dest
+            return "add-server", _CMD_NEW_DEST, k[1] + st.pack(
+                st.size, _ATTR_DEST,
+                8, 1, d[0],  # ADDR
+                6, 2, d[1].to_bytes(2, "big"),  # PORT
+                8, 3, fwd,  # FWD_METHOD
+                8, 4, w,  # WEIGHT
+                8, 5, 0,  # U_THRESH
+                8, 6, 0,  # L_THRESH
+                5, 13, 0,  # TUN_TYPE
+                6, 14, b"\0\0",  # TUN_PORT
+                6, 15, 0,  # TUN_FLAGS
+                6, 11, _AF_INET,  # ADDR_FAMILY
+            )  # fmt: skip
+        return None
+
+
+_FWD = {"-m": 0, "-g": 3, "-i": 2}
+_ATTR_SERVICE, _ATTR_DEST = 1, 2
+_CMD_NEW_SERVICE, _CMD_NEW_DEST = 1, 5
+_SVC_AF, _SVC_PROTOCOL, _SVC_ADDR, _SVC_PORT, _SVC_SCHED, _SVC_FLAGS, _SVC_TIMEOUT, _SVC_NETMASK = (
+    1,
+    2,
+    3,
+    4,
+    6,
+    7,
+    8,
+    9,
+)
+
+
+def lean_restore(data: str, out: list[str], err: list[str]) -> int | None:
+    """``lvsadm -R`` when every line is one of LeanPath's shapes: parse all, send all through one
+    netlink socket, report refusals as restore() does. None (nothing sent) when a line needs the
+    general parser or the kernel cannot be reached: then restore() runs on the same input."""
+    lean = LeanPath()
+    msg = lean.msg
+    kinds: list[str] = []
+    messages: list[tuple[int, bytes]] = []
+    for _n, toks in split_lines(data):
+        m = msg(toks)
+        if m is None:
+            return None
+        kinds.append(m[0])
+        messages.append(m[1:])
+    from lvsd.ipvs import genl
+
+    from .lvsadm import ipvs_strerror
+
+    try:
+        sock = genl.GenlSocket("IPVS")
+    except OSError:
+        return None
+    try:
+        try:
+            sock.request(_CMD_GET_INFO)  # what NetlinkBackend() asks first: refused without CAP_NET_ADMIN
+        except OSError:
+            return None
+        if not messages:
+            return 0
+        results = sock.batch(messages)
+    finally:
+        sock.close()
+    for kind, r in zip(kinds, results, strict=True):
+        if r is not None:
+            err.append(ipvs_strerror(kind, r.errno))
+    return 255 if results[-1] is not None else 0
+
+
+_CMD_GET_INFO = 15
+
+
 def restore(backend, data: str, prog: str, atomic: bool, out: list[str], err: list[str]) -> int:  # type: ignore[no-untyped-def]
     """Parse all of ``data``, then apply it; returns the exit status."""
     import os
@@ -237,7 +404,9 @@ def restore(backend, data: str, prog: str, atomic: bool, out: list[str], err: li
         err.append(ipvs_strerror(op.kind.value, errno))
         problems = _rollback(backend, snapshot)
         if problems:
-            err.append(f"line {n}: the kernel refused {op}; restoring the previous table failed too: {problems}")
+            err.append(
+                f"line {n}: the kernel refused {op}; restoring the previous table failed too: {problems}"
+            )
         else:
             err.append(f"line {n}: the kernel refused {op}; the previous table was restored")
         return 255

@@ -24,9 +24,9 @@ inside our sendmsg(), and carries on after a failed one):
 
 from __future__ import annotations
 
+import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under emulation
 import errno as _errno
 import os
-import socket
 import struct
 from collections.abc import Sequence
 
@@ -98,7 +98,7 @@ _BE32 = struct.Struct(">I")
 _I32 = struct.Struct("=i")
 
 _nlmsghdr_unpack = _NLMSGHDR.unpack_from
-_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: `&` on the IntFlag member runs Python code
+_MSG_TRUNC = int(_socket.MSG_TRUNC)  # a plain int: `&` on the IntFlag member runs Python code
 _nla_unpack = _NLA.unpack_from
 _nla_pack = _NLA.pack
 
@@ -261,16 +261,16 @@ class GenlSocket:
         max_batch: int = MAX_BATCH,
         recv_size: int = RECV_BUFSIZE,
     ) -> None:
-        self.sock = s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_GENERIC)
+        self.sock = s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_GENERIC)
         try:
-            self.rcvbuf = _set_buf(s, SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf)
-            self.sndbuf = _set_buf(s, SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf)
+            self.rcvbuf = _set_buf(s, SO_RCVBUFFORCE, _socket.SO_RCVBUF, rcvbuf)
+            self.sndbuf = _set_buf(s, SO_SNDBUFFORCE, _socket.SO_SNDBUF, sndbuf)
             self.capped_acks = _try_opt(s, NETLINK_CAP_ACK)
             _try_opt(s, NETLINK_EXT_ACK)
             sec = int(timeout)
             tv = struct.pack("@ll", sec, int((timeout - sec) * 1e6))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+            s.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVTIMEO, tv)
+            s.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, tv)
             s.bind((0, 0))
             self._buf = bytearray(max(recv_size, 4096))
             self._view = memoryview(self._buf)
@@ -478,7 +478,7 @@ class GenlSocket:
         one we heard of as unknown (the kernel drops every reply once the queue overflowed)."""
         while True:
             try:
-                n = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
+                n = self.sock.recv_into(self._buf, 0, _socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
@@ -515,19 +515,19 @@ class GenlSocket:
         self.close()
 
 
-def _set_buf(s: socket.socket, force_opt: int, opt: int, size: int) -> int:
+def _set_buf(s: _socket.socket, force_opt: int, opt: int, size: int) -> int:
     """Ask for a buffer of `size` (FORCE needs CAP_NET_ADMIN); return what the kernel granted."""
     try:
-        s.setsockopt(socket.SOL_SOCKET, force_opt, size)
+        s.setsockopt(_socket.SOL_SOCKET, force_opt, size)
     except OSError:
         try:
-            s.setsockopt(socket.SOL_SOCKET, opt, size)
+            s.setsockopt(_socket.SOL_SOCKET, opt, size)
         except OSError:
             pass
-    return s.getsockopt(socket.SOL_SOCKET, opt)
+    return s.getsockopt(_socket.SOL_SOCKET, opt)
 
 
-def _try_opt(s: socket.socket, opt: int) -> bool:
+def _try_opt(s: _socket.socket, opt: int) -> bool:
     try:
         s.setsockopt(SOL_NETLINK, opt, 1)
         return True

@@ -15,8 +15,8 @@ Imports only cheap stdlib modules (socket, struct, errno, os) besides lvsd.ipvs 
 
 from __future__ import annotations
 
+import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under emulation
 import errno as _errno
-import socket
 import struct
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -120,8 +120,8 @@ _u32 = struct.Struct("=I")
 _be16 = struct.Struct(">H")
 _be32 = struct.Struct(">I")
 _flags = struct.Struct("=II")
-_inet_pton = socket.inet_pton
-_inet_ntop = socket.inet_ntop
+_inet_pton = _socket.inet_pton
+_inet_ntop = _socket.inet_ntop
 
 _U32_ATTR = struct.Struct("=HHI")
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ _ENCODE_CACHE_MAX = 4096
 
 
 def _addr_bytes(af: int, addr: str) -> bytes:
-    fam = socket.AF_INET6 if af == AF_INET6 else socket.AF_INET
+    fam = _socket.AF_INET6 if af == AF_INET6 else _socket.AF_INET
     try:
         return _inet_pton(fam, addr)
     except (OSError, TypeError):  # not canonical text (e.g. "[::1]"): let the model normalize it
@@ -143,13 +143,13 @@ def _addr_bytes(af: int, addr: str) -> bytes:
 def _addr_text(af: int, raw: bytes) -> str:
     """Kernel address bytes -> the canonical text model.normalize_addr() produces."""
     if af == AF_INET6:
-        text = _inet_ntop(socket.AF_INET6, raw[:16])
+        text = _inet_ntop(_socket.AF_INET6, raw[:16])
         if "." in text:  # v4-mapped/compatible: ipaddress prints these as plain hextets
             import ipaddress
 
             text = str(ipaddress.IPv6Address(raw[:16]))
         return text
-    return _inet_ntop(socket.AF_INET, raw[:4])
+    return _inet_ntop(_socket.AF_INET, raw[:4])
 
 
 def encode_service_id(key: ServiceKey) -> bytes:
@@ -237,9 +237,9 @@ def encode_daemon(d: SyncDaemon, full: bool = True) -> bytes:
             body.append(genl.nla_u16(IPVS_DAEMON_ATTR_SYNC_MAXLEN, d.sync_maxlen))
         if d.mcast_group:
             if ":" in d.mcast_group:
-                body.append(genl.nla(IPVS_DAEMON_ATTR_MCAST_GROUP6, _inet_pton(socket.AF_INET6, d.mcast_group)))
+                body.append(genl.nla(IPVS_DAEMON_ATTR_MCAST_GROUP6, _inet_pton(_socket.AF_INET6, d.mcast_group)))
             else:
-                body.append(genl.nla(IPVS_DAEMON_ATTR_MCAST_GROUP, _inet_pton(socket.AF_INET, d.mcast_group)))
+                body.append(genl.nla(IPVS_DAEMON_ATTR_MCAST_GROUP, _inet_pton(_socket.AF_INET, d.mcast_group)))
         if d.mcast_port:
             body.append(genl.nla_u16(IPVS_DAEMON_ATTR_MCAST_PORT, d.mcast_port))
         if d.mcast_ttl:
@@ -505,7 +505,7 @@ def decode_dests(payloads: list[bytes], service_af: int) -> list[Destination]:
     zeros = (0,) * 10
     size = DEST_REPLY_SIZE
     keys = _dest_keys
-    v6 = socket.AF_INET6
+    v6 = _socket.AF_INET6
     for p in payloads:
         if len(p) != size:
             append(decode_dest(p, service_af))
@@ -584,10 +584,10 @@ def _dest_blob(d: Destination, service_af: int | None) -> bytes | None:
     af = k.af
     try:
         if af == AF_INET:
-            raw = _inet_pton(socket.AF_INET, k.addr)
+            raw = _inet_pton(_socket.AF_INET, k.addr)
             st = _DEST4
         elif af == AF_INET6:
-            raw = _inet_pton(socket.AF_INET6, k.addr)
+            raw = _inet_pton(_socket.AF_INET6, k.addr)
             st = _DEST6
         else:
             return None

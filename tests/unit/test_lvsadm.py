@@ -370,11 +370,18 @@ _addrport = st.builds(lambda a, p: f"{a}:{p}" if p is not None else a, _addr, st
 def test_restore_fast_path_is_the_general_parser(toks: list[str]) -> None:
     from lvsd.cli.lvsadm_restore import FastPath
 
+    from lvsd.cli.lvsadm_restore import LeanPath
+    from lvsd.ipvs.netlink import encode_ops
+
     fast = FastPath().op(toks)
+    lean = LeanPath().msg(toks)
+    assert (lean is None) == (fast is None)  # the lean -R path takes exactly the fast path's lines
     if fast is None:
         return
     ce = P.parse_options(toks, "ipvsadm")  # must not fail where the fast path succeeded
     assert fast == lvsadm.make_op(ce)
+    # ... and sends the very bytes the backend sends for that Op
+    assert lean is not None and lean[0] == fast.kind.value and [lean[1:]] == encode_ops([fast])
 
 
 def _part(name: str) -> str:
@@ -421,3 +428,13 @@ def test_connection_listing_like_ipvsadm() -> None:
     out = []
     L.list_conn(B(conns(numeric, named)), 0, out)
     assert out == named
+
+
+def test_fastlist_dest_layout_is_netlinks() -> None:
+    """lvsadm -Ln's lean path decodes GET_DEST replies with the layout the backend checks."""
+    from lvsd.cli import lvsadm_fastlist as F
+    from lvsd.ipvs import netlink as N
+
+    assert F.DEST_REPLY_SIZE == N.DEST_REPLY_SIZE
+    assert F._DEST_HDR_CHECK.pack(*F._EXPECTED_HDRS)[20:] == N._DEST_HDR_BYTES
+    assert F._DEST_MSG.size == 20 + N.DEST_REPLY_SIZE
