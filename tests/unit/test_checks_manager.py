@@ -210,12 +210,13 @@ def test_first_checks_are_jittered_across_the_interval() -> None:
         m = CheckManager(lambda sid, h: None)
         t0 = asyncio.get_running_loop().time()
         await m.start(cfg)
+        slack = asyncio.get_running_loop().time() - t0  # a slow start lets early probes run and re-arm
         starts = sorted(w - t0 for w, _s, _g, _p in m.sched.heap)
         await m.stop()
-        return starts
+        return starts, slack
 
-    starts = run(main())
-    assert len(starts) == 50 and 0 <= starts[0] and starts[-1] <= 1.0
+    starts, slack = run(main())
+    assert len(starts) == 50 and 0 <= starts[0] and starts[-1] <= 1.0 + slack
     assert starts[-1] - starts[0] > 0.5  # spread, not all at once
     assert len({round(s, 3) for s in starts}) > 40
 
