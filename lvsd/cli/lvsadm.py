@@ -152,8 +152,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
 
 def _run(args: list[str], prog: str, out: list[str], err: list[str]) -> int:
-    from .lvsadm_parse import Fail, Usage, parse_options
-
     global _stdin_text
     _stdin_text = None
     args, extras = _split_extras(args)
@@ -172,6 +170,8 @@ def _run(args: list[str], prog: str, out: list[str], err: list[str]) -> int:
             if lines is not None:
                 out.extend(lines)
                 return 0
+    from .lvsadm_parse import Fail, Usage, parse_options
+
     try:
         backend = open_backend_for(extras)
     except _Usage2:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under emulation
 import struct
-from operator import itemgetter
 
 from lvsd.ipvs import genl
 
@@ -295,7 +294,6 @@ def _list(sock: genl.GenlSocket, fmt: int) -> list[str]:
     sort = not fmt & FMT_NOSORT
     append = out.append
     v6 = _socket.AF_INET6
-    by_key = itemgetter(0)
     for i in order:
         append(L.service_head(svcs[i], fmt, namer)[1])
         items = []
@@ -335,7 +333,7 @@ def _list(sock: genl.GenlSocket, fmt: int) -> list[str]:
             if plain4 and _span4_ok(items):
                 # no two addresses 2^31 or more apart: ipvsadm's wrapping comparison is plain
                 # order, and big-endian bytes compare as the numbers do
-                items.sort(key=by_key)
+                items.sort(key=_first)
             else:
                 items = _sorted_dests(items)
         for _k, line in items:
@@ -347,6 +345,10 @@ def _span4_ok(items: list[tuple]) -> bool:
     lo = min(items, key=_first_addr)[0][0]
     hi = max(items, key=_first_addr)[0][0]
     return int.from_bytes(hi, "big") - int.from_bytes(lo, "big") < 0x80000000
+
+
+def _first(item: tuple) -> tuple:
+    return item[0]
 
 
 def _first_addr(item: tuple) -> bytes:

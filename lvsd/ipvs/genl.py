@@ -28,7 +28,10 @@ import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under e
 import errno as _errno
 import os
 import struct
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up: see above)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # --- constants (linux/netlink.h, linux/genetlink.h) ---------------------------------------------
 
@@ -261,7 +264,9 @@ class GenlSocket:
         max_batch: int = MAX_BATCH,
         recv_size: int = RECV_BUFSIZE,
     ) -> None:
-        self.sock = s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_GENERIC)
+        self.sock = s = _socket.socket(
+            _socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_GENERIC
+        )
         try:
             self.rcvbuf = _set_buf(s, SO_RCVBUFFORCE, _socket.SO_RCVBUF, rcvbuf)
             self.sndbuf = _set_buf(s, SO_SNDBUFFORCE, _socket.SO_SNDBUF, sndbuf)
@@ -300,7 +305,9 @@ class GenlSocket:
         try:
             n, _anc, flags, _addr = self.sock.recvmsg_into([self._buf])
         except BlockingIOError:
-            raise TimeoutError(_errno.ETIMEDOUT, "no answer from the kernel (netlink receive timed out)") from None
+            raise TimeoutError(
+                _errno.ETIMEDOUT, "no answer from the kernel (netlink receive timed out)"
+            ) from None
         if flags & _MSG_TRUNC:  # cannot happen with a 64 KiB buffer; never parse half a datagram
             raise OSError(_errno.EMSGSIZE, "netlink datagram larger than the receive buffer")
         return bytes(self._view[:n])
@@ -351,8 +358,19 @@ class GenlSocket:
         """Run an NLM_F_DUMP request; return the attribute payloads of every multipart reply."""
         seq = self.seq = (self.seq + 1) & 0xFFFFFFFF
         sock = self.sock
-        sock.send(_GENLHDR.pack(HDRLEN + len(payload), self.family_id, NLM_F_REQUEST | NLM_F_DUMP, seq, 0,
-                                cmd, self.version, 0) + payload)
+        sock.send(
+            _GENLHDR.pack(
+                HDRLEN + len(payload),
+                self.family_id,
+                NLM_F_REQUEST | NLM_F_DUMP,
+                seq,
+                0,
+                cmd,
+                self.version,
+                0,
+            )
+            + payload
+        )
         out: list[bytes] = []
         append = out.append
         buf = self._buf
@@ -364,7 +382,9 @@ class GenlSocket:
             try:
                 n, _anc, rflags, _addr = recvmsg_into(bufs)
             except BlockingIOError:
-                raise TimeoutError(_errno.ETIMEDOUT, "no answer from the kernel (netlink receive timed out)") from None
+                raise TimeoutError(
+                    _errno.ETIMEDOUT, "no answer from the kernel (netlink receive timed out)"
+                ) from None
             if rflags & _MSG_TRUNC:
                 raise OSError(_errno.EMSGSIZE, "netlink datagram larger than the receive buffer")
             pos = 0
@@ -431,7 +451,10 @@ class GenlSocket:
                 # and nothing later is sent
                 for k in range(i, j):
                     if results[k] is None:
-                        results[k] = NetlinkError(e.errno or _errno.EIO, f"no answer from the kernel: outcome unknown ({e.strerror or e})")
+                        results[k] = NetlinkError(
+                            e.errno or _errno.EIO,
+                            f"no answer from the kernel: outcome unknown ({e.strerror or e})",
+                        )
                 for k in range(j, n):
                     results[k] = NetlinkError(_errno.ECANCELED, "not sent: an earlier chunk got no answer")
                 return results
@@ -533,4 +556,3 @@ def _try_opt(s: _socket.socket, opt: int) -> bool:
         return True
     except OSError:
         return False
-
