@@ -389,6 +389,10 @@ class CheckManager:
         s.health = h
         if h.state is Health.UNKNOWN and old.state is Health.UNKNOWN:
             return
+        try:  # first the daemon (it schedules the kernel change), then the log line
+            self.on_change(s.sid, h)
+        except Exception:
+            log.exception("%s: on_change handler failed", s.label)
         if h.state is Health.DOWN:
             log.warning("%s DOWN: %s", s.label, h.reason)
         elif h.state is Health.UP:
@@ -396,10 +400,6 @@ class CheckManager:
             log.info("%s UP: %s%s", s.label, h.reason, w)
         else:
             log.info("%s UNKNOWN: checks changed, waiting for a verdict", s.label)
-        try:
-            self.on_change(s.sid, h)
-        except Exception:
-            log.exception("%s: on_change handler failed", s.label)
 
 
 def raise_nofile(needed: int) -> None:

@@ -2,10 +2,14 @@
 
 One asyncio task owns the kernel table. Everything else (signals, health transitions, API
 requests, the resync timer) only records what it wants and wakes that task, ExaBGP style, so a
-signal handler never does work and two reconciles never interleave. Each reconcile is one dump,
-one keyed diff (lvsd.core.diff) and one batched ``Backend.apply``; a health transition re-reads
-and rewrites only the services it concerns. A failed apply is logged op by op and retried with
-backoff (lvsd.core.runner); it never ends the loop.
+signal handler never does work and two reconciles never interleave. A full reconcile is one
+dump, one keyed diff (lvsd.core.diff) and one batched ``Backend.apply``. A health transition
+diffs only the services it concerns against lvsd's own view of them (what the last full
+reconcile read and every write since made them; exact because lvsd is the only writer of its
+services), so it costs no kernel read. If the kernel refuses that delta the view is dropped and
+a full reconcile repairs from a fresh dump at once; the periodic resync still compares with the
+kernel and repairs edits made behind lvsd's back. A failed reconcile is logged op by op and
+retried with backoff (lvsd.core.runner); it never ends the loop.
 """
 
 from __future__ import annotations
@@ -102,9 +106,11 @@ class Daemon:
         self.stats = Stats()
         self.state = "starting"
         self._runner = BoundedFrequency(MIN_INTERVAL, config.daemon.resync or 1e9)
-        self._wake = asyncio.Event()
+        self._waiter: asyncio.Future | None = None  # the loop task's sleep; resolved by _kick()
         self._full = True  # next reconcile compares the whole table
         self._dirty: dict[str, str] = {}  # service name -> why (health transitions)
+        # The managed services as the kernel has them, kept by lvsd (None = unknown: read the kernel).
+        self._view: dict[ServiceKey, ServiceEntry] | None = None
         self._stop_requested = False
         self._reload_waiters: list[asyncio.Future] = []
         self._reload_requested = False
@@ -121,19 +127,25 @@ class Daemon:
         fut = asyncio.get_running_loop().create_future()
         self._reload_waiters.append(fut)
         self._reload_requested = True
-        self._wake.set()
+        self._kick()
         return fut
+
+    def _kick(self) -> None:
+        """Wake the loop task: one event-loop step, no Event/wait_for task chain in between."""
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def request_stop(self) -> None:
         """Ask the loop to stop (SIGTERM/SIGINT)."""
         self._stop_requested = True
-        self._wake.set()
+        self._kick()
 
     def request_resync(self) -> None:
         """Ask for a full compare with the kernel as soon as the bounds allow."""
         self._full = True
         self._runner.request()
-        self._wake.set()
+        self._kick()
 
     def _on_health(self, sid: ServerId, h: ServerHealth) -> None:
         """CheckManager callback: record the verdict and schedule the server's service."""
@@ -147,7 +159,7 @@ class Daemon:
             why += f": {h.reason}"
         self._dirty[name] = f"{name} {sid[1]} {why}"
         self._runner.request()
-        self._wake.set()
+        self._kick()
         if prev is None or prev.state is not h.state:
             self._notify_server(sid, h)
 
@@ -211,7 +223,7 @@ class Daemon:
 
     def _sighup(self) -> None:
         self._reload_requested = True
-        self._wake.set()
+        self._kick()
 
     async def start(self) -> None:
         """Adopt (or flush) the running table, start checks, reconcile once, start HA and API."""
@@ -234,6 +246,7 @@ class Daemon:
             ops = [Op.del_service(k) for k in actual if k in self.managed]
             if ops:
                 log.info("on_start=flush: removing %d managed services before configuring", len(ops))
+                self._view = None
                 self._apply(ops, "on_start=flush")
         else:
             actual = self.backend.dump()
@@ -309,6 +322,7 @@ class Daemon:
                 ops = [Op.del_service(k) for k in actual if k in self.managed]
                 if ops:
                     log.info("on_stop=remove: removing %d managed services", len(ops))
+                    self._view = None
                     self._apply(ops, "on_stop=remove")
             except (IPVSError, OSError) as e:
                 log.error("on_stop=remove failed: %s", e)
@@ -356,11 +370,13 @@ class Daemon:
                 continue
             delay = self._runner.delay(loop.time())
             if delay > 0:
-                self._wake.clear()
+                fut = self._waiter = loop.create_future()
+                timer = loop.call_later(delay, _resolve, fut)
                 try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
+                    await fut
+                finally:
+                    timer.cancel()
+                    self._waiter = None
                 continue
             pending = self._runner.pending
             retry = self._runner.failures > 0
@@ -383,26 +399,37 @@ class Daemon:
         try:
             if full:
                 self._full = False
-                ops = self._plan_full()
-                if cause == "resync" and ops:
-                    self.stats.repairs += 1
-                    log.warning("resync: kernel differs from the desired table (edited outside lvsd?), repairing")
-                why = cause
+                self._full_pass(cause)
             else:
-                ops = self._plan_services(set(dirty))
+                ops, desired, cached = self._plan_services(set(dirty))
                 why = "; ".join(dirty.values()) if len(dirty) <= 3 else f"{len(dirty)} services changed health"
-            if ops:
-                self._apply(ops, why)
+                try:
+                    if ops:
+                        self._apply(ops, why)
+                except (IPVSError, OSError):
+                    if not cached:
+                        raise
+                    # lvsd's view was wrong (an outside edit since the last resync): compare
+                    # with the kernel now instead of waiting for the retry backoff
+                    log.warning("kernel differs from lvsd's view (edited outside lvsd?): full reconcile")
+                    self.stats.repairs += 1
+                    full = True
+                    self._full_pass("repair")
+                else:
+                    if self._view is not None:
+                        self._view.update(desired)
             if full:
                 self.managed = {s.key for s in self.config.services}
         except (IPVSError, OSError, ValueInvalid) as e:
             ok = False
             self._full = True
+            self._view = None
             if not getattr(e, "lvsd_logged", False):  # _apply logged refused ops one by one
                 log.error("reconcile failed: %s", e)
         except Exception as e:  # a bug must not end the loop: log it and retry with backoff
             ok = False
             self._full = True
+            self._view = None
             log.exception("reconcile failed unexpectedly: %s", e)
         dt = time.perf_counter() - t0
         self._runner.finished(asyncio.get_running_loop().time(), ok)
@@ -431,8 +458,21 @@ class Daemon:
         self._reconcile_waiters.append(fut)
         return await fut
 
-    def _plan_full(self) -> list[Op]:
-        """Ops for the whole table: one dump, health refreshed from the checks, one keyed diff."""
+    def _full_pass(self, cause: str) -> None:
+        """Compare the whole table with a fresh dump and apply the difference; on success lvsd's
+        view of its services is exactly the desired table (raises on failure, view dropped)."""
+        self._view = None
+        ops, desired = self._plan_full()
+        if cause == "resync" and ops:
+            self.stats.repairs += 1
+            log.warning("resync: kernel differs from the desired table (edited outside lvsd?), repairing")
+        if ops:
+            self._apply(ops, cause)
+        self._view = desired
+
+    def _plan_full(self) -> tuple[list[Op], dict[ServiceKey, ServiceEntry]]:
+        """Ops for the whole table (one dump, health refreshed from the checks, one keyed diff)
+        and the desired table they produce."""
         cfg = self.config
         if self.checks is not None:
             snap = self.checks.snapshot()
@@ -450,16 +490,24 @@ class Daemon:
             )
             if want != have:
                 ops.insert(0, Op.set_timeouts(t))
-        return ops
+        return ops, desired
 
-    def _plan_services(self, names: set[str]) -> list[Op]:
-        """Ops for the named services only: read just them, diff just them, never delete a service."""
+    def _plan_services(self, names: set[str]) -> tuple[list[Op], dict[ServiceKey, ServiceEntry], bool]:
+        """Ops for the named services only (diffed against lvsd's view of them, else read from
+        the kernel), never deleting a service; also their desired entries and whether the view
+        was used."""
         names = {n for n in names if n in self._by_name}
         if not names:
-            return []
+            return [], {}, False
         actual: dict[ServiceKey, ServiceEntry] = {}
+        view = self._view
+        cached = view is not None
         for name in names:
             key = self._by_name[name].key
+            if view is not None and key in view:
+                actual[key] = view[key]
+                continue
+            cached = False
             try:
                 svc = self.backend.service(key)
                 actual[key] = ServiceEntry(svc, {d.key: d for d in self.backend.dests(key)})
@@ -468,7 +516,7 @@ class Daemon:
                     raise
         desired, states = plan_table(self.config, self.health, actual, self.quorum, only=names)
         self._update_quorum(states, names)
-        return diff(desired, actual, ())
+        return diff(desired, actual, ()), desired, cached
 
     def _update_quorum(self, new: dict[str, bool], names: set[str] | None) -> None:
         """Take the new quorum states (all services, or ``names``); log transitions, run hooks."""
@@ -537,23 +585,10 @@ class Daemon:
 
     def _apply(self, ops: list[Op], why: str) -> None:
         """Apply one batch, logging what changed and why; on failure log each refused op and raise."""
-        summary = Counter(op.kind.value for op in ops)
-        if len(ops) <= LOG_OPS_MAX:
-            for op in ops:
-                log.info("%s (%s)", describe(op), why)
-        else:
-            log.info(
-                "applying %d ops (%s) (%s)",
-                len(ops),
-                ", ".join(f"{n} {k}" for k, n in summary.items()),
-                why,
-            )
-            if log.isEnabledFor(logging.DEBUG):
-                for op in ops:
-                    log.debug("%s", describe(op))
         try:
-            self.backend.apply(ops)
+            self.backend.apply(ops)  # logged afterwards: formatting lines is not on the latency path
         except BatchError as e:
+            _log_ops(e.applied, why)
             for op in e.applied:
                 self.stats.ops[op.kind.value] += 1
             for op, err in e.failed[:LOG_OPS_MAX]:
@@ -569,8 +604,10 @@ class Daemon:
             log.error("kernel refused %s: %s", describe(op) if op else e.op, e.strerror)
             e.lvsd_logged = True  # type: ignore[attr-defined]
             raise
-        for k, n in summary.items():
-            self.stats.ops[k] += n
+        _log_ops(ops, why)
+        stats = self.stats.ops
+        for op in ops:
+            stats[op.kind.value] += 1
 
     # ------------------------------------------------------------------ reload
 
@@ -680,6 +717,26 @@ class Daemon:
                 }
             )
         return out
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _log_ops(ops: list[Op], why: str) -> None:
+    """What a batch changed: one line per op, or a summary for a big batch (ops at debug)."""
+    if not ops or not log.isEnabledFor(logging.INFO):
+        return
+    if len(ops) <= LOG_OPS_MAX:
+        for op in ops:
+            log.info("%s (%s)", describe(op), why)
+        return
+    summary = Counter(op.kind.value for op in ops)
+    log.info("applied %d ops (%s) (%s)", len(ops), ", ".join(f"{n} {k}" for k, n in summary.items()), why)
+    if log.isEnabledFor(logging.DEBUG):
+        for op in ops:
+            log.debug("%s", describe(op))
 
 
 def describe(op: Op) -> str:

@@ -8,7 +8,7 @@ way against the same listener with one virtual server holding the N real servers
 
     python tests/bench/checks.py lvsd --kind tcp -n 1000 --interval 0.1 --seconds 10
     python tests/bench/checks.py compare --kind tcp -n 200 --interval 1 --seconds 20    # needs keepalived+IPVS
-    python tests/bench/checks.py latency -n 1000 --interval 0.1                        # result->change p99
+    python tests/bench/checks.py latency -n 1000 --interval 0.1 --flips 300            # result->change p99
 
 Prints one line per run and, for ``compare``, the ratio lvsd/keepalived (target <= 1.5).
 """
@@ -458,11 +458,13 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.1)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--port", type=int, default=18080)
+    ap.add_argument("--flips", type=int, default=300,
+                    help="latency: transitions timed (p99 of 100 is just the maximum)")
     ap.add_argument("--backend", choices=("table", "netlink"), default="table",
                     help="latency: dict stand-in (host) or the real kernel (VM; creates and removes services)")
     a = ap.parse_args()
     if a.mode == "latency":
-        latency(a.n, a.interval, a.port, backend_name=a.backend)
+        latency(a.n, a.interval, a.port, flips=a.flips, backend_name=a.backend)
         return
     res = {}
     if a.mode in ("lvsd", "compare"):
