@@ -10,8 +10,6 @@ and the exit status is that of the last line.
 
 from __future__ import annotations
 
-import sys
-
 _WS = " \t\r"
 _AF_INET = 2
 
@@ -179,7 +177,7 @@ class LeanPath:
         import struct
 
         self.svcs: dict[tuple[str, str], tuple[bytes, bytes, int] | None] = {}
-        self.dests: dict[tuple[str, str, str, str], tuple[bytes, bytes] | None] = {}
+        self.dests: dict[tuple[str, int, int], tuple[bytes, int] | None] = {}
         self._hh = struct.Struct("=HH").pack
         self._u16pad = struct.Struct("=H2x").pack
         self._be16pad = struct.Struct(">H2x").pack
@@ -216,37 +214,6 @@ class LeanPath:
         self.svcs[ck] = r
         return r
 
-    def _dest_parts(self, opt: str, svc: str, r: str, switch: str) -> tuple[bytes, bytes] | None:
-        """The message of ``-a opt svc -r r switch -w W`` around W's 4 bytes, or None."""
-        fwd = _FWD.get(switch)
-        if fwd is None:
-            return None
-        k = self._svc(opt, svc)
-        if k is None:
-            return None
-        colon = r.rfind(":")
-        if colon < 0:
-            raddr, rport = r, k[2]
-        else:
-            raddr, rport = r[:colon], _num(r[colon + 1 :], 65535)
-        if rport < 0 or not _dotted(raddr):
-            return None
-        st = self._dest
-        blob = st.pack(
-            st.size, _ATTR_DEST,
-            8, 1, _inet_pton(_AF_INET, raddr),  # ADDR
-            6, 2, (k[2] if fwd != 0 else rport).to_bytes(2, "big"),  # PORT
-            8, 3, fwd,  # FWD_METHOD
-            8, 4, 0,  # WEIGHT: filled in per line
-            8, 5, 0,  # U_THRESH
-            8, 6, 0,  # L_THRESH
-            5, 13, 0,  # TUN_TYPE
-            6, 14, b"\0\0",  # TUN_PORT
-            6, 15, 0,  # TUN_FLAGS
-            6, 11, _AF_INET,  # ADDR_FAMILY
-        )  # fmt: skip
-        return k[1] + blob[:_WEIGHT_AT], blob[_WEIGHT_AT + 4 :]
-
     def msg(self, toks: list[str]) -> tuple[str, int, bytes] | None:
         """(what ipvs_strerror() calls the command, IPVS command, attributes) or None."""
         n = len(toks)
@@ -262,23 +229,49 @@ class LeanPath:
             body = k[0] + self._hh(4 + len(name), _SVC_SCHED) + name + b"\0" * pad + self._tail
             return "add-service", _CMD_NEW_SERVICE, self._hh(4 + len(body), _ATTR_SERVICE) + body
         if n == 8 and toks[0] == "-a" and toks[3] == "-r" and toks[6] == "-w" and toks[1] in ("-t", "-u"):
-            ck = (toks[1], toks[2], toks[4], toks[5])
-            d = self.dests.get(ck, _MISS)
-            if d is _MISS:
-                d = self.dests[ck] = self._dest_parts(*ck)
-            if d is None:
+            fwd = _FWD.get(toks[5])
+            if fwd is None:
+                return None
+            k = self._svc(toks[1], toks[2])
+            if k is None:
                 return None
             w = _num(toks[7], 2147483647)
             if w < 0:
                 return None
-            return "add-server", _CMD_NEW_DEST, d[0] + w.to_bytes(4, _BYTEORDER) + d[1]
+            r = toks[4]
+            ck = (r, k[2], fwd)
+            if ck in self.dests:
+                d = self.dests[ck]
+            else:
+                d = None
+                colon = r.rfind(":")
+                if colon < 0:
+                    raddr, rport = r, k[2]
+                else:
+                    raddr, rport = r[:colon], _num(r[colon + 1 :], 65535)
+                if rport >= 0 and _dotted(raddr):
+                    d = (_inet_pton(_AF_INET, raddr), k[2] if fwd != 0 else rport)
+                self.dests[ck] = d
+            if d is None:
+                return None
+            st = self._dest
+            return "add-server", _CMD_NEW_DEST, k[1] + st.pack(
+                st.size, _ATTR_DEST,
+                8, 1, d[0],  # ADDR
+                6, 2, d[1].to_bytes(2, "big"),  # PORT
+                8, 3, fwd,  # FWD_METHOD
+                8, 4, w,  # WEIGHT
+                8, 5, 0,  # U_THRESH
+                8, 6, 0,  # L_THRESH
+                5, 13, 0,  # TUN_TYPE
+                6, 14, b"\0\0",  # TUN_PORT
+                6, 15, 0,  # TUN_FLAGS
+                6, 11, _AF_INET,  # ADDR_FAMILY
+            )  # fmt: skip
         return None
 
 
 _FWD = {"-m": 0, "-g": 3, "-i": 2}
-_MISS = object()
-_WEIGHT_AT = 4 + 8 + 8 + 8 + 4  # offset of WEIGHT's value in the IPv4 IPVS_CMD_ATTR_DEST
-_BYTEORDER = sys.byteorder  # u32 attributes are host order
 _ATTR_SERVICE, _ATTR_DEST = 1, 2
 _CMD_NEW_SERVICE, _CMD_NEW_DEST = 1, 5
 _SVC_AF, _SVC_PROTOCOL, _SVC_ADDR, _SVC_PORT, _SVC_SCHED, _SVC_FLAGS, _SVC_TIMEOUT, _SVC_NETMASK = (
