@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -25,6 +24,7 @@ from lvsd.core import vrrp as core
 from lvsd.ipvs.backend import Backend, IPVSError
 from lvsd.ipvs.model import DaemonState, SyncDaemon, ValueInvalid
 
+from .hooks import run_hook
 from .vrrp import VRRPError, VRRPInstance, in_netns
 
 log = logging.getLogger("lvsd.ha")
@@ -315,38 +315,15 @@ class HAManager:
                 self._hooks.task_done()
 
     async def _run_hook(self, role: str, prev: str, argv: tuple[str, ...]) -> None:
-        timeout = self.config.daemon.hook_timeout
-        env = dict(os.environ, LVSD_ROLE=role, LVSD_PREVIOUS_ROLE=prev)
         name = f"notify_{role}"
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group, killed whole at the timeout
-            )
-        except OSError as e:
-            self.hook_results[name] = f"cannot run {argv[0]}: {e.strerror}"
-            log.error("ha: %s: %s", name, self.hook_results[name])
-            return
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-        except asyncio.TimeoutError:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # and the children holding its output pipe
-            await proc.wait()
-            self.hook_results[name] = f"killed after {timeout:g} s"
-            log.error("ha: %s (%s) %s", name, argv[0], self.hook_results[name])
-            return
-        text = out.decode(errors="replace").strip().splitlines()
-        if proc.returncode == 0:
-            self.hook_results[name] = "ok"
+        result = await run_hook(argv, {"LVSD_ROLE": role, "LVSD_PREVIOUS_ROLE": prev}, self.config.daemon.hook_timeout)
+        self.hook_results[name] = result
+        if result == "ok":
             log.info("ha: %s ran: exit 0", name)
+        elif result.startswith("exit "):
+            log.warning("ha: %s: %s", name, result)
         else:
-            self.hook_results[name] = f"exit {proc.returncode}" + (f": {text[-1]}" if text else "")
-            log.warning("ha: %s: %s", name, self.hook_results[name])
+            log.error("ha: %s (%s) %s", name, argv[0], result)
 
     # --- status ---
     def status(self) -> dict:
