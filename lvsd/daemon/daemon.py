@@ -69,7 +69,7 @@ class Stats:
     last_reload: float = 0.0
     last_reload_ok: bool = True
     last_reload_error: str = ""
-    repairs: int = 0  # resyncs that found the kernel different from what lvsd last wrote
+    repairs: int = 0  # resyncs (or refused deltas) that found the kernel different from what lvsd wrote
     role_changes: int = 0
 
 
