@@ -103,6 +103,29 @@ def _layout() -> tuple[str, str, tuple, int]:
 _VALS, _HDRS, _EXPECTED_HDRS, DEST_REPLY_SIZE = _layout()
 #: a whole dest reply message: nlmsghdr (len, type, flags, seq, pid) + genlmsghdr + the values
 _DEST_MSG = struct.Struct("=IHHII4x" + _VALS)
+
+
+def _row_struct(keep: frozenset[int]) -> struct.Struct:
+    """A whole dest reply message unpacking only the value parts numbered in ``keep`` (0 ADDR,
+    1 PORT, 2 FWD_METHOD, 3 WEIGHT, ... in _DEST_PARTS order, nests not counted): fewer Python
+    objects per server. The rest are pad bytes of the same size."""
+    out = ["=IHHII4x"]
+    i = 0
+    for _atype, fmt, width in _DEST_PARTS:
+        if fmt is None:
+            out.append("4x")
+            continue
+        out.append("4x" + (fmt if i in keep else f"{width + (-width & 3)}x"))
+        i += 1
+    return struct.Struct("".join(out))
+
+
+# rows: (nlmsghdr: len, type, flags, seq, pid, ADDR, PORT, FWD_METHOD, WEIGHT, ACTIVE_CONNS,
+#        INACT_CONNS, ADDR_FAMILY[, five counters of STATS64: conns..outbytes or cps..outbps])
+_ROW_BASE = frozenset((0, 1, 2, 3, 9, 10, 12))
+_ROW_PLAIN = _row_struct(_ROW_BASE)
+_ROW_STATS = _row_struct(_ROW_BASE | frozenset(range(23, 28)))
+_ROW_RATE = _row_struct(_ROW_BASE | frozenset(range(28, 33)))
 _DEST_HDR_CHECK = struct.Struct("=20x" + _HDRS)
 _DEST_MSG_LEN = genl.HDRLEN + DEST_REPLY_SIZE
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -210,8 +233,8 @@ def _service(payload: bytes) -> tuple[_Svc, tuple]:
 _layout_checked = False
 
 
-def _dest_rows(sock: genl.GenlSocket, service_payload: bytes) -> list[tuple]:
-    """Dump one service's destinations; one tuple of values per server (see _DEST_MSG)."""
+def _dest_rows(sock: genl.GenlSocket, service_payload: bytes, row: struct.Struct) -> list[tuple]:
+    """Dump one service's destinations; one tuple of values per server (see _ROW_PLAIN)."""
     global _layout_checked
     seq = sock.seq = (sock.seq + 1) & 0xFFFFFFFF
     s = sock.sock
@@ -223,7 +246,7 @@ def _dest_rows(sock: genl.GenlSocket, service_payload: bytes) -> list[tuple]:
     buf = sock._buf
     bufs = [buf]
     recv = s.recvmsg_into
-    unpack_msg = _DEST_MSG.unpack_from
+    unpack_msg = row.unpack_from
     hdr = _NLMSGHDR.unpack_from
     msg_len = _DEST_MSG_LEN
     rows: list[tuple] = []
@@ -294,17 +317,17 @@ def _list(sock: genl.GenlSocket, fmt: int) -> list[str]:
     sort = not fmt & FMT_NOSORT
     append = out.append
     v6 = _socket.AF_INET6
+    row = _ROW_STATS if stats else _ROW_RATE if rate else _ROW_PLAIN
     for i in order:
         append(L.service_head(svcs[i], fmt, namer)[1])
         items = []
         add = items.append
         plain4 = True  # every server IPv4: sortable by (address bytes, port), see below
-        for r in _dest_rows(sock, raws[i]):
-            # r: nlmsghdr (5), ADDR, PORT, FWD, WEIGHT, TUN_TYPE, TUN_PORT, TUN_FLAGS, U, L,
-            #    ACTIVE, INACT, PERSIST, ADDR_FAMILY, 10 x STATS64
+        for r in _dest_rows(sock, raws[i], row):
+            # r: see _ROW_PLAIN
             port = r[6]
             port = ((port & 0xFF) << 8) | (port >> 8)
-            if r[17] == _AF_INET6:
+            if r[11] == _AF_INET6:
                 plain4 = False
                 dname = f"[{ntop(v6, r[5])}]:{port}"
                 key = r
@@ -313,14 +336,14 @@ def _list(sock: genl.GenlSocket, fmt: int) -> list[str]:
                 dname = f"{ntop(2, a4)}:{port}"[:28]
                 key = (a4, port)
             if stats:
-                tk = r[18:23]
+                tk = r[12:17]
                 tail = tails.get(tk)
                 if tail is None:
                     tail = tails[tk] = "".join([largenum(x, fmt) for x in tk])
             elif rate:
-                tail = f" {r[23]:8d} {r[24]:8d} {r[25]:8d}" + largenum(r[26], fmt) + largenum(r[27], fmt)
+                tail = f" {r[12]:8d} {r[13]:8d} {r[14]:8d}" + largenum(r[15], fmt) + largenum(r[16], fmt)
             else:
-                tk = r[7:9] + r[14:16]
+                tk = r[7:11]
                 tail = tails.get(tk)
                 if tail is None:
                     fwd, w, ac, ic = tk
@@ -363,5 +386,5 @@ def _sorted_dests(items: list[tuple]) -> list[tuple]:
         if len(k) == 2:
             keys.append((2, int.from_bytes(k[0], "big"), 0, 0, 0, k[1]))
         else:
-            keys.append((k[17],) + _v6words(k[5]) + (((k[6] & 0xFF) << 8) | (k[6] >> 8),))
+            keys.append((k[11],) + _v6words(k[5]) + (((k[6] & 0xFF) << 8) | (k[6] >> 8),))
     return [items[i] for i in L.dest_order(keys)]
