@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import os
 import signal
 import time
 from collections import Counter
@@ -30,6 +29,7 @@ from lvsd.core.desired import plan_table, server_health
 from lvsd.core.diff import diff
 from lvsd.core.health import Health, ServerHealth
 from lvsd.core.runner import BoundedFrequency
+from lvsd.daemon.hooks import run_hook
 from lvsd.daemon.notify import Notifier, watchdog_interval
 from lvsd.ipvs.backend import Backend, BatchError, IPVSError, Op, OpKind
 from lvsd.ipvs.model import ServiceEntry, ServiceKey, Timeouts, ValueInvalid
@@ -550,38 +550,11 @@ class Daemon:
         task.add_done_callback(self._hooks.discard)
 
     async def _hook(self, argv: tuple[str, ...], env: dict[str, str]) -> None:
-        timeout = self.config.daemon.hook_timeout
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                env={**os.environ, **env},
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as e:
-            log.error("hook %s: %s", argv[0], e)
-            return
-        try:
-            rc = await asyncio.wait_for(proc.wait(), timeout)
-            if rc:
-                log.warning("hook %s (%s) exited %d", argv[0], env.get("LVSD_EVENT", ""), rc)
-        except asyncio.TimeoutError:
-            self._kill_hook(proc.pid)
-            await proc.wait()
-            log.warning("hook %s (%s) killed after %.1fs", argv[0], env.get("LVSD_EVENT", ""), timeout)
-        except asyncio.CancelledError:
-            self._kill_hook(proc.pid)
-            await proc.wait()
-            raise
-
-    @staticmethod
-    def _kill_hook(pid: int) -> None:
-        try:
-            os.killpg(pid, signal.SIGKILL)  # the whole group: a hook's children die with it
-        except ProcessLookupError:
-            pass
+        result = await run_hook(argv, env, self.config.daemon.hook_timeout)
+        if result.startswith("cannot run"):
+            log.error("hook %s", result)
+        elif result != "ok":
+            log.warning("hook %s (%s): %s", argv[0], env.get("LVSD_EVENT", ""), result)
 
     def _apply(self, ops: list[Op], why: str) -> None:
         """Apply one batch, logging what changed and why; on failure log each refused op and raise."""

@@ -69,7 +69,7 @@ def render(d: Daemon) -> str:
     o.family("lvsd_kernel_op_errors_total", "counter", "IPVS writes the kernel refused, by kind.")
     for k, n in sorted(st.op_errors.items()):
         o.sample("lvsd_kernel_op_errors_total", n, kind=k)
-    o.family("lvsd_resync_repairs_total", "counter", "Resyncs that found and repaired outside edits.")
+    o.family("lvsd_resync_repairs_total", "counter", "Reconciles (periodic resyncs, or a refused health change) that found and repaired outside edits.")
     o.sample("lvsd_resync_repairs_total", st.repairs)
     o.family("lvsd_reloads_total", "counter", "Config reloads by result.")
     for r in ("ok", "noop", "error"):
