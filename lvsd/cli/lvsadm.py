@@ -266,8 +266,8 @@ def _fast_listing(args: list[str], prog: str) -> list[str] | None:
         return None
     try:
         return F.list_table(ce.fmt)
-    except (F.Unsupported, OSError):
-        return None
+    except Exception:  # Unsupported, OSError, or a reply we did not expect: read-only, so the
+        return None  # general path may simply list again and report whatever is wrong
 
 
 def _ipvs_error():  # type: ignore[no-untyped-def]
