@@ -114,6 +114,8 @@ def open_backend_for(extras: dict[str, str | bool]):  # type: ignore[no-untyped-
         return MemoryBackend(state)
     if name != "netlink":
         raise _Usage2(f"lvsadm: unknown backend {name!r} (netlink or memory)")
+    if extras.get("state"):  # a state file with the kernel backend would silently drive the kernel
+        raise _Usage2("lvsadm: --state goes with --backend memory (or LVSADM_BACKEND=memory)")
     from lvsd.ipvs.netlink import NetlinkBackend
 
     return NetlinkBackend()

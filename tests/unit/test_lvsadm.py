@@ -297,6 +297,17 @@ def test_memory_backend_needs_a_state_file(monkeypatch: pytest.MonkeyPatch) -> N
     assert "--state FILE" in err.getvalue()
 
 
+def test_a_state_file_without_the_memory_backend_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    # otherwise `lvsadm --state f -A ...` would quietly change the kernel's table
+    monkeypatch.delenv("LVSADM_BACKEND", raising=False)
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    state = tmp_path / "s.json"
+    assert lvsadm.main(["--state", str(state), "-A", "-t", "10.0.0.1:80"], prog="lvsadm") == 2
+    assert err.getvalue() == "lvsadm: --state goes with --backend memory (or LVSADM_BACKEND=memory)\n"
+    assert not state.exists()
+
+
 # --- ipvsadm's order: glibc's merge sort with comparators that wrap at 2**31 -----------------
 
 
@@ -368,9 +379,7 @@ _addrport = st.builds(lambda a, p: f"{a}:{p}" if p is not None else a, _addr, st
     )
 )
 def test_restore_fast_path_is_the_general_parser(toks: list[str]) -> None:
-    from lvsd.cli.lvsadm_restore import FastPath
-
-    from lvsd.cli.lvsadm_restore import LeanPath
+    from lvsd.cli.lvsadm_restore import FastPath, LeanPath
     from lvsd.ipvs.netlink import encode_ops
 
     fast = FastPath().op(toks)
