@@ -31,6 +31,9 @@ RS = {"ckr1": ("10.82.0.11", "10.82.0.1", "dckr1"), "ckr2": ("10.83.0.12", "10.8
 INTERVAL, TIMEOUT, RISE, FALL = 0.5, 0.3, 2, 2
 BOUND = INTERVAL * FALL + TIMEOUT + 0.1  # the issue's bound for leaving the table
 DEADLINE = 60.0
+#: The client's per-request timeout: generous, because TCG stalls of a second happen on a busy host
+#: and a stall is not what this test is about; requests in flight when r1 dies may fail within it.
+CLIENT_TIMEOUT = 3.0
 
 SERVER = r"""
 import os, socket, sys, time
@@ -63,7 +66,7 @@ out = open(log, "w", buffering=1)
 while not os.path.exists(stop_file):
     t = time.monotonic()
     try:
-        c = socket.create_connection((vip, 80), timeout=1)
+        c = socket.create_connection((vip, 80), timeout={timeout})
         c.sendall(b"GET / HTTP/1.0\r\n\r\n")
         data = b""
         while True:
@@ -74,7 +77,7 @@ while not os.path.exists(stop_file):
         c.close()
         who = data.rsplit(b"\n", 1)[-1].decode() if b" 200 " in data else "bad"
     except OSError as e:
-        who = "error"
+        who = "error:" + type(e).__name__ + ":" + str(e.errno)
     out.write(f"{t} {who}\n")
     time.sleep(0.01)
 """
@@ -255,7 +258,7 @@ def topology(tmp_path: Path):
     sh("ip", "-n", "ckc", "link", "set", "lo", "up")
     sh("ip", "-n", "ckc", "route", "add", "default", "via", "10.81.0.1")
     (tmp_path / "server.py").write_text(SERVER)
-    (tmp_path / "client.py").write_text(CLIENT)
+    (tmp_path / "client.py").write_text(CLIENT.replace("{timeout}", str(CLIENT_TIMEOUT)))
     for ns, (addr, gw, veth) in RS.items():
         sh("ip", "netns", "add", ns)
         sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
@@ -320,6 +323,7 @@ def test_checks_on_the_real_kernel(topology) -> None:
         t_bad = time.monotonic()
         t_out = wait_dests(lambda s: s == {r2.addr}, "r1 out after failing /health")
         leave_503 = t_out - t_bad
+        marks = {"503": t_bad, "out(503)": t_out}
         assert r1.addr not in sh("ipvsadm", "-Ln")
         time.sleep(1.0)
         late = [t for t in r1.requests() if t > t_out + 0.05]
@@ -331,6 +335,7 @@ def test_checks_on_the_real_kernel(topology) -> None:
         t_ok = time.monotonic()
         t_in = wait_dests(lambda s: s == {r1.addr, r2.addr}, "r1 back after rise successes")
         back = t_in - t_ok
+        marks.update({"healthy": t_ok, "in": t_in})
         # not before `rise` probes could pass; the upper bound is only a sanity bound (the issue
         # bounds the way out, not the way back, and TCG on a busy host is slow)
         assert INTERVAL * (RISE - 1) - 0.05 <= back <= INTERVAL * RISE + TIMEOUT + 3.0, back
@@ -365,10 +370,11 @@ def test_checks_on_the_real_kernel(topology) -> None:
         client.wait(DEADLINE)
         log = client_log(tmp / "client.log")
         # requests that failed because r1 died under them or was still listed while dead: started at
-        # most the client's 1 s timeout before the kill, and before r1 left the table
-        bad = [(t, w) for t, w in log if w not in ("ckr1", "ckr2") and not (t_kill - 1.0 <= t <= t_out + 0.05)]
+        # most the client's timeout before the kill, and before r1 left the table
+        bad = [(t, w) for t, w in log if w not in ("ckr1", "ckr2") and not (t_kill - CLIENT_TIMEOUT <= t <= t_out + 0.05)]
+        marks.update({"kill": t_kill, "out(kill)": t_out, "restart": t_start, "in(restart)": t_in})
         assert bad == [], (f"client failures outside the window where r1 was dead but listed "
-                           f"({t_kill:.3f}..{t_out:.3f}): {bad[:5]}")
+                           f"({t_kill:.3f}..{t_out:.3f}): {bad[:5]}; marks {sorted(marks.items(), key=lambda m: m[1])}")
         print(f"\nleave after 503: {leave_503 * 1000:.0f} ms, after kill: {leave_kill * 1000:.0f} ms "
               f"(bound {BOUND * 1000:.0f} ms); back after rise={RISE}: {back * 1000:.0f} ms, "
               f"after restart: {back2 * 1000:.0f} ms; client requests {len(log)}")
