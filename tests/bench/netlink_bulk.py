@@ -2,7 +2,7 @@
 """Bulk benchmark of NetlinkBackend against ipvsadm (run by hand, as root, in the VM):
 
     tests/kernel/vm.sh python3 tests/bench/netlink_bulk.py [SERVICES [DESTS]] [--pyroute2]
-    ../shared/vm/run python3 tests/bench/netlink_bulk.py
+    tests/kernel/vm.sh python3 tests/bench/netlink_bulk.py
 
 Applies SERVICES x DESTS (default 1000 x 10) through NetlinkBackend.apply() and through
 `ipvsadm -R` on the same input (flushing between), checks both tables are identical, then
@@ -36,7 +36,7 @@ def rip(i: int, j: int) -> str:
 
 
 def rules(s: int, r: int) -> str:
-    """ipvsadm -R input (the same as shared/vm/bulk-timing.sh)."""
+    """ipvsadm -R input: 1,000 wrr services x 10 masquerading real servers."""
     out = []
     for i in range(s):
         out.append(f"-A -t {vip(i)}:80 -s wrr")
