@@ -929,26 +929,30 @@ def _cstr(s: str | None, n: int) -> str:
     return b[:n].decode("utf-8", "surrogateescape")
 
 
-def _check(ce: Command) -> None:
-    """generic_opt_check() and the per-command checks of process_options()."""
-    row = MATRIX[ce.cmd - 1]
-    cname = CMDNAMES[ce.cmd - 1]
+_ALL_OPTS = tuple(range(34))
+
+
+def _check_matrix(options: int, row: str | tuple[str, ...], optcs: tuple[int, ...], what: str) -> None:
+    """ipvsadm's legality matrices (per command, per tunnel type): '+' the option is required,
+    'x' it is illegal, '1' at most one of the options so marked; ``what`` names the row."""
     last = -1
-    for j in range(34):
-        have = ce.options >> j & 1
+    for j, k in enumerate(optcs):
         m = row[j]
-        if not have:
+        if not options >> k & 1:
             if m == "+":
-                raise Fail(2, f"You need to supply the '{OPTNAMES[j]}' option for the '{cname}' command")
+                raise Fail(2, f"You need to supply the '{OPTNAMES[k]}' option for the {what}")
         elif m == "x":
-            raise Fail(2, f"Illegal '{OPTNAMES[j]}' option with the '{cname}' command")
+            raise Fail(2, f"Illegal '{OPTNAMES[k]}' option with the {what}")
         elif m == "1":
             if last < 0:
-                last = j
+                last = k
             else:
-                raise Fail(
-                    2, f"The option '{OPTNAMES[j]}' conflicts with the '{OPTNAMES[last]}' option in the '{cname}' command"
-                )
+                raise Fail(2, f"The option '{OPTNAMES[k]}' conflicts with the '{OPTNAMES[last]}' option in the {what}")
+
+
+def _check(ce: Command) -> None:
+    """generic_opt_check() and the per-command checks of process_options()."""
+    _check_matrix(ce.options, MATRIX[ce.cmd - 1], _ALL_OPTS, f"'{CMDNAMES[ce.cmd - 1]}' command")
     cmd = ce.cmd
     if cmd in (CMD_ADD, CMD_EDIT):
         if not ce.fwmark and not ce.port and not ce.flags & SVC_F_PERSISTENT:
@@ -970,25 +974,7 @@ def _check(ce: Command) -> None:
             tun_bits |= ce.options & (1 << optc)
         if tun_bits and fwd != FWD_TUNNEL:
             raise Fail(2, "Tunnel options conflict with forward method")
-        row = TUN_MATRIX[ce.tun_type]
-        tname = TUNNAMES[ce.tun_type]
-        last = -1
-        for j, k in enumerate(TUNOPTS):
-            have = ce.options >> k & 1
-            m = row[j]
-            if not have:
-                if m == "+":
-                    raise Fail(2, f"You need to supply the '{OPTNAMES[k]}' option for the '{tname}' tunnel type")
-            elif m == "x":
-                raise Fail(2, f"Illegal '{OPTNAMES[k]}' option with the '{tname}' tunnel type")
-            elif m == "1":
-                if last < 0:
-                    last = k
-                else:
-                    raise Fail(
-                        2,
-                        f"The option '{OPTNAMES[k]}' conflicts with the '{OPTNAMES[last]}' option in the '{tname}' tunnel type",
-                    )
+        _check_matrix(ce.options, TUN_MATRIX[ce.tun_type], TUNOPTS, f"'{TUNNAMES[ce.tun_type]}' tunnel type")
     if cmd == CMD_LIST:
         o = ce.options
         b = lambda optc: o >> optc & 1  # noqa: E731

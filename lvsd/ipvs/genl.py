@@ -477,22 +477,9 @@ class GenlSocket:
                     raise
                 self._drain(first_seq, count, base, results, highest)
                 return True
-            pos, end = 0, len(data)
-            while pos + NLMSG_HDRLEN <= end:
-                ln, mtype, flags, _mseq, _pid = _nlmsghdr_unpack(data, pos)
-                if ln < NLMSG_HDRLEN:
-                    break
-                if mtype == NLMSG_ERROR:
-                    err, rseq, text = parse_error(data, pos, ln, flags)
-                    k = (rseq - first_seq) & 0xFFFFFFFF
-                    if k < count:
-                        if err:
-                            results[base + k] = NetlinkError(err, text)
-                        if k > highest:
-                            highest = k
-                    elif k == count:  # the barrier: everything before it has answered
-                        return False
-                pos += (ln + 3) & ~3
+            highest, barrier = _scan_acks(data, len(data), first_seq, count, base, results, highest)
+            if barrier:  # everything before the barrier has answered
+                return False
 
     def _drain(
         self, first_seq: int, count: int, base: int, results: list[NetlinkError | None], highest: int
@@ -508,22 +495,9 @@ class GenlSocket:
                 if e.errno == _errno.ENOBUFS:
                     continue
                 raise
-            data = bytes(self._view[:n])
-            pos = 0
-            while pos + NLMSG_HDRLEN <= n:
-                ln, mtype, flags, _mseq, _pid = _nlmsghdr_unpack(data, pos)
-                if ln < NLMSG_HDRLEN:
-                    break
-                if mtype == NLMSG_ERROR:
-                    err, rseq, text = parse_error(data, pos, ln, flags)
-                    k = (rseq - first_seq) & 0xFFFFFFFF
-                    if k < count:
-                        if err:
-                            results[base + k] = NetlinkError(err, text)
-                        highest = max(highest, k)
-                    elif k == count:  # the barrier made it: nothing of this chunk was lost
-                        highest = count - 1
-                pos += (ln + 3) & ~3
+            highest, barrier = _scan_acks(bytes(self._view[:n]), n, first_seq, count, base, results, highest)
+            if barrier:  # the barrier made it: nothing of this chunk was lost
+                highest = count - 1
         # errors before `highest` were all queued before the overflow; later ones may be lost
         for k in range(highest + 1, count):
             if results[base + k] is None:
@@ -536,6 +510,31 @@ class GenlSocket:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _scan_acks(
+    data: bytes, end: int, first_seq: int, count: int, base: int, results: list[NetlinkError | None], highest: int
+) -> tuple[int, bool]:
+    """Record the errors among one datagram's replies to a chunk of `count` requests starting at
+    `first_seq`; return the highest request index heard of and whether the barrier's ACK came."""
+    pos = 0
+    barrier = False
+    while pos + NLMSG_HDRLEN <= end:
+        ln, mtype, flags, _mseq, _pid = _nlmsghdr_unpack(data, pos)
+        if ln < NLMSG_HDRLEN:
+            break
+        if mtype == NLMSG_ERROR:
+            err, rseq, text = parse_error(data, pos, ln, flags)
+            k = (rseq - first_seq) & 0xFFFFFFFF
+            if k < count:
+                if err:
+                    results[base + k] = NetlinkError(err, text)
+                if k > highest:
+                    highest = k
+            elif k == count:
+                barrier = True
+        pos += (ln + 3) & ~3
+    return highest, barrier
 
 
 def _set_buf(s: _socket.socket, force_opt: int, opt: int, size: int) -> int:
