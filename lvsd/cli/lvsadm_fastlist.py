@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under emulation
 import struct
+from itertools import chain, repeat
+from operator import add
 
 from lvsd.ipvs import genl
 
@@ -127,8 +129,11 @@ _ROW_PLAIN = _row_struct(_ROW_BASE)
 _ROW_STATS = _row_struct(_ROW_BASE | frozenset(range(23, 28)))
 _ROW_RATE = _row_struct(_ROW_BASE | frozenset(range(28, 33)))
 _DEST_HDR_CHECK = struct.Struct("=20x" + _HDRS)
+
 _DEST_MSG_LEN = genl.HDRLEN + DEST_REPLY_SIZE
 _NLMSGHDR = struct.Struct("=IHHII")
+_NLMSGHDR4 = struct.Struct("=IHHI")
+_REQ_HDR = struct.Struct("=IHHIIBBH")  # nlmsghdr + genlmsghdr of a request
 _STATS64 = struct.Struct("=" + "HHQ" * 10)
 _STATS64_TYPES = tuple(range(1, 11))
 _u16 = struct.Struct("=H").unpack_from
@@ -139,6 +144,43 @@ _be32 = struct.Struct(">I").unpack_from
 _v6words = struct.Struct(">4I").unpack
 _LITTLE = struct.pack("=H", 1) == b"\x01\x00"
 _MSG_TRUNC = int(_socket.MSG_TRUNC)
+
+
+def _value_offsets() -> list[tuple[int, str, int]]:
+    """(offset in the whole reply message, struct format, width) of each value part, in
+    _DEST_PARTS order (nests not counted)."""
+    out = []
+    pos = genl.HDRLEN
+    for _atype, fmt, width in _DEST_PARTS:
+        pos += 4
+        if fmt is None:
+            continue
+        out.append((pos, fmt, width))
+        pos += width + (-width & 3)
+    return out
+
+
+def _column_struct(order: str, picks: tuple[tuple[int, str], ...]) -> struct.Struct:
+    """A whole dest reply message (no alignment, byte order ``order``) unpacking only the value
+    parts in ``picks`` as (part number, struct format); everything else is pad bytes."""
+    offs = _value_offsets()
+    out, pos = [order], 0
+    for i, fmt in picks:
+        off = offs[i][0]
+        out.append(f"{off - pos}x{fmt}")
+        pos = off + struct.calcsize("<" + fmt)
+    out.append(f"{_DEST_MSG_LEN - pos}x")
+    return struct.Struct("".join(out))
+
+
+# Whole-table columns (see _table_lines): the address as its four bytes, the port as the
+# big-endian number it is and the family (host order: read byte-swapped, compared with
+# _AF_INET_SWAPPED) with one '>' unpack; the host-order values with one '<' unpack.
+_COL_ADDR = _column_struct(">", ((0, "4s"), (1, "H"), (12, "H")))
+_COL_PLAIN = _column_struct("<", ((2, "I"), (3, "i"), (9, "I"), (10, "I")))
+_COL_STATS = _column_struct("<", tuple((i, "Q") for i in range(23, 28)))
+_COL_RATE = _column_struct("<", tuple((i, "Q") for i in range(28, 33)))
+_AF_INET_SWAPPED = int.from_bytes(struct.pack("=H", _socket.AF_INET), "big")
 
 
 # --- light stand-ins for the model's values (what lvsadm_list.service_head reads) ----------------
@@ -231,54 +273,194 @@ def _service(payload: bytes) -> tuple[_Svc, tuple]:
 # --- the listing --------------------------------------------------------------------------------
 
 _layout_checked = False
+_lens: dict[int, memoryview] = {}  # k -> k message lengths, as the cast view compares them
 
 
-def _dest_rows(sock: genl.GenlSocket, service_payload: bytes, row: struct.Struct) -> list[tuple]:
-    """Dump one service's destinations; one tuple of values per server (see _ROW_PLAIN)."""
+def _dest_blocks(sock: genl.GenlSocket, payloads: list[bytes]) -> list[bytes]:
+    """Dump each service's destinations (``payloads``: the services' GET_SERVICE replies, which
+    identify them): per service, its reply messages back to back, each exactly _DEST_MSG_LEN bytes
+    of the checked layout, as one bytes object."""
     global _layout_checked
-    seq = sock.seq = (sock.seq + 1) & 0xFFFFFFFF
     s = sock.sock
-    s.send(
-        struct.pack("=IHHIIBBH", genl.HDRLEN + len(service_payload), sock.family_id,
-                    genl.NLM_F_REQUEST | genl.NLM_F_DUMP, seq, 0, _CMD_GET_DEST, sock.version, 0)
-        + service_payload
-    )  # fmt: skip
-    buf = sock._buf
-    bufs = [buf]
-    recv = s.recvmsg_into
-    unpack_msg = row.unpack_from
-    hdr = _NLMSGHDR.unpack_from
-    msg_len = _DEST_MSG_LEN
-    rows: list[tuple] = []
-    append = rows.append
-    while True:
-        try:
-            n, _anc, rflags, _addr = recv(bufs)
-        except BlockingIOError:
-            raise Unsupported("netlink receive timed out") from None
-        if rflags & _MSG_TRUNC:
-            raise Unsupported("netlink datagram truncated")
-        pos = 0
-        while pos + 16 <= n:
-            if pos + msg_len <= n:
-                v = unpack_msg(buf, pos)
-                if v[0] == msg_len and v[3] == seq and v[1] > genl.NLMSG_OVERRUN:
-                    if not _layout_checked:
-                        if not _LITTLE or _DEST_HDR_CHECK.unpack_from(buf, pos) != _EXPECTED_HDRS:
-                            raise Unsupported("unexpected dest reply layout")
-                        _layout_checked = True
-                    append(v)
-                    pos += msg_len
-                    continue
-            ln, mtype, _fl, mseq, _pid = hdr(buf, pos)
-            if ln < 16:
-                break
+    fam, ver = sock.family_id, sock.version
+    buf, view = sock._buf, sock._view
+    size = len(buf)
+    recv = s.recv_into
+    head4 = _NLMSGHDR4.unpack_from
+    pack = _REQ_HDR.pack
+    m = _DEST_MSG_LEN
+    words = m // 4
+    flags = genl.NLM_F_REQUEST | genl.NLM_F_DUMP
+    done = genl.NLMSG_DONE
+    blocks: list[bytes] = []
+    for p in payloads:
+        seq = sock.seq = (sock.seq + 1) & 0xFFFFFFFF
+        s.send(pack(genl.HDRLEN + len(p), fam, flags, seq, 0, _CMD_GET_DEST, ver, 0) + p)
+        parts: list[bytes] = []
+        while True:
+            try:
+                n = recv(buf, 0, _MSG_TRUNC)
+            except BlockingIOError:
+                raise Unsupported("netlink receive timed out") from None
+            if n > size:
+                raise Unsupported("netlink datagram truncated")
+            ln, mtype, _fl, mseq = head4(buf)
             if mseq == seq:
-                if mtype == genl.NLMSG_DONE:
-                    return rows
-                if mtype == genl.NLMSG_ERROR or mtype > genl.NLMSG_OVERRUN:
-                    raise Unsupported("kernel error or unexpected reply in a dest dump")
-            pos += (ln + 3) & ~3
+                # the usual datagrams of one dump: k dest replies (all from one dump callback:
+                # the same type and sequence; their lengths are checked), then NLMSG_DONE alone
+                if mtype == fam and ln == m and n % m == 0 and _LITTLE:
+                    k = n // m
+                    if k == 1 or view[:n].cast("I")[::words] == _lengths(k):
+                        if not _layout_checked:
+                            if _DEST_HDR_CHECK.unpack_from(buf, 0) != _EXPECTED_HDRS:
+                                raise Unsupported("unexpected dest reply layout")
+                            _layout_checked = True
+                        parts.append(bytes(view[:n]))
+                        continue
+                elif mtype == done and n == ln:
+                    break
+            if _walk(buf, view, n, seq, fam, parts):
+                break
+        blocks.append(parts[0] if len(parts) == 1 else b"".join(parts))
+    return blocks
+
+
+def _lengths(k: int) -> memoryview:
+    """k dest reply lengths as native u32s (not `array`: importing it imports collections.abc,
+    ~80 ms of start-up under emulation)."""
+    v = _lens.get(k)
+    if v is None:
+        v = _lens[k] = memoryview(struct.pack(f"={k}I", *[_DEST_MSG_LEN] * k)).cast("I")
+    return v
+
+
+def _walk(buf: bytearray, view: memoryview, n: int, seq: int, fam: int, parts: list[bytes]) -> bool:
+    """Any other datagram of a dest dump, message by message: dest replies are added to
+    ``parts``; True at NLMSG_DONE."""
+    global _layout_checked
+    hdr = _NLMSGHDR.unpack_from
+    m = _DEST_MSG_LEN
+    pos = 0
+    while pos + 16 <= n:
+        ln, mtype, _fl, mseq, _pid = hdr(buf, pos)
+        if ln < 16:
+            break
+        if mseq == seq:
+            if mtype == genl.NLMSG_DONE:
+                return True
+            if mtype == genl.NLMSG_ERROR or mtype != fam:
+                raise Unsupported("kernel error or unexpected reply in a dest dump")
+            if ln != m or pos + ln > n or not _LITTLE:
+                raise Unsupported("unexpected dest reply size")
+            if not _layout_checked:
+                if _DEST_HDR_CHECK.unpack_from(buf, pos) != _EXPECTED_HDRS:
+                    raise Unsupported("unexpected dest reply layout")
+                _layout_checked = True
+            parts.append(bytes(view[pos : pos + ln]))
+        pos += (ln + 3) & ~3
+    return False
+
+
+_FWD_NAMES = {i: L.FWD_NAME.get(i, "(null)") for i in range(8)}
+_BIG = 100000000  # largenum() prints "%9d" below this, in both --exact and rounded forms
+
+
+def _tail(t: tuple) -> str:
+    """The plain listing's columns after the address: t is (fwd, weight, active, inactive)."""
+    fwd, w, ac, ic = t
+    return f" {_FWD_NAMES.get(fwd, '(null)'):<7} {w:<6d} {ac:<10d} {ic:<10d}"
+
+
+def _count_columns(rows: list[tuple], fmt: int) -> tuple[str, list]:
+    """--stats / --rate: (line pattern, its five counter columns as % arguments). A column with a
+    value that needs largenum()'s K/M/G units (or --exact's wider field) is formatted by it."""
+    cols = list(zip(*rows, strict=True))
+    parts = ["  -> %-28s"]
+    for j, c in enumerate(cols):
+        if fmt & FMT_RATE and j < 3:
+            parts.append(" %8d")
+        elif max(c) < _BIG:
+            parts.append("%9d")
+        else:
+            parts.append("%s")
+            cols[j] = list(map(L.largenum, c, repeat(fmt)))
+    return "".join(parts), cols
+
+
+def _table_lines(blocks: list[bytes], fmt: int) -> list[list[str] | None]:
+    """Every service's server lines (``blocks`` from _dest_blocks, in listing order) as ipvsadm
+    prints them, in its order; formatted a column at a time over the whole table (a handful of
+    C-level passes, not a dozen Python steps per server). None for a service this cannot do (an
+    IPv6 server; addresses 2^31 or more apart, where ipvsadm's wrapping comparison is not plain
+    order): the caller formats those with _row_lines()."""
+    m = _DEST_MSG_LEN
+    counts = [len(b) // m for b in blocks]
+    big = b"".join(blocks)
+    n = len(big) // m
+    if not n:
+        return [[] for _ in blocks]
+    addr = list(_COL_ADDR.iter_unpack(big))
+    col = _COL_STATS if fmt & FMT_STATS else _COL_RATE if fmt & FMT_RATE else _COL_PLAIN
+    vals = list(col.iter_unpack(big))
+    if not fmt & FMT_NOSORT:
+        ranks = list(chain(*map(repeat, range(len(blocks)), counts)))
+        rows = sorted(zip(ranks, addr, vals, strict=True))  # (address, port) unique: vals never compared
+        _r, addr, vals = zip(*rows, strict=True)  # type: ignore[assignment]
+    a4s, ports, afs = zip(*addr, strict=True)
+    bad: set[int] = set()
+    plain4 = afs.count(_AF_INET_SWAPPED) == n
+    if not plain4 or (
+        not fmt & FMT_NOSORT
+        and int.from_bytes(max(a4s), "big") - int.from_bytes(min(a4s), "big") >= 0x80000000
+    ):
+        bad = _odd_services(counts, a4s, afs, fmt)
+    pstr = {p: f":{p}" for p in set(ports)}
+    names = list(
+        map(add, map(_socket.inet_ntop, repeat(_socket.AF_INET, n), a4s), map(pstr.__getitem__, ports))
+    )
+    if fmt & (FMT_STATS | FMT_RATE):
+        line, cols = _count_columns(vals, fmt)
+        text = _pattern(line, n) % tuple(chain(*zip(names, *cols, strict=True)))
+    else:
+        tails = {t: _tail(t) for t in set(vals)}
+        text = _pattern("  -> %-28s%s", n) % tuple(
+            chain(*zip(names, map(tails.__getitem__, vals), strict=True))
+        )
+    lines = text.split("\n")
+    out: list[list[str] | None] = []
+    pos = 0
+    for i, c in enumerate(counts):
+        out.append(None if i in bad else lines[pos : pos + c])
+        pos += c
+    return out
+
+
+def _odd_services(counts: list[int], a4s: tuple, afs: tuple, fmt: int) -> set[int]:
+    """The services (by position) with an IPv6 server, or (when sorting) IPv4 servers 2^31 or
+    more apart: _table_lines() leaves them to _row_lines()."""
+    bad = set()
+    pos = 0
+    for i, c in enumerate(counts):
+        if c:
+            if afs[pos : pos + c].count(_AF_INET_SWAPPED) != c:
+                bad.add(i)
+            elif not fmt & FMT_NOSORT:
+                # sorted: the service's first and last servers are its lowest and highest
+                if int.from_bytes(a4s[pos + c - 1], "big") - int.from_bytes(a4s[pos], "big") >= 0x80000000:
+                    bad.add(i)
+        pos += c
+    return bad
+
+
+#: "%s\n%s..." patterns, k of them, by (line pattern, k)
+_patterns: dict[tuple[str, int], str] = {}
+
+
+def _pattern(line: str, k: int) -> str:
+    p = _patterns.get((line, k))
+    if p is None:
+        p = _patterns[(line, k)] = "\n".join([line] * k)
+    return p
 
 
 def list_table(fmt: int) -> list[str]:
@@ -309,59 +491,58 @@ def _list(sock: genl.GenlSocket, fmt: int) -> list[str]:
         keys.append(key)
     order = range(len(svcs)) if fmt & FMT_NOSORT or len(svcs) < 2 else L.service_order(keys)
     namer = L.Namer(True)
+    head = L.service_head
+    blocks = _dest_blocks(sock, [raws[i] for i in order])
+    append = out.append
+    for i, blk, lines in zip(order, blocks, _table_lines(blocks, fmt), strict=True):
+        append(head(svcs[i], fmt, namer)[1])
+        out += _row_lines(blk, fmt) if lines is None else lines
+    return out
+
+
+def _row_lines(blk: bytes, fmt: int) -> list[str]:
+    """One service's servers (a _dest_block) as ipvsadm prints them, server by server: every
+    case, _block_lines() only the common ones."""
     stats, rate = fmt & FMT_STATS, fmt & FMT_RATE
     largenum = L.largenum
     fwd_name = L.FWD_NAME
-    tails: dict[tuple, str] = {}
     ntop = _socket.inet_ntop
-    sort = not fmt & FMT_NOSORT
-    append = out.append
     v6 = _socket.AF_INET6
     row = _ROW_STATS if stats else _ROW_RATE if rate else _ROW_PLAIN
-    for i in order:
-        append(L.service_head(svcs[i], fmt, namer)[1])
-        items = []
-        add = items.append
-        plain4 = True  # every server IPv4: sortable by (address bytes, port), see below
-        for r in _dest_rows(sock, raws[i], row):
-            # r: see _ROW_PLAIN
-            port = r[6]
-            port = ((port & 0xFF) << 8) | (port >> 8)
-            if r[11] == _AF_INET6:
-                plain4 = False
-                dname = f"[{ntop(v6, r[5])}]:{port}"
-                key = r
-            else:
-                a4 = r[5][:4]
-                dname = f"{ntop(2, a4)}:{port}"[:28]
-                key = (a4, port)
-            if stats:
-                tk = r[12:17]
-                tail = tails.get(tk)
-                if tail is None:
-                    tail = tails[tk] = "".join([largenum(x, fmt) for x in tk])
-            elif rate:
-                tail = f" {r[12]:8d} {r[13]:8d} {r[14]:8d}" + largenum(r[15], fmt) + largenum(r[16], fmt)
-            else:
-                tk = r[7:11]
-                tail = tails.get(tk)
-                if tail is None:
-                    fwd, w, ac, ic = tk
-                    tail = tails[tk] = (
-                        f" {fwd_name.get(fwd & 7, '(null)'):<7} {w if w < 0x80000000 else w - 0x100000000:<6d} "
-                        f"{ac:<10d} {ic:<10d}"
-                    )
-            add((key, f"  -> {dname:<28}{tail}"))
-        if sort and len(items) > 1:
-            if plain4 and _span4_ok(items):
-                # no two addresses 2^31 or more apart: ipvsadm's wrapping comparison is plain
-                # order, and big-endian bytes compare as the numbers do
-                items.sort(key=_first)
-            else:
-                items = _sorted_dests(items)
-        for _k, line in items:
-            append(line)
-    return out
+    items = []
+    add = items.append
+    plain4 = True  # every server IPv4: sortable by (address bytes, port), see below
+    for r in row.iter_unpack(blk):
+        # r: see _ROW_PLAIN
+        port = r[6]
+        port = ((port & 0xFF) << 8) | (port >> 8)
+        if r[11] == _AF_INET6:
+            plain4 = False
+            dname = f"[{ntop(v6, r[5])}]:{port}"
+            key = r
+        else:
+            a4 = r[5][:4]
+            dname = f"{ntop(2, a4)}:{port}"[:28]
+            key = (a4, port)
+        if stats:
+            tail = "".join([largenum(x, fmt) for x in r[12:17]])
+        elif rate:
+            tail = f" {r[12]:8d} {r[13]:8d} {r[14]:8d}" + largenum(r[15], fmt) + largenum(r[16], fmt)
+        else:
+            fwd, w, ac, ic = r[7:11]
+            tail = (
+                f" {fwd_name.get(fwd & 7, '(null)'):<7} {w if w < 0x80000000 else w - 0x100000000:<6d} "
+                f"{ac:<10d} {ic:<10d}"
+            )
+        add((key, f"  -> {dname:<28}{tail}"))
+    if not fmt & FMT_NOSORT and len(items) > 1:
+        if plain4 and _span4_ok(items):
+            # no two addresses 2^31 or more apart: ipvsadm's wrapping comparison is plain
+            # order, and big-endian bytes compare as the numbers do
+            items.sort(key=_first)
+        else:
+            items = _sorted_dests(items)
+    return [line for _k, line in items]
 
 
 def _span4_ok(items: list[tuple]) -> bool:
