@@ -226,7 +226,7 @@ def _stats(payload: bytes | None) -> tuple:
     return tuple(g(a[t]) if t in a else 0 for t in _STATS64_TYPES)
 
 
-def _service(payload: bytes) -> tuple[_Svc, tuple]:
+def _service_attrs(payload: bytes) -> tuple[_Svc, tuple]:
     """A GET_SERVICE reply -> (service stand-in, its ipvsadm sort key)."""
     if len(payload) < 4:
         raise Unsupported("short service reply")
@@ -267,6 +267,126 @@ def _service(payload: bytes) -> tuple[_Svc, tuple]:
         s.stats = _Stats(_stats(st) if st is not None else _stats(a.get(_SVC_STATS)))
     except (KeyError, struct.error) as e:
         raise Unsupported(f"service reply without {e}") from None
+    return s, (k.fwmark, af, k.protocol) + words + (k.port,)
+
+
+#: GET_SERVICE reply layouts seen, by reply length: (headers Struct, the headers expected,
+#: values Struct, where each value is). A table's services mostly share a few layouts (the
+#: scheduler name's length and a PE name change them), so after the first reply of each, a
+#: reply costs one header comparison and one unpack instead of an attribute walk.
+_svc_layouts: dict[int, list[tuple[struct.Struct, tuple, struct.Struct, dict[str, int]]]] = {}
+_SVC_FIELDS = {_SVC_AF: "H", _SVC_PROTOCOL: "H", _SVC_ADDR: "16s", _SVC_PORT: "2s", _SVC_FWMARK: "I",
+               _SVC_FLAGS: "II", _SVC_TIMEOUT: "I", _SVC_NETMASK: "4s"}  # fmt: skip
+
+
+def _svc_layout(payload: bytes) -> tuple[struct.Struct, tuple, struct.Struct, dict[str, int]] | None:
+    """This reply's layout (see _svc_layouts), or None if it is not one the lean path decodes by
+    position (then _service_attrs() parses it attribute by attribute)."""
+    if len(payload) < 4 or not _LITTLE:
+        return None
+    heads: list[tuple[int, int, int]] = []  # (offset, nla_len, nla_type) of every header
+    vals: list[tuple[int, str, str]] = []  # (offset, format, name)
+    n, t = _nla_hdr(payload)
+    if t != _ATTR_SERVICE or n != len(payload):
+        return None
+    heads.append((0, n, t))
+    pos, seen = 4, set()
+    while pos + 4 <= n:
+        ln, at = _nla_hdr(payload, pos)
+        if ln < 4 or pos + ln > n or at in seen or at & ~genl.NLA_TYPE_MASK:
+            return None
+        seen.add(at)
+        heads.append((pos, ln, at))
+        width = ln - 4
+        if at in _SVC_FIELDS:
+            fmt = _SVC_FIELDS[at]
+            if struct.calcsize("=" + fmt) != width:
+                return None
+            vals.append((pos + 4, fmt, str(at)))
+        elif at in (_SVC_SCHED, _SVC_PE):
+            if width < 1 or payload[pos + ln - 1] != 0:
+                return None
+            vals.append((pos + 4, f"{width - 1}s", str(at)))
+        elif at == _SVC_STATS64:
+            sub = pos + 4
+            for want in _STATS64_TYPES:
+                if sub + 12 > pos + ln or _nla_hdr(payload, sub) != (12, want):
+                    return None
+                heads.append((sub, 12, want))
+                vals.append((sub + 4, "Q", f"st{want}"))
+                sub += 12
+            if sub != pos + ln:
+                return None
+        elif at != _SVC_STATS:  # the 32-bit counters: STATS64 has them all
+            return None
+        pos += (ln + 3) & ~3
+    if pos != n or _SVC_AF not in seen or _SVC_STATS64 not in seen or _SVC_NETMASK not in seen:
+        return None
+    if (_SVC_FWMARK in seen) == (_SVC_ADDR in seen):
+        return None
+
+    def layout(items: list, fmt_of) -> str:  # type: ignore[no-untyped-def]
+        out, at = ["="], 0
+        for item in sorted(items):
+            out.append(f"{item[0] - at}x{fmt_of(item)}")
+            at = item[0] + struct.calcsize("=" + fmt_of(item))
+        return "".join(out)
+
+    hs = struct.Struct(layout(heads, lambda h: "HH"))
+    vs = struct.Struct(layout(vals, lambda v: v[1]))
+    where, i = {}, 0
+    for _o, f, name in sorted(vals):
+        where[name] = i
+        i += len(struct.unpack("=" + f, bytes(struct.calcsize("=" + f))))  # "II" is two values
+    return hs, tuple(x for h in sorted(heads) for x in h[1:]), vs, where
+
+
+def _service(payload: bytes, with_stats: bool = True) -> tuple[_Svc, tuple]:
+    """A GET_SERVICE reply -> (service stand-in, its ipvsadm sort key); by position when its
+    layout is known (see _svc_layouts), else through _service_attrs()."""
+    lays = _svc_layouts.get(len(payload))
+    if lays is None:
+        lay = _svc_layout(payload)
+        lays = _svc_layouts[len(payload)] = [lay] if lay else []
+    for lay in lays:
+        if lay[0].unpack_from(payload) == lay[1]:
+            break
+    else:
+        lay = _svc_layout(payload)
+        if lay is None or len(lays) >= 8:
+            return _service_attrs(payload)
+        lays.append(lay)
+    vs, w = lay[2], lay[3]
+    v = vs.unpack_from(payload)
+    af = v[w["1"]]
+    k = _Key()
+    k.af = af
+    if "5" in w:
+        k.protocol, k.addr, k.port, k.fwmark = 0, "", 0, v[w["5"]]
+        words: tuple = (0, 0, 0, 0)
+    else:
+        raw = v[w["3"]]
+        k.protocol = v[w["2"]]
+        k.port = int.from_bytes(v[w["4"]], "big")
+        k.fwmark = 0
+        if af == _AF_INET6:
+            k.addr = _socket.inet_ntop(_socket.AF_INET6, raw)
+            words = _v6words(raw)
+        else:
+            k.addr = _socket.inet_ntop(_socket.AF_INET, raw[:4])
+            words = (int.from_bytes(raw[:4], "big"), 0, 0, 0)
+    s = _Svc()
+    s.key = k
+    if "7" in w:
+        i = w["7"]
+        s.flags = v[i] & v[i + 1] & ~_SVC_F_HASHED
+    else:
+        s.flags = 0
+    s.scheduler = v[w["6"]].decode() if "6" in w else ""
+    s.timeout = v[w["8"]] if "8" in w else 0
+    s.netmask = int.from_bytes(v[w["9"]], "little" if af == _AF_INET6 else "big")
+    s.pe_name = v[w["11"]].decode() if "11" in w else ""
+    s.stats = _Stats(v[w["st1"] : w["st1"] + 10]) if with_stats else None
     return s, (k.fwmark, af, k.protocol) + words + (k.port,)
 
 
@@ -483,10 +603,11 @@ def _list(sock: genl.GenlSocket, fmt: int) -> list[str]:
         L.title(fmt),
     ]
     raws = sock.dump(_CMD_GET_SERVICE)
+    with_stats = bool(fmt & (FMT_STATS | FMT_RATE))  # only those print a service's counters
     svcs = []
     keys = []
     for raw in raws:
-        s, key = _service(raw)
+        s, key = _service(raw, with_stats)
         svcs.append(s)
         keys.append(key)
     order = range(len(svcs)) if fmt & FMT_NOSORT or len(svcs) < 2 else L.service_order(keys)

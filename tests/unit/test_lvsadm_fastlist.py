@@ -226,14 +226,29 @@ def tables(draw: st.DrawFn) -> list:
     six_share = draw(st.sampled_from([0.0, 0.0, 0.2]))
     out, seen = [], set()
     for _ in range(draw(st.integers(0, 6))):
+        af = socket.AF_INET6 if draw(st.integers(0, 4)) == 0 else socket.AF_INET
         if draw(st.booleans()):
-            key = ServiceKey.inet(draw(st.sampled_from([6, 17, 132])), draw(v4), draw(st.integers(0, 65535)))
+            addr = draw(v6 if af == socket.AF_INET6 else v4)
+            key = ServiceKey(af, draw(st.sampled_from([6, 17, 132])), addr, draw(st.integers(0, 65535)))
         else:
-            key = ServiceKey(socket.AF_INET, 0, "", 0, draw(st.integers(1, 0xFFFFFFFF)))
+            key = ServiceKey(af, 0, "", 0, draw(st.integers(1, 0xFFFFFFFF)))
         if key in seen:
             continue
         seen.add(key)
-        svc = Service(key, scheduler=draw(st.sampled_from(["wlc", "rr", "lblcr", "mh"])), stats=draw(stats))
+        flags = draw(st.sampled_from([0, 0, 1, 4, 5, 8, 0x18, 0x21]))
+        if af == socket.AF_INET6:
+            netmask = draw(st.sampled_from([128, 64, 1]))
+        else:
+            netmask = draw(st.sampled_from([0xFFFFFFFF, 0xFFFFFF00, 0x80000000]))
+        svc = Service(
+            key,
+            scheduler=draw(st.sampled_from(["wlc", "rr", "lblcr", "mh", "sh", "x" * 15])),
+            flags=flags,
+            timeout=draw(st.sampled_from([0, 300, 0xFFFFFFFF])) if flags & 1 else 0,
+            netmask=netmask,
+            pe_name=draw(st.sampled_from(["", "", "sip"])),
+            stats=draw(stats),
+        )
         out.append((svc, draw(dests(six_share))))
     return out
 
@@ -244,7 +259,7 @@ FORMATS = [
 FORMATS += [f | P.FMT_NOSORT for f in FORMATS]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(
     table=tables(), fmt=st.sampled_from(FORMATS), per=st.sampled_from([1, 3, 64]), done_inline=st.booleans()
 )
