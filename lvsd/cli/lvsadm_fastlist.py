@@ -173,14 +173,11 @@ def _column_struct(order: str, picks: tuple[tuple[int, str], ...]) -> struct.Str
     return struct.Struct("".join(out))
 
 
-# Whole-table columns (see _table_lines): the address as its four bytes, the port as the
-# big-endian number it is and the family (host order: read byte-swapped, compared with
-# _AF_INET_SWAPPED) with one '>' unpack; the host-order values with one '<' unpack.
-_COL_ADDR = _column_struct(">", ((0, "4s"), (1, "H"), (12, "H")))
-_COL_PLAIN = _column_struct("<", ((2, "I"), (3, "i"), (9, "I"), (10, "I")))
-_COL_STATS = _column_struct("<", tuple((i, "Q") for i in range(23, 28)))
-_COL_RATE = _column_struct("<", tuple((i, "Q") for i in range(28, 33)))
-_AF_INET_SWAPPED = int.from_bytes(struct.pack("=H", _socket.AF_INET), "big")
+# Whole-table rows (see _table_lines): the address's first four bytes, the port's two
+# (big-endian: bytes compare as the numbers do), the family, then what the format prints.
+_ROWS_PLAIN = _column_struct("<", ((0, "4s"), (1, "2s"), (2, "I"), (3, "i"), (9, "I"), (10, "I"), (12, "H")))
+_ROWS_STATS = _column_struct("<", ((0, "4s"), (1, "2s"), (12, "H"), *((i, "Q") for i in range(23, 28))))
+_ROWS_RATE = _column_struct("<", ((0, "4s"), (1, "2s"), (12, "H"), *((i, "Q") for i in range(28, 33))))
 
 
 # --- light stand-ins for the model's values (what lvsadm_list.service_head reads) ----------------
@@ -491,10 +488,10 @@ def _tail(t: tuple) -> str:
     return f" {_FWD_NAMES.get(fwd, '(null)'):<7} {w:<6d} {ac:<10d} {ic:<10d}"
 
 
-def _count_columns(rows: list[tuple], fmt: int) -> tuple[str, list]:
-    """--stats / --rate: (line pattern, its five counter columns as % arguments). A column with a
-    value that needs largenum()'s K/M/G units (or --exact's wider field) is formatted by it."""
-    cols = list(zip(*rows, strict=True))
+def _count_columns(cols: list, fmt: int) -> str:
+    """--stats / --rate: the line pattern for these five counter columns (formatted in place:
+    a column with a value that needs largenum()'s K/M/G units, or --exact's wider field, becomes
+    largenum()'s strings)."""
     parts = ["  -> %-28s"]
     for j, c in enumerate(cols):
         if fmt & FMT_RATE and j < 3:
@@ -504,7 +501,7 @@ def _count_columns(rows: list[tuple], fmt: int) -> tuple[str, list]:
         else:
             parts.append("%s")
             cols[j] = list(map(L.largenum, c, repeat(fmt)))
-    return "".join(parts), cols
+    return "".join(parts)
 
 
 def _table_lines(blocks: list[bytes], fmt: int) -> list[list[str] | None]:
@@ -519,34 +516,35 @@ def _table_lines(blocks: list[bytes], fmt: int) -> list[list[str] | None]:
     n = len(big) // m
     if not n:
         return [[] for _ in blocks]
-    addr = list(_COL_ADDR.iter_unpack(big))
-    col = _COL_STATS if fmt & FMT_STATS else _COL_RATE if fmt & FMT_RATE else _COL_PLAIN
-    vals = list(col.iter_unpack(big))
+    counted = fmt & (FMT_STATS | FMT_RATE)
+    rows = list((_ROWS_STATS if fmt & FMT_STATS else _ROWS_RATE if counted else _ROWS_PLAIN).iter_unpack(big))
     if not fmt & FMT_NOSORT:
-        ranks = list(chain(*map(repeat, range(len(blocks)), counts)))
-        rows = sorted(zip(ranks, addr, vals, strict=True))  # (address, port) unique: vals never compared
-        _r, addr, vals = zip(*rows, strict=True)  # type: ignore[assignment]
-    a4s, ports, afs = zip(*addr, strict=True)
+        # each service's servers by (address, port): IPv4 rows are unique there, so the other
+        # fields never take part (IPv6 services are redone row by row anyway)
+        chunks, pos = [], 0
+        for c in counts:
+            chunks.append(rows[pos : pos + c])
+            pos += c
+        rows = list(chain(*map(sorted, chunks)))
+    cols = list(zip(*rows, strict=True))
+    a4s, p2s = cols[0], cols[1]
+    afs = cols[2] if counted else cols[6]
     bad: set[int] = set()
-    plain4 = afs.count(_AF_INET_SWAPPED) == n
-    if not plain4 or (
+    if afs.count(_socket.AF_INET) != n or (
         not fmt & FMT_NOSORT
         and int.from_bytes(max(a4s), "big") - int.from_bytes(min(a4s), "big") >= 0x80000000
     ):
         bad = _odd_services(counts, a4s, afs, fmt)
-    pstr = {p: f":{p}" for p in set(ports)}
-    names = list(
-        map(add, map(_socket.inet_ntop, repeat(_socket.AF_INET, n), a4s), map(pstr.__getitem__, ports))
-    )
-    if fmt & (FMT_STATS | FMT_RATE):
-        line, cols = _count_columns(vals, fmt)
-        text = _pattern(line, n) % tuple(chain(*zip(names, *cols, strict=True)))
+    pstr = {p: f":{int.from_bytes(p, 'big')}" for p in set(p2s)}
+    names = map(add, map(_socket.inet_ntop, repeat(_socket.AF_INET, n), a4s), map(pstr.__getitem__, p2s))
+    if counted:
+        vals = cols[3:8]
+        line = _count_columns(vals, fmt)
+        lines = list(map(line.__mod__, zip(names, *vals, strict=True)))
     else:
-        tails = {t: _tail(t) for t in set(vals)}
-        text = _pattern("  -> %-28s%s", n) % tuple(
-            chain(*zip(names, map(tails.__getitem__, vals), strict=True))
-        )
-    lines = text.split("\n")
+        tk = list(zip(*cols[2:6], strict=True))
+        tails = {t: _tail(t) for t in set(tk)}
+        lines = list(map(add, map("  -> %-28s".__mod__, names), map(tails.__getitem__, tk)))
     out: list[list[str] | None] = []
     pos = 0
     for i, c in enumerate(counts):
@@ -562,7 +560,7 @@ def _odd_services(counts: list[int], a4s: tuple, afs: tuple, fmt: int) -> set[in
     pos = 0
     for i, c in enumerate(counts):
         if c:
-            if afs[pos : pos + c].count(_AF_INET_SWAPPED) != c:
+            if afs[pos : pos + c].count(_socket.AF_INET) != c:
                 bad.add(i)
             elif not fmt & FMT_NOSORT:
                 # sorted: the service's first and last servers are its lowest and highest
@@ -570,17 +568,6 @@ def _odd_services(counts: list[int], a4s: tuple, afs: tuple, fmt: int) -> set[in
                     bad.add(i)
         pos += c
     return bad
-
-
-#: "%s\n%s..." patterns, k of them, by (line pattern, k)
-_patterns: dict[tuple[str, int], str] = {}
-
-
-def _pattern(line: str, k: int) -> str:
-    p = _patterns.get((line, k))
-    if p is None:
-        p = _patterns[(line, k)] = "\n".join([line] * k)
-    return p
 
 
 def list_table(fmt: int) -> list[str]:
