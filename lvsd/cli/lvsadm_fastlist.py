@@ -174,10 +174,29 @@ def _column_struct(order: str, picks: tuple[tuple[int, str], ...]) -> struct.Str
 
 
 # Whole-table rows (see _table_lines): the address's first four bytes, the port's two
-# (big-endian: bytes compare as the numbers do), the family, then what the format prints.
-_ROWS_PLAIN = _column_struct("<", ((0, "4s"), (1, "2s"), (2, "I"), (3, "i"), (9, "I"), (10, "I"), (12, "H")))
+# (big-endian: bytes compare as the numbers do), what the format prints, then the family. The
+# plain listing's columns (forwarding method, weight, active and inactive connections) come as
+# the raw span of attributes from FWD_METHOD to INACT_CONNS: one bytes object per server, and
+# the same bytes for every idle server of the same weight and method (see _tail).
+_VALUE_OFFSETS = _value_offsets()
+_SPAN = _VALUE_OFFSETS[10][0] + 4 - _VALUE_OFFSETS[2][0]
+_ROWS_PLAIN = _column_struct("<", ((0, "4s"), (1, "2s"), (2, f"{_SPAN}s"), (12, "H")))
 _ROWS_STATS = _column_struct("<", ((0, "4s"), (1, "2s"), (12, "H"), *((i, "Q") for i in range(23, 28))))
 _ROWS_RATE = _column_struct("<", ((0, "4s"), (1, "2s"), (12, "H"), *((i, "Q") for i in range(28, 33))))
+
+
+def _span_values() -> struct.Struct:
+    """FWD_METHOD, WEIGHT (signed, as ipvsadm prints it), ACTIVE_CONNS, INACT_CONNS within
+    that span."""
+    out, at = ["="], _VALUE_OFFSETS[2][0]
+    for i, f in ((2, "I"), (3, "i"), (9, "I"), (10, "I")):
+        off = _VALUE_OFFSETS[i][0]
+        out.append(f"{off - at}x{f}")
+        at = off + 4
+    return struct.Struct("".join(out))
+
+
+_SPAN_VALUES = _span_values()
 
 
 # --- light stand-ins for the model's values (what lvsadm_list.service_head reads) ----------------
@@ -482,9 +501,10 @@ _FWD_NAMES = {i: L.FWD_NAME.get(i, "(null)") for i in range(8)}
 _BIG = 100000000  # largenum() prints "%9d" below this, in both --exact and rounded forms
 
 
-def _tail(t: tuple) -> str:
-    """The plain listing's columns after the address: t is (fwd, weight, active, inactive)."""
-    fwd, w, ac, ic = t
+def _tail(span: bytes) -> str:
+    """The plain listing's columns after the address, from a server's span of attributes
+    (see _ROWS_PLAIN)."""
+    fwd, w, ac, ic = _SPAN_VALUES.unpack(span)
     return f" {_FWD_NAMES.get(fwd, '(null)'):<7} {w:<6d} {ac:<10d} {ic:<10d}"
 
 
@@ -512,23 +532,20 @@ def _table_lines(blocks: list[bytes], fmt: int) -> list[list[str] | None]:
     order): the caller formats those with _row_lines()."""
     m = _DEST_MSG_LEN
     counts = [len(b) // m for b in blocks]
-    big = b"".join(blocks)
-    n = len(big) // m
+    n = sum(counts)
     if not n:
         return [[] for _ in blocks]
     counted = fmt & (FMT_STATS | FMT_RATE)
-    rows = list((_ROWS_STATS if fmt & FMT_STATS else _ROWS_RATE if counted else _ROWS_PLAIN).iter_unpack(big))
-    if not fmt & FMT_NOSORT:
+    unpack = (_ROWS_STATS if fmt & FMT_STATS else _ROWS_RATE if counted else _ROWS_PLAIN).iter_unpack
+    if fmt & FMT_NOSORT:
+        rows = list(chain.from_iterable(map(unpack, blocks)))
+    else:
         # each service's servers by (address, port): IPv4 rows are unique there, so the other
         # fields never take part (IPv6 services are redone row by row anyway)
-        chunks, pos = [], 0
-        for c in counts:
-            chunks.append(rows[pos : pos + c])
-            pos += c
-        rows = list(chain(*map(sorted, chunks)))
+        rows = list(chain.from_iterable(map(sorted, map(unpack, blocks))))
     cols = list(zip(*rows, strict=True))
     a4s, p2s = cols[0], cols[1]
-    afs = cols[2] if counted else cols[6]
+    afs = cols[2] if counted else cols[3]
     bad: set[int] = set()
     if afs.count(_socket.AF_INET) != n or (
         not fmt & FMT_NOSORT
@@ -542,9 +559,9 @@ def _table_lines(blocks: list[bytes], fmt: int) -> list[list[str] | None]:
         line = _count_columns(vals, fmt)
         lines = list(map(line.__mod__, zip(names, *vals, strict=True)))
     else:
-        tk = list(zip(*cols[2:6], strict=True))
-        tails = {t: _tail(t) for t in set(tk)}
-        lines = list(map(add, map("  -> %-28s".__mod__, names), map(tails.__getitem__, tk)))
+        spans = cols[2]
+        tails = {t: _tail(t) for t in set(spans)}
+        lines = list(map(add, map("  -> %-28s".__mod__, names), map(tails.__getitem__, spans)))
     out: list[list[str] | None] = []
     pos = 0
     for i, c in enumerate(counts):
