@@ -260,10 +260,10 @@ class LeanPath:
                 k = svcs[text] = self._svc(opt, text)
             if k is None:
                 return None
-            wa = self.weights.get(w_text, _MISSING)
+            wa = self.weights.get(w_text, _MISSING)  # WEIGHT and the constant rest
             if wa is _MISSING:
                 w = _num(w_text, 2147483647)
-                wa = self.weights[w_text] = self._hhi(8, 4, w) if w >= 0 else None
+                wa = self.weights[w_text] = self._hhi(8, 4, w) + self._dest_tail if w >= 0 else None
             if wa is None:
                 return None
             dk = (r, fwd_opt, k[2])
@@ -272,7 +272,7 @@ class LeanPath:
                 dh = self.dests[dk] = self._dest_head(r, fwd_opt, k[2])
             if dh is None:
                 return None
-            return _CMD_NEW_DEST, k[1] + dh + wa + self._dest_tail
+            return _CMD_NEW_DEST, k[1] + dh + wa
         if n == 5 and toks[0] == "-A" and toks[3] == "-s" and toks[1] in ("-t", "-u"):
             sched = toks[4]
             if not sched or len(sched) > 15 or not sched.isascii():
