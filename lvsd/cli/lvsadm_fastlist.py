@@ -181,8 +181,10 @@ def _column_struct(order: str, picks: tuple[tuple[int, str], ...]) -> struct.Str
 _VALUE_OFFSETS = _value_offsets()
 _SPAN = _VALUE_OFFSETS[10][0] + 4 - _VALUE_OFFSETS[2][0]
 _ROWS_PLAIN = _column_struct("<", ((0, "4s"), (1, "2s"), (2, f"{_SPAN}s"), (12, "H")))
-_ROWS_STATS = _column_struct("<", ((0, "4s"), (1, "2s"), (12, "H"), *((i, "Q") for i in range(23, 28))))
-_ROWS_RATE = _column_struct("<", ((0, "4s"), (1, "2s"), (12, "H"), *((i, "Q") for i in range(28, 33))))
+# --stats and --rate: their five STATS64 counters as one span too (12 bytes each: header, u64)
+_ROWS_STATS = _column_struct("<", ((0, "4s"), (1, "2s"), (12, "H"), (23, "56s")))
+_ROWS_RATE = _column_struct("<", ((0, "4s"), (1, "2s"), (12, "H"), (28, "56s")))
+_COUNTERS = struct.Struct("=Q4xQ4xQ4xQ4xQ")  # the five values within such a span
 
 
 def _span_values() -> struct.Struct:
@@ -508,6 +510,14 @@ def _tail(span: bytes) -> str:
     return f" {_FWD_NAMES.get(fwd, '(null)'):<7} {w:<6d} {ac:<10d} {ic:<10d}"
 
 
+def _count_tail(span: bytes, fmt: int) -> str:
+    """--stats / --rate: the columns after the address, from a server's span of counters."""
+    v = _COUNTERS.unpack(span)
+    if fmt & FMT_RATE:
+        return f" {v[0]:8d} {v[1]:8d} {v[2]:8d}" + L.largenum(v[3], fmt) + L.largenum(v[4], fmt)
+    return "".join([L.largenum(x, fmt) for x in v])
+
+
 def _count_columns(cols: list, fmt: int) -> str:
     """--stats / --rate: the line pattern for these five counter columns (formatted in place:
     a column with a value that needs largenum()'s K/M/G units, or --exact's wider field, becomes
@@ -555,9 +565,15 @@ def _table_lines(blocks: list[bytes], fmt: int) -> list[list[str] | None]:
     pstr = {p: f":{int.from_bytes(p, 'big')}" for p in set(p2s)}
     names = map(add, map(_socket.inet_ntop, repeat(_socket.AF_INET, n), a4s), map(pstr.__getitem__, p2s))
     if counted:
-        vals = cols[3:8]
-        line = _count_columns(vals, fmt)
-        lines = list(map(line.__mod__, zip(names, *vals, strict=True)))
+        spans = cols[3]
+        distinct = set(spans)
+        if len(distinct) * 4 <= n:  # idle or alike servers: each set of counters formatted once
+            tails = {t: _count_tail(t, fmt) for t in distinct}
+            lines = list(map(add, map("  -> %-28s".__mod__, names), map(tails.__getitem__, spans)))
+        else:
+            vals = list(zip(*map(_COUNTERS.unpack, spans), strict=True))
+            line = _count_columns(vals, fmt)
+            lines = list(map(line.__mod__, zip(names, *vals, strict=True)))
     else:
         spans = cols[2]
         tails = {t: _tail(t) for t in set(spans)}

@@ -188,7 +188,14 @@ def both(table: list, fmt: int, **kw: object) -> tuple[list[str], list[str]]:
 counter = st.one_of(
     st.integers(0, 99_999_999), st.integers(0, 2**64 - 1), st.sampled_from([10**8, 10**9, 10**14])
 )
-stats = st.builds(Stats, *([counter] * 10))
+# idle servers (all zero) share one formatted tail; busy ones are formatted column by column
+# (and a few busy ones repeated, with counters that need units, so that path sees them too)
+POOL = [
+    Stats(),
+    Stats(7, 10**8, 3, 10**9 + 7, 123456789012345, 11, 10**8 + 1, 13, 99_999_999, 10**12),
+    Stats(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+]
+stats = st.one_of(st.sampled_from(POOL), st.builds(Stats, *([counter] * 10)))
 v4 = st.one_of(
     st.sampled_from(["10.0.0.1", "10.0.0.2", "192.168.1.1", "127.0.0.1", "255.255.255.255", "0.0.0.0"]),
     st.ip_addresses(v=4).map(str),
@@ -350,3 +357,19 @@ def test_the_installed_script_runs_lvsadm(tmp_path: object) -> None:
     assert ok.returncode == 0 and ok.stdout.startswith("IP Virtual Server version"), ok
     bad = subprocess.run([sys.executable, str(script), "-Q"], capture_output=True, text=True, env=env)
     assert bad.returncode == 255 and "lvsadm -h" in bad.stderr, bad  # as ipvsadm: exit(-1)
+
+
+def test_servers_with_equal_counters_share_one_formatted_tail() -> None:
+    """Many servers, three sets of counters (zero, busy with K/M/G-sized values, small): the
+    --stats/--rate lines come from one formatted tail per set, as the general path prints them."""
+    table = []
+    for i in range(4):
+        svc = Service(ServiceKey.inet(6, f"10.100.{i}.1", 80))
+        ds = [
+            Destination(DestKey(socket.AF_INET, f"10.200.{i}.{j + 2}", 8080), forward=0, stats=POOL[j % 3])
+            for j in range(12)
+        ]
+        table.append((svc, ds))
+    for fmt in FORMATS:
+        fast, general = both(table, fmt)
+        assert fast == general
