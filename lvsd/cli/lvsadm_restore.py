@@ -49,6 +49,25 @@ def split_lines(data: str) -> list[tuple[int, list[str]]]:
     return result
 
 
+#: ASCII whitespace str.split() splits on and ipvsadm's reader does not
+_ODD_SPACE = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f")
+
+
+def split_words(data: str) -> list[list[str]] | None:
+    """split_lines() without the line numbers, the whole input split by C-level passes
+    (``str.split`` mapped over the lines) where that splits exactly as ipvsadm's reader: ASCII
+    input without other whitespace and without an 'ipvsadm' word. None otherwise (then use
+    split_lines). ~0.15 s of 11,000 lines in the VM went to the per-line loop."""
+    if not data.isascii() or "ipvsadm" in data or any(c in data for c in _ODD_SPACE):
+        return None
+    lines = data.split("\n")
+    if data.endswith("\n"):
+        lines.pop()
+    elif len(lines[-1]) - len(lines[-1].rstrip(_WS)) >= 2:
+        lines.pop()  # ipvsadm's reader drops an unterminated last line ending in 2+ blanks
+    return list(filter(None, map(str.split, lines)))
+
+
 def _dotted(s: str) -> bool:
     """Strict dotted-quad decimal (glibc inet_pton: where inet_aton and the resolver agree)."""
     try:
@@ -313,14 +332,12 @@ def lean_restore(data: str, out: list[str], err: list[str]) -> int | None:
     """``lvsadm -R`` when every line is one of LeanPath's shapes: parse all, send all through one
     netlink socket, report refusals as restore() does. None (nothing sent) when a line needs the
     general parser or the kernel cannot be reached: then restore() runs on the same input."""
-    msg = LeanPath().msg
-    messages: list[tuple[int, bytes]] = []
-    append = messages.append
-    for _n, toks in split_lines(data):
-        m = msg(toks)
-        if m is None:
-            return None
-        append(m)
+    words = split_words(data)
+    if words is None:
+        words = [toks for _n, toks in split_lines(data)]
+    messages = list(map(LeanPath().msg, words))
+    if None in messages:
+        return None
     from lvsd.ipvs import genl
 
     from .lvsadm import ipvs_strerror

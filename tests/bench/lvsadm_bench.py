@@ -7,8 +7,8 @@ costs ~0.4 s per start under emulation):
     tests/kernel/vm.sh /tmp/lvsadm-bench/bin/python tests/bench/lvsadm_bench.py    # VM, both tools
     /tmp/lvsadm-bench/bin/python tests/bench/lvsadm_bench.py --host                # host start-up
 
-The bench times the installed `lvsadm` console script; from any other interpreter it falls back
-to the source tree (and says so). Targets (issue 3): -R <= 0.25x ipvsadm; -Ln and -Ln --stats
+The bench times the installed `lvsadm` script; from any other interpreter it falls back to the
+source tree (and says so). Targets (issue 3): -R <= 0.25x ipvsadm; -Ln and -Ln --stats
 <= 1.0x; -Ln of an empty table under 150 ms on the host with the memory backend. Prints times
 (best of N interleaved runs, medians in brackets) and ratios. BENCH_ROUNDS (5) and
 BENCH_R_ROUNDS (3) set N.
@@ -25,8 +25,8 @@ import time
 
 
 def installed_lvsadm() -> list[str] | None:
-    """The ``lvsadm`` console script pip wrote next to this interpreter, if lvsd is installed
-    there as a user installs it (not editable, not this source tree)."""
+    """The ``lvsadm`` script pip installed next to this interpreter, if lvsd is installed there
+    as a user installs it (not editable, not this source tree)."""
     script = os.path.join(os.path.dirname(sys.executable), "lvsadm")
     if not os.path.exists(script):
         return None
@@ -44,8 +44,8 @@ def installed_lvsadm() -> list[str] | None:
 
 INSTALLED = installed_lvsadm()
 if INSTALLED:
-    # What a user runs: pip's console script (it imports re, then lvsd.cli.lvsadm) from the
-    # byte-compiled modules pip wrote; the bench process's cwd is moved out of the source tree.
+    # What a user runs: the installed script (lvsd/cli/scripts/lvsadm) and the byte-compiled
+    # modules pip wrote; the bench process's cwd is moved out of the source tree.
     LVSADM = INSTALLED
     os.chdir("/")
 else:

@@ -449,3 +449,22 @@ def test_fastlist_dest_layout_is_netlinks() -> None:
     assert F._DEST_HDR_CHECK.pack(*F._EXPECTED_HDRS)[20:] == N._DEST_HDR_BYTES
     assert F._DEST_MSG.size == 20 + N.DEST_REPLY_SIZE
     assert F._ROW_PLAIN.size == F._ROW_STATS.size == F._ROW_RATE.size == F._DEST_MSG.size
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["-a", "-A", "-t", "10.0.0.1:80", "ipvsadm", "x\x0by", "é", " ", "  ", "\t", "\r", "\n", "\x0c", ""]),
+        max_size=30,
+    ).map("".join)
+)
+def test_split_words_is_split_lines_without_numbers(data: str) -> None:
+    """-R's C-level splitter (lvsadm_restore.split_words) gives exactly split_lines()'s words,
+    or declines (None) where str.split() would split otherwise than ipvsadm's reader."""
+    from lvsd.cli.lvsadm_restore import split_lines, split_words
+
+    words = split_words(data)
+    if words is not None:
+        assert words == [toks for _n, toks in split_lines(data)]
+    if data.isascii() and "ipvsadm" not in data and "\x0b" not in data and "\x0c" not in data:
+        assert words is not None
