@@ -10,7 +10,6 @@ Start-up time matters (scripts call ipvsadm in loops): this module imports only 
 command needs them.
 """
 
-from __future__ import annotations
 
 import os
 import sys

@@ -6,7 +6,6 @@ done only when a host or service *name* is given. Errors raise ``Fail(code, mess
 ipvsadm's exact text and exit status; nothing is printed here.
 """
 
-from __future__ import annotations
 
 # --- commands, options, the legality matrix (ipvsadm.c) ----------------------------------------
 

@@ -22,7 +22,6 @@ inside our sendmsg(), and carries on after a failed one):
   are reported as such (errno ENOBUFS), never silently as applied.
 """
 
-from __future__ import annotations
 
 import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under emulation
 import errno as _errno
@@ -415,7 +414,7 @@ class GenlSocket:
         nbytes = max(4096, self.sndbuf - 1024 - NLMSG_HDRLEN)
         return msgs, nbytes
 
-    def batch(self, messages: Sequence[tuple[int, bytes]]) -> list[NetlinkError | None]:
+    def batch(self, messages: "Sequence[tuple[int, bytes]]") -> list[NetlinkError | None]:
         """Send many (cmd, payload) requests, chunked into as few sendmsg() calls as the buffers
         allow. Returns one entry per message: None if the kernel applied it, else NetlinkError
         (errno ENOBUFS or ETIMEDOUT = the reply was lost, outcome unknown; ECANCELED = not sent
@@ -510,7 +509,7 @@ class GenlSocket:
                     _errno.ENOBUFS, "reply lost in a receive-buffer overrun: outcome unknown"
                 )
 
-    def __enter__(self) -> GenlSocket:
+    def __enter__(self) -> "GenlSocket":
         return self
 
     def __exit__(self, *exc: object) -> None:
