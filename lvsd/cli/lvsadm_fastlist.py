@@ -18,6 +18,13 @@ import struct
 from itertools import chain, repeat
 
 from lvsd.ipvs import genl
+from lvsd.ipvs.layout import (
+    DEST_HEADERS,
+    DEST_HEADERS_FORMAT,
+    DEST_PARTS,
+    DEST_REPLY_SIZE,
+    DEST_VALUES_FORMAT,
+)
 
 from . import lvsadm_list as L
 from .lvsadm_parse import FMT_EXACT, FMT_NOSORT, FMT_NUMERIC, FMT_RATE, FMT_STATS
@@ -49,58 +56,9 @@ _INFO_VERSION, _INFO_CONN_TAB_SIZE = 1, 2
 _SVC_F_HASHED = 0x0002
 _AF_INET6 = 10
 
-# A GET_DEST reply as ip_vs_genl_fill_dest() writes it on Linux 3.18+ (tun fields 5.2+): every
-# attribute, in this order, with these sizes. Kept equal to lvsd/ipvs/netlink.py's fast-path layout
-# (tests/unit/test_genl.py compares them). (type, struct format of the value, value width)
-_DEST_PARTS: tuple = (
-    (2, None, 0),  # IPVS_CMD_ATTR_DEST, nested
-    (1, "16s", 16),  # ADDR (the 16-byte union)
-    (2, "H2x", 2),  # PORT (be16)
-    (3, "I", 4),  # FWD_METHOD
-    (4, "I", 4),  # WEIGHT
-    (13, "B3x", 1),  # TUN_TYPE
-    (14, "H2x", 2),  # TUN_PORT
-    (15, "H2x", 2),  # TUN_FLAGS
-    (5, "I", 4),  # U_THRESH
-    (6, "I", 4),  # L_THRESH
-    (7, "I", 4),  # ACTIVE_CONNS
-    (8, "I", 4),  # INACT_CONNS
-    (9, "I", 4),  # PERSIST_CONNS
-    (11, "H2x", 2),  # ADDR_FAMILY
-    (10, None, 0),  # STATS (32-bit counters), nested: skipped
-    *((t, "4x" if t not in (4, 5) else "8x", 4 if t not in (4, 5) else 8) for t in range(1, 11)),
-    (12, None, 0),  # STATS64, nested
-    *((t, "Q", 8) for t in range(1, 11)),
-)
-
-
-def _layout() -> tuple[str, str, tuple, int]:
-    """(values format, headers format, expected header words, payload size) of a GET_DEST reply."""
-    vals, hdrs = [], []
-    expected: list[int] = []
-    nests: list[tuple[int, int]] = []
-    size = 0
-    for atype, fmt, width in _DEST_PARTS:
-        if fmt is None:
-            nests.append((len(expected), size))
-            expected += [0, atype]
-            vals.append("4x")
-            hdrs.append("HH")
-            size += 4
-            continue
-        expected += [4 + width, atype]
-        pad = -width & 3
-        vals.append("4x" + fmt)
-        hdrs.append("HH" + f"{width + pad}x")
-        size += 4 + width + pad
-    (top_i, _), (st_i, st_off), (st64_i, st64_off) = nests
-    expected[top_i] = size
-    expected[st_i] = st64_off - st_off
-    expected[st64_i] = size - st64_off
-    return "".join(vals), "".join(hdrs), tuple(expected), size
-
-
-_VALS, _HDRS, _EXPECTED_HDRS, DEST_REPLY_SIZE = _layout()
+# A GET_DEST reply's layout (lvsd/ipvs/layout.py, the backend's too)
+_DEST_PARTS = DEST_PARTS
+_VALS, _HDRS, _EXPECTED_HDRS = DEST_VALUES_FORMAT, DEST_HEADERS_FORMAT, DEST_HEADERS
 #: a whole dest reply message: nlmsghdr (len, type, flags, seq, pid) + genlmsghdr + the values
 _DEST_MSG = struct.Struct("=IHHII4x" + _VALS)
 

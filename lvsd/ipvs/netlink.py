@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from . import genl
 from .backend import Backend, BackendUnavailable, BatchError, IPVSError, Op, OpKind
+from .layout import DEST_HEADERS, DEST_HEADERS_FORMAT, DEST_REPLY_SIZE, DEST_VALUES_FORMAT
 from .model import (
     AF_INET,
     AF_INET6,
@@ -400,62 +401,13 @@ def decode_dest(payload: bytes, service_af: int) -> Destination:
     )
 
 
-# Fast path for dest dumps. ip_vs_genl_fill_dest() always emits the same attributes in the same
-# order with fixed sizes (ADDR is the 16-byte union), so a whole reply decodes with one unpack.
-# The layout is verified in full on the first reply of every dump (header words compared with
-# the expected ones); the rest of that dump, made by the same kernel code, is checked by size.
+# Fast path for dest dumps (lvsd/ipvs/layout.py): a whole reply decodes with one unpack. The
+# layout is verified in full on the first reply of every dump (header words compared with the
+# expected ones); the rest of that dump, made by the same kernel code, is checked by size.
 # Anything else (older kernels, other arches with pad attributes) takes decode_dest().
-_DEST_PARTS = (
-    (IPVS_CMD_ATTR_DEST, None, 0),
-    (IPVS_DEST_ATTR_ADDR, "16s", 16),
-    (IPVS_DEST_ATTR_PORT, "H2x", 2),
-    (IPVS_DEST_ATTR_FWD_METHOD, "I", 4),
-    (IPVS_DEST_ATTR_WEIGHT, "I", 4),
-    (IPVS_DEST_ATTR_TUN_TYPE, "B3x", 1),
-    (IPVS_DEST_ATTR_TUN_PORT, "H2x", 2),
-    (IPVS_DEST_ATTR_TUN_FLAGS, "H2x", 2),
-    (IPVS_DEST_ATTR_U_THRESH, "I", 4),
-    (IPVS_DEST_ATTR_L_THRESH, "I", 4),
-    (IPVS_DEST_ATTR_ACTIVE_CONNS, "I", 4),
-    (IPVS_DEST_ATTR_INACT_CONNS, "I", 4),
-    (IPVS_DEST_ATTR_PERSIST_CONNS, "I", 4),
-    (IPVS_DEST_ATTR_ADDR_FAMILY, "H2x", 2),
-    (IPVS_DEST_ATTR_STATS, None, 0),
-    *((t, "4x" if t not in (4, 5) else "8x", 4 if t not in (4, 5) else 8) for t in range(1, 11)),
-    (IPVS_DEST_ATTR_STATS64, None, 0),
-    *((t, "Q", 8) for t in range(1, 11)),
-)
-
-
-def _build_dest_layout() -> tuple[struct.Struct, struct.Struct, bytes, int]:
-    """(values-only Struct, headers-only Struct, expected header bytes, total size)."""
-    vals, hdrs = ["="], ["="]
-    expected: list[int] = []
-    nest_stack: list[tuple[int, int]] = []  # (index in expected, start offset)
-    size = 0
-    for atype, fmt, width in _DEST_PARTS:
-        if fmt is None:  # a nest header: its length is patched once its content is known
-            nest_stack.append((len(expected), size))
-            expected += [0, atype]
-            vals.append("4x")
-            hdrs.append("HH")
-            size += 4
-            continue
-        expected += [4 + width, atype]
-        pad = -width & 3
-        vals.append("4x" + fmt)
-        hdrs.append("HH" + f"{width + pad}x")
-        size += 4 + width + pad
-    # nests: the top one spans everything; STATS up to STATS64; STATS64 to the end
-    (top_i, _), (st_i, st_off), (st64_i, st64_off) = nest_stack
-    expected[top_i] = size
-    expected[st_i] = st64_off - st_off
-    expected[st64_i] = size - st64_off
-    hs = struct.Struct("".join(hdrs))
-    return struct.Struct("".join(vals)), hs, hs.pack(*expected), size
-
-
-_DEST_VALS, _DEST_HDRS, _DEST_HDR_BYTES, DEST_REPLY_SIZE = _build_dest_layout()
+_DEST_VALS = struct.Struct("=" + DEST_VALUES_FORMAT)
+_DEST_HDRS = struct.Struct("=" + DEST_HEADERS_FORMAT)
+_DEST_HDR_BYTES = _DEST_HDRS.pack(*DEST_HEADERS)
 _dest_vals_unpack = _DEST_VALS.unpack
 _dest_new = object.__new__
 _set = {n: Destination.__dict__[n].__set__ for n in Destination.__slots__}  # type: ignore[attr-defined]

@@ -441,7 +441,8 @@ def test_connection_listing_like_ipvsadm() -> None:
 
 
 def test_fastlist_dest_layout_is_netlinks() -> None:
-    """lvsadm -Ln's lean path decodes GET_DEST replies with the layout the backend checks."""
+    """lvsadm -Ln's lean path and the backend decode GET_DEST replies with one layout
+    (lvsd/ipvs/layout.py)."""
     from lvsd.cli import lvsadm_fastlist as F
     from lvsd.ipvs import netlink as N
 
