@@ -7,8 +7,13 @@ gives CPU-seconds per 10,000 checks. keepalived (in the VM: ``VM_APT=keepalived`
 way against the same listener with one virtual server holding the N real servers.
 
     python tests/bench/checks.py lvsd --kind tcp -n 1000 --interval 0.1 --seconds 10
+    python tests/bench/checks.py lvsd --kind https -n 200 --interval 0.1 --seconds 10  # TLS (trustme)
     python tests/bench/checks.py compare --kind tcp -n 200 --interval 1 --seconds 20    # needs keepalived+IPVS
     python tests/bench/checks.py latency -n 1000 --interval 0.1 --flips 300            # result->change p99
+
+``--kind https`` serves TLS (a trustme CA and an ECDSA certificate for ``bench.test``); the
+checks verify the chain and the name (``ca``, ``sni``), each probe a full handshake, as a
+production https check does. The listener's TLS work is its own process's, not counted.
 
 Prints one line per run and, for ``compare``, the ratio lvsd/keepalived (target <= 1.5).
 """
@@ -40,8 +45,9 @@ def addrs(n: int) -> list[str]:
     return [f"127.1.{(i // 250) % 250}.{i % 250 + 1}" for i in range(n)]
 
 
-def _serve(port: int, http: bool, counter: Value, ready: Value) -> None:  # type: ignore[valid-type]
-    """Listener process: accept on 0.0.0.0:port (so every 127.x address), count, answer, close."""
+def _serve(port: int, http: bool, counter: Value, ready: Value, tls: tuple[str, str] | None = None) -> None:  # type: ignore[valid-type]
+    """Listener process: accept on 0.0.0.0:port (so every 127.x address), count, answer, close;
+    over TLS with ``tls`` = (certificate chain file, key file)."""
     # own session: with the kernel's autogroup scheduling the stand-in servers then do not share
     # the checker's CPU share on a busy machine (real servers are other machines)
     os.setsid()
@@ -50,6 +56,13 @@ def _serve(port: int, http: bool, counter: Value, ready: Value) -> None:  # type
     ls.bind(("0.0.0.0", port))
     ls.listen(4096)
     ls.setblocking(False)
+    ctx = None
+    if tls:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+    shaking: set[int] = set()  # TLS connections still in their handshake
     ep = select.epoll()
     ep.register(ls.fileno(), select.EPOLLIN)
     conns: dict[int, socket.socket] = {}
@@ -70,16 +83,28 @@ def _serve(port: int, http: bool, counter: Value, ready: Value) -> None:  # type
                         continue
                     c.setblocking(False)
                     c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
+                    if ctx is not None:
+                        c = ctx.wrap_socket(c, server_side=True, do_handshake_on_connect=False)
+                        shaking.add(c.fileno())
                     conns[c.fileno()] = c
                     ep.register(c.fileno(), select.EPOLLIN)
             else:
-                c = conns.pop(fd)
-                ep.unregister(fd)
+                c = conns[fd]
                 try:
+                    if fd in shaking:
+                        c.do_handshake()
+                        shaking.discard(fd)
+                        continue  # the request follows
                     if c.recv(4096):
                         c.send(HTTP_REPLY)
-                except OSError:
-                    pass
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as e:  # ssl.SSLWantRead/WriteError are OSErrors too
+                    if type(e).__name__ in ("SSLWantReadError", "SSLWantWriteError"):
+                        continue
+                conns.pop(fd)
+                shaking.discard(fd)
+                ep.unregister(fd)
                 c.close()
         counter.value = served
 
@@ -88,11 +113,12 @@ def _serve(port: int, http: bool, counter: Value, ready: Value) -> None:  # type
 class Listener:
     port: int
     http: bool
+    tls: tuple[str, str] | None = None
 
     def __enter__(self) -> Listener:
         self.counter = Value("q", 0, lock=False)
         ready = Value("i", 0, lock=False)
-        self.proc = Process(target=_serve, args=(self.port, self.http, self.counter, ready), daemon=True)
+        self.proc = Process(target=_serve, args=(self.port, self.http, self.counter, ready, self.tls), daemon=True)
         self.proc.start()
         deadline = time.monotonic() + 10
         while not ready.value and time.monotonic() < deadline:
@@ -107,12 +133,13 @@ class Listener:
         self.proc.join(5)
 
 
-def make_config(kind: str, targets: list[str], port: int, interval: float, timeout: float):
+def make_config(kind: str, targets: list[str], port: int, interval: float, timeout: float, ca: str | None = None):
     """A duck-typed Config with one service holding every target (what CheckManager reads)."""
     from lvsd.checks.base import CheckSpec
     from lvsd.ipvs.model import DestKey
 
-    spec = CheckSpec(type=kind, interval=interval, timeout=timeout, rise=1, fall=1, path="/")
+    tls = {"ca": ca, "sni": TLS_NAME} if kind == "https" else {}
+    spec = CheckSpec(type=kind, interval=interval, timeout=timeout, rise=1, fall=1, path="/", **tls)
 
     class Srv:
         def __init__(self, a: str) -> None:
@@ -129,6 +156,22 @@ def make_config(kind: str, targets: list[str], port: int, interval: float, timeo
     return Cfg()
 
 
+TLS_NAME = "bench.test"
+
+
+def _tls_files(d: str) -> tuple[tuple[str, str], str]:
+    """A trustme CA and a certificate for TLS_NAME, written to d: ((chain, key), CA file)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert(TLS_NAME)
+    chain, key, ca_file = (os.path.join(d, f) for f in ("chain.pem", "key.pem", "ca.pem"))
+    cert.private_key_and_cert_chain_pem.write_to_path(chain)
+    cert.private_key_pem.write_to_path(key)
+    ca.cert_pem.write_to_path(ca_file)
+    return (chain, key), ca_file
+
+
 def cpu_self() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -143,8 +186,10 @@ def run_lvsd(kind: str, n: int, interval: float, seconds: float, port: int, warm
     logging.getLogger("lvsd").addHandler(logging.NullHandler())
     logging.getLogger("lvsd").propagate = False
     changes: list[object] = []
-    with Listener(port, kind != "tcp") as lst:
-        cfg = make_config(kind, addrs(n), port, interval, 1.0)
+    tmp = tempfile.TemporaryDirectory()
+    tls, ca = _tls_files(tmp.name) if kind == "https" else (None, None)
+    with tmp, Listener(port, kind != "tcp", tls) as lst:
+        cfg = make_config(kind, addrs(n), port, interval, 1.0, ca)
 
         async def main() -> tuple[float, int]:
             m = CheckManager(lambda sid, h: changes.append((sid, h)))
@@ -453,7 +498,7 @@ def latency(n: int, interval: float, port: int, flips: int = 100, backend_name: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=("lvsd", "keepalived", "compare", "latency"))
-    ap.add_argument("--kind", choices=("tcp", "http"), default="tcp")
+    ap.add_argument("--kind", choices=("tcp", "http", "https"), default="tcp")
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--interval", type=float, default=0.1)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -466,6 +511,8 @@ def main() -> None:
     if a.mode == "latency":
         latency(a.n, a.interval, a.port, flips=a.flips, backend_name=a.backend)
         return
+    if a.kind == "https" and a.mode != "lvsd":
+        raise SystemExit("--kind https: lvsd only (keepalived's SSL_GET is not set up by this bench)")
     res = {}
     if a.mode in ("lvsd", "compare"):
         cpu, checks = run_lvsd(a.kind, a.n, a.interval, a.seconds, a.port)
