@@ -379,6 +379,17 @@ class Lab:
         for p in ports:
             _ipn(n, "link", "set", p, "master", name)
 
+    def routed_netns(self, name: str, dev: str, gw_cidr: str, cidr: str) -> Netns:
+        """A namespace behind a veth from the root namespace: ``dev`` (root side) gets
+        ``gw_cidr``, the namespace's ``eth0`` gets ``cidr``, and its default route goes via the
+        root side (a real server or a client of a director in the root namespace)."""
+        ns = self.netns(name)
+        self.veth(dev, None, "eth0", ns)
+        self.addr(dev, gw_cidr)
+        self.addr("eth0", cidr, ns)
+        self.route("default", gw_cidr.split("/")[0], ns)
+        return ns
+
     def addr(self, dev: str, cidr: str, ns: Netns | str | None = None) -> None:
         """Add an address (``nodad`` for IPv6, so it is usable at once); removed on close."""
         n = _nsname(ns)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from netns import Lab
 
 pytestmark = pytest.mark.kernel
 
@@ -246,41 +247,25 @@ def topology(tmp_path: Path):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} missing")
     servers: list[Server] = []
-    sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
     sh("ipvsadm", "-C")
-    sh("ip", "netns", "add", "ckc")
-    sh("ip", "link", "add", "dckc", "type", "veth", "peer", "name", "eth0", "netns", "ckc")
-    sh("ip", "addr", "add", "10.81.0.1/24", "dev", "dckc")
-    sh("ip", "link", "set", "dckc", "up")
-    sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo")
-    sh("ip", "-n", "ckc", "addr", "add", "10.81.0.2/24", "dev", "eth0")
-    sh("ip", "-n", "ckc", "link", "set", "eth0", "up")
-    sh("ip", "-n", "ckc", "link", "set", "lo", "up")
-    sh("ip", "-n", "ckc", "route", "add", "default", "via", "10.81.0.1")
-    (tmp_path / "server.py").write_text(SERVER)
-    (tmp_path / "client.py").write_text(CLIENT.replace("{timeout}", str(CLIENT_TIMEOUT)))
-    for ns, (addr, gw, veth) in RS.items():
-        sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        sh("ip", "addr", "add", f"{gw}/24", "dev", veth)
-        sh("ip", "link", "set", veth, "up")
-        sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", ns, "route", "add", "default", "via", gw)
-        srv = Server(tmp_path, ns)
-        srv.start()
-        servers.append(srv)
-    try:
-        yield tmp_path, servers
-    finally:
-        for srv in servers:
-            if srv.proc is not None:
-                srv.kill()
-        sh("ipvsadm", "-C", check=False)
-        for ns in ("ckc", *RS):
-            sh("ip", "netns", "del", ns, check=False)
-        sh("ip", "addr", "del", f"{VIP}/32", "dev", "lo", check=False)
+    with Lab() as lab:
+        lab.sysctl("net.ipv4.ip_forward", "1")
+        lab.routed_netns("ckc", "dckc", "10.81.0.1/24", "10.81.0.2/24")
+        lab.addr("lo", f"{VIP}/32")
+        (tmp_path / "server.py").write_text(SERVER)
+        (tmp_path / "client.py").write_text(CLIENT.replace("{timeout}", str(CLIENT_TIMEOUT)))
+        for ns, (addr, gw, veth) in RS.items():
+            lab.routed_netns(ns, veth, f"{gw}/24", f"{addr}/24")
+            srv = Server(tmp_path, ns)
+            srv.start()
+            servers.append(srv)
+        try:
+            yield tmp_path, servers
+        finally:
+            for srv in servers:
+                if srv.proc is not None:
+                    srv.kill()
+            sh("ipvsadm", "-C", check=False)
 
 
 def client_log(path: Path) -> list[tuple[float, str]]:

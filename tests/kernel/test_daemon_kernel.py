@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from netns import Lab
 
 pytestmark = pytest.mark.kernel
 
@@ -98,47 +99,23 @@ def topology(tmp_path: Path):
     for tool in ("ip", "ipvsadm"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} missing")
-    procs: list[subprocess.Popen] = []
-    sh("sysctl", "-qw", "net.ipv4.ip_forward=1")
-    sh("sysctl", "-qw", "net.ipv4.vs.conntrack=0", check=False)
     sh("ipvsadm", "-C")
-    sh("ip", "netns", "add", "lvc")
-    sh("ip", "link", "add", "dlvc", "type", "veth", "peer", "name", "eth0", "netns", "lvc")
-    sh("ip", "addr", "add", "10.61.0.1/24", "dev", "dlvc")
-    sh("ip", "link", "set", "dlvc", "up")
-    sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo")
-    sh("ip", "-n", "lvc", "addr", "add", "10.61.0.2/24", "dev", "eth0")
-    sh("ip", "-n", "lvc", "link", "set", "eth0", "up")
-    sh("ip", "-n", "lvc", "link", "set", "lo", "up")
-    sh("ip", "-n", "lvc", "route", "add", "default", "via", "10.61.0.1")
-    (tmp_path / "server.py").write_text(SERVER)
-    (tmp_path / "client.py").write_text(CLIENT)
-    for ns, (addr, gw, veth) in RS.items():
-        sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        sh("ip", "addr", "add", f"{gw}/24", "dev", veth)
-        sh("ip", "link", "set", veth, "up")
-        sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
-        sh("ip", "-n", ns, "link", "set", "eth0", "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", ns, "route", "add", "default", "via", gw)
-        p = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, str(tmp_path / "server.py"), addr, ns],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        procs.append(p)
-        assert p.stdout is not None and p.stdout.readline().strip() == "listening"
-    try:
-        yield tmp_path
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        sh("ipvsadm", "-C", check=False)
-        for ns in ("lvc", *RS):
-            sh("ip", "netns", "del", ns, check=False)
-        sh("ip", "addr", "del", f"{VIP}/32", "dev", "lo", check=False)
+    with Lab() as lab:
+        lab.sysctl("net.ipv4.ip_forward", "1")
+        if os.path.exists("/proc/sys/net/ipv4/vs/conntrack"):
+            lab.sysctl("net.ipv4.vs.conntrack", "0")
+        lab.routed_netns("lvc", "dlvc", "10.61.0.1/24", "10.61.0.2/24")
+        lab.addr("lo", f"{VIP}/32")
+        (tmp_path / "server.py").write_text(SERVER)
+        (tmp_path / "client.py").write_text(CLIENT)
+        for ns, (addr, gw, veth) in RS.items():
+            lab.routed_netns(ns, veth, f"{gw}/24", f"{addr}/24")
+            p = lab.popen(sys.executable, str(tmp_path / "server.py"), addr, ns, ns=ns, stdout=subprocess.PIPE, text=True)
+            assert p.stdout is not None and p.stdout.readline().strip() == "listening"
+        try:
+            yield tmp_path
+        finally:
+            sh("ipvsadm", "-C", check=False)
 
 
 # Services using the other attributes, so that a kernel that reports a value differently from
