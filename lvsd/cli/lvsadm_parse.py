@@ -307,8 +307,9 @@ _LONG_MIN = -(1 << 63)
 _LONG_MAX = (1 << 63) - 1
 
 
-def strtol10(s: str) -> int | None:
-    """strtol(s, &end, 10) that must consume all of s; None if not (or out of long's range)."""
+def _scan_int(s: str) -> tuple[int, int, int]:
+    """How the C library reads a decimal: (where the sign or digits start after leading blanks,
+    where the digits start, where they end)."""
     i, n = 0, len(s)
     while i < n and s[i] in _SPACE:
         i += 1
@@ -318,7 +319,13 @@ def strtol10(s: str) -> int | None:
     k = j
     while k < n and "0" <= s[k] <= "9":
         k += 1
-    if k == j or k != n:
+    return i, j, k
+
+
+def strtol10(s: str) -> int | None:
+    """strtol(s, &end, 10) that must consume all of s; None if not (or out of long's range)."""
+    i, j, k = _scan_int(s)
+    if k == j or k != len(s):
         return None
     v = int(s[i:k])
     if v < _LONG_MIN or v > _LONG_MAX:
@@ -338,15 +345,7 @@ def string_to_number(s: str | None, lo: int, hi: int) -> int:
 
 def atoi(s: str) -> int:
     """C atoi(): leading blanks, sign, digits, anything after ignored; 0 if no digits."""
-    i, n = 0, len(s)
-    while i < n and s[i] in _SPACE:
-        i += 1
-    j = i
-    if j < n and s[j] in "+-":
-        j += 1
-    k = j
-    while k < n and "0" <= s[k] <= "9":
-        k += 1
+    i, j, k = _scan_int(s)
     if k == j:
         return 0
     v = max(_LONG_MIN, min(_LONG_MAX, int(s[i:k])))
