@@ -318,8 +318,56 @@ class Checker:
         self.cancel()
 
 
-def errno_text(err: int) -> str:
-    """Short text of a socket errno: 'connection refused'."""
-    import os
+_ERRTEXT: dict[int, str] = {}
 
-    return os.strerror(err).lower()
+
+def errno_text(err: int) -> str:
+    """Short text of a socket errno: 'connection refused' (cached: probes fail by thousands)."""
+    t = _ERRTEXT.get(err)
+    if t is None:
+        import os
+
+        t = _ERRTEXT[err] = os.strerror(err).lower()
+    return t
+
+
+class SocketProbe(Checker):
+    """A checker whose probe is one non-blocking socket watched by the poller: the receive,
+    release and finish steps tcp, http(s), udp and dns share."""
+
+    sock: Any = None
+    fd: int = -1
+    watched = False
+
+    def _watch(self, events: int, cb: Callable[[], None]) -> None:
+        self.watched = True
+        self.poller.set(self.fd, events, cb)
+
+    def _recv(self, what: str) -> bytes | None:
+        """One read of the socket: its data (b"" at end of stream), or None when there is nothing
+        yet or the probe is over (a socket error finishes it as ``what: <error>``)."""
+        s = self.sock
+        if s is None:
+            return None
+        try:
+            return s.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            self._finish(False, f"{what}: {errno_text(e.errno or 0)}")
+            return None
+
+    def _release(self) -> None:
+        s = self.sock
+        if s is None:
+            return
+        self.sock = None
+        if self.watched:
+            self.watched = False
+            self.poller.forget(self.fd)  # the close below removes it from epoll
+        self.fd = -1
+        s.close()  # stream sockets have SO_LINGER 0: RST, no TIME_WAIT
+
+    def _finish(self, ok: bool, detail: str) -> None:
+        self._release()
+        self.done(ok, detail, None)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import _socket
 import errno
-import os
 import select
 import socket
 import struct
 
-from .base import LOCAL_ERRNOS, Checker
+from .base import LOCAL_ERRNOS, SocketProbe
+from .base import errno_text as _err
 
 _LINGER0 = struct.pack("ii", 1, 0)
 _SOL_SOCKET = socket.SOL_SOCKET
@@ -24,32 +24,17 @@ _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _EINPROGRESS = errno.EINPROGRESS
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
-_ERRTEXT: dict[int, str] = {}
 
 
-def _err(e: int) -> str:
-    t = _ERRTEXT.get(e)
-    if t is None:
-        t = _ERRTEXT[e] = os.strerror(e).lower()
-    return t
-
-
-class StreamChecker(Checker):
+class StreamChecker(SocketProbe):
     """Connect phase shared by tcp and http(s): start() opens the socket and connects; on success
     ``connected()`` is called with the socket registered nowhere."""
 
     kind = "tcp"
 
-    sock: socket.socket | None = None
-    fd: int = -1
-    watched = False
     phase = "connect"
     #: the C socket type: no Python-level __init__ per probe (https needs socket.socket for ssl)
     socket_type = _socket.socket
-
-    def _watch(self, events: int, cb) -> None:
-        self.watched = True
-        self.poller.set(self.fd, events, cb)
 
     def _open(self) -> socket.socket:
         s = self.socket_type(self.family, _STREAM)
@@ -131,15 +116,8 @@ class StreamChecker(Checker):
         self._watch(_IN, self._on_read)
 
     def _on_read(self) -> None:
-        s = self.sock
-        if s is None:
-            return
-        try:
-            data = s.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            self._finish(False, f"tcp recv: {_err(e.errno or 0)}")
+        data = self._recv("tcp recv")
+        if data is None:
             return
         expect = self.spec.expect
         assert expect is not None
@@ -151,21 +129,6 @@ class StreamChecker(Checker):
             self._finish(False, f"tcp reply did not contain {expect[:40]!r}")
         elif len(buf) > max(self.spec.body_limit, len(expect)):
             self._finish(False, f"tcp reply did not contain {expect[:40]!r} in {len(buf)} bytes")
-
-    def _release(self) -> None:
-        s = self.sock
-        if s is None:
-            return
-        self.sock = None
-        if self.watched:
-            self.watched = False
-            self.poller.forget(self.fd)  # the close below removes it from epoll
-        self.fd = -1
-        s.close()  # SO_LINGER 0: RST, no TIME_WAIT
-
-    def _finish(self, ok: bool, detail: str) -> None:
-        self._release()
-        self.done(ok, detail, None)
 
     def cancel(self) -> str:
         phase = self.phase if self.sock is not None else "connect"

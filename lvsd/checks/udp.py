@@ -10,18 +10,16 @@ import _socket
 import select
 import socket
 
-from .base import LOCAL_ERRNOS, Checker
-from .tcp import _err
+from .base import LOCAL_ERRNOS, SocketProbe
+from .base import errno_text as _err
 
 _DGRAM = socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 
 
-class DatagramChecker(Checker):
+class DatagramChecker(SocketProbe):
     """Send one datagram, wait for one matching reply; subclasses define payload() and judge()."""
 
     kind = "udp"
-    sock: _socket.socket | None = None
-    fd = -1
 
     def payload(self) -> bytes:
         return self.spec.send or b""
@@ -51,34 +49,15 @@ class DatagramChecker(Checker):
             return
         self.sock = s
         self.fd = s.fileno()
-        self.poller.set(self.fd, select.EPOLLIN, self._on_read)
+        self._watch(select.EPOLLIN, self._on_read)
 
     def _on_read(self) -> None:
-        s = self.sock
-        if s is None:
-            return
-        try:
-            data = s.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as e:
-            self._finish(False, f"{self.kind}: {_err(e.errno or 0)}")
+        data = self._recv(self.kind)
+        if data is None:
             return
         verdict = self.judge(data)
         if verdict is not None:
             self._finish(*verdict)
-
-    def _release(self) -> None:
-        s = self.sock
-        if s is not None:
-            self.sock = None
-            self.poller.forget(self.fd)  # closing removes it from epoll
-            self.fd = -1
-            s.close()
-
-    def _finish(self, ok: bool, detail: str) -> None:
-        self._release()
-        self.done(ok, detail, None)
 
     def cancel(self) -> str:
         self._release()
