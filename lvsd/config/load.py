@@ -125,7 +125,7 @@ DIGESTS = {"md5": 32, "sha1": 40, "sha256": 64}
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "OPTIONS")
 
 TOP_KEYS = ("daemon", "ipvs", "defaults", "service", "ha", "sync", "api", "metrics")
-DAEMON_KEYS = ("on_start", "on_stop", "resync", "log_level", "hook_timeout")
+DAEMON_KEYS = ("on_start", "on_stop", "resync", "log_level", "hook_timeout", "state_file")
 IPVS_KEYS = ("timeouts",)
 TIMEOUT_KEYS = ("tcp", "tcpfin", "udp")
 #: keys a server may set, and that a service or [defaults] may set for its servers
@@ -1374,7 +1374,16 @@ def _daemon(ctx: _Ctx, t: dict) -> DaemonConfig:
         resync=ctx.duration(t, "resync", "daemon", 30.0, hi=86400),
         log_level=ctx.choice(t, "log_level", "daemon", LOG_LEVELS, "info"),
         hook_timeout=ctx.duration(t, "hook_timeout", "daemon", 10.0, lo=0.01, hi=3600),
+        state_file=_state_file(ctx, t),
     )
+
+
+def _state_file(ctx: _Ctx, t: dict) -> str:
+    path = ctx.str(t, "state_file", "daemon", "")
+    if path and (not path.startswith("/") or path.endswith("/") or "\0" in path):
+        ctx.err("daemon.state_file", f'must be an absolute file path, or "" for none, got {_show(path)}')
+        return ""
+    return path
 
 
 def _ipvs(ctx: _Ctx, t: dict) -> IPVSConfig:

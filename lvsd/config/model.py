@@ -52,6 +52,9 @@ class DaemonConfig:
     resync: float = 30.0  # seconds between full compares with the kernel; 0 = never
     log_level: str = "info"  # debug | info | warning | error
     hook_timeout: float = 10.0  # seconds a notify hook may run before it is killed
+    # where lvsd records the services it manages ("" = nowhere): at start, a service recorded
+    # there that the config no longer names (removed while lvsd was stopped) is deleted
+    state_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
+import os
 import signal
 import time
 from collections import Counter
@@ -73,6 +75,27 @@ class Stats:
     role_changes: int = 0
 
 
+def recorded_services(path: str) -> tuple[set[ServiceKey], str]:
+    """The services a daemon.state_file records, and why none could be read ("" if fine; a
+    missing file is fine: nothing recorded yet)."""
+    if not path:
+        return set(), ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        keys = set()
+        for k in doc["services"]:
+            af, proto, addr, port, fwmark = k
+            if not (all(type(v) is int for v in (af, proto, port, fwmark)) and type(addr) is str):
+                raise ValueError(f"not a service key: {k!r}")
+            keys.add(ServiceKey(af, proto, addr, port, fwmark))
+        return keys, ""
+    except FileNotFoundError:
+        return set(), ""
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return set(), f"{path} unreadable ({e})"
+
+
 class Daemon:
     """The reconcile loop and its lifecycle. ``run()`` returns the process exit status."""
 
@@ -103,6 +126,8 @@ class Daemon:
         self.health: dict[ServerId, ServerHealth] = {}
         self.quorum: dict[str, bool] = {}
         self.managed: set[ServiceKey] = {s.key for s in config.services}
+        self._recorded_as: tuple[str, list[ServiceKey]] | None = None  # what _record() last wrote
+        self._record_error = ""
         self.stats = Stats()
         self.state = "starting"
         self._runner = BoundedFrequency(MIN_INTERVAL, config.daemon.resync or 1e9)
@@ -241,16 +266,23 @@ class Daemon:
 
             self.api = ControlAPI(self)
             self.api.claim(cfg)  # a live socket = another lvsd: stop before touching the kernel
+        actual = self.backend.dump()
+        gone = sorted(k for k in actual if k not in self.managed and k in self._recorded())
+        if gone:
+            # managed at the last run (daemon.state_file), no longer in the config: removed from
+            # it while lvsd was stopped. Managed again until the first reconcile deletes them.
+            shown = ", ".join(str(k) for k in gone[:5]) + (", ..." if len(gone) > 5 else "")
+            log.info("removing %d services the config no longer names (managed before): %s", len(gone), shown)
+            self.managed |= set(gone)
+        self._record()
         if cfg.daemon.on_start == "flush":
-            actual = self.backend.dump()
             ops = [Op.del_service(k) for k in actual if k in self.managed]
             if ops:
                 log.info("on_start=flush: removing %d managed services before configuring", len(ops))
                 self._view = None
                 self._apply(ops, "on_start=flush")
         else:
-            actual = self.backend.dump()
-            adopted = [k for k in actual if k in self.managed]
+            adopted = [k for k in actual if k in self.managed and k not in gone]
             if adopted:
                 log.info("adopting %d services already in the kernel", len(adopted))
         await self._start_checks(cfg)
@@ -259,6 +291,43 @@ class Daemon:
         if self._want_api:
             await self._start_api(cfg)
         self.state = "running"
+
+    # ------------------------------------------------------------------ the managed services' record
+
+    def _recorded(self) -> set[ServiceKey]:
+        """The services daemon.state_file says lvsd managed when it last ran (none if unset,
+        missing or unreadable: then nothing is deleted on its account)."""
+        keys, error = recorded_services(self.config.daemon.state_file)
+        if error:
+            log.warning(
+                "daemon.state_file %s: a service removed from the config while lvsd was stopped is "
+                "left in the kernel",
+                error,
+            )
+        return keys
+
+    def _record(self) -> None:
+        """Write the managed services to daemon.state_file when they changed (atomically: a new
+        file renamed over the old). A failure is logged, never fatal."""
+        path = self.config.daemon.state_file
+        keys = sorted(self.managed)
+        if not path or (path, keys) == self._recorded_as:
+            return
+        doc = {"services": [[k.af, k.protocol, k.addr, k.port, k.fwmark] for k in keys]}
+        tmp = f"{path}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            self._recorded_as = (path, keys)
+        except OSError as e:
+            if self._record_error != str(e):
+                log.warning("cannot write daemon.state_file %s: %s", path, e.strerror or e)
+            self._record_error = str(e)
 
     async def _start_checks(self, cfg: Config) -> None:
         if not any(srv.checks for s in cfg.services for srv in s.servers):
@@ -420,6 +489,7 @@ class Daemon:
                         self._view.update(desired)
             if full:
                 self.managed = {s.key for s in self.config.services}
+                self._record()
         except (IPVSError, OSError, ValueInvalid) as e:
             ok = False
             self._full = True
@@ -616,6 +686,7 @@ class Daemon:
         self.config = new
         self._by_name = {s.name: s for s in new.services}
         self.managed |= {s.key for s in new.services}  # keep the old keys until their deletion succeeds
+        self._record()
         self.quorum = {n: v for n, v in self.quorum.items() if n in self._by_name}
         self._runner.max_interval = new.daemon.resync or 1e9
         if new.daemon.log_level != old.daemon.log_level:

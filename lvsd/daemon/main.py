@@ -90,7 +90,7 @@ def plan(path: str, backend_name: str, state: str | None) -> int:
     from lvsd.core.desired import desired_table
     from lvsd.core.diff import diff
     from lvsd.core.health import Health, ServerHealth
-    from lvsd.daemon.daemon import describe
+    from lvsd.daemon.daemon import describe, recorded_services
 
     cfg = _load(path)
     if cfg is None:
@@ -101,7 +101,12 @@ def plan(path: str, backend_name: str, state: str | None) -> int:
             actual = backend.dump()
             health = {srv.id: ServerHealth(Health.UP) for s in cfg.services for srv in s.servers}
             desired = desired_table(cfg, health, actual)
-            ops = diff(desired, actual, {s.key for s in cfg.services})
+            configured = {s.key for s in cfg.services}
+            recorded, why = recorded_services(cfg.daemon.state_file)
+            if why:
+                print(f"# daemon.state_file {why}: nothing deleted on its account", file=sys.stderr)
+            # managed at the last run and no longer configured: the daemon deletes them at start
+            ops = diff(desired, actual, configured | (recorded & set(actual)))
             t = cfg.ipvs.timeouts
             if t is not None:
                 from lvsd.ipvs.backend import Op
@@ -115,7 +120,7 @@ def plan(path: str, backend_name: str, state: str | None) -> int:
         return 1
     for op in ops:
         print(describe(op))
-    others = [k for k in actual if k not in {s.key for s in cfg.services}]
+    others = [k for k in actual if k not in configured and k not in recorded]
     print(
         f"# {len(ops)} operations; {len(others)} services in the kernel not in the config are left alone"
         "; health checks may hold servers out",

@@ -167,6 +167,7 @@ CONFIG = """
 [daemon]
 on_stop = "{on_stop}"
 resync = "1s"
+state_file = "{dir}/state/managed.json"
 
 [api]
 socket = "{dir}/lvsd.sock"
@@ -367,6 +368,15 @@ def test_daemon_on_the_real_kernel(topology: Path) -> None:
     assert result["seen"] == "lvr1,lvr2", out  # both real servers served requests
     restart_log = d.logtext().split("starting:")[-1]
     assert not [ln for ln in restart_log.splitlines() if " add-" in ln or " edit-" in ln or " delete-" in ln], restart_log
+
+    # 5b. a service removed from the file while lvsd is stopped goes at the next start (it is in
+    # daemon.state_file); the unmanaged one, never recorded, stays
+    assert d.stop() == 0
+    write(w1=5)
+    d = Lvsd(tmp, cfg)
+    d.ready()
+    wait_table(lines(*v2[:3], *other), "start after removing a service while stopped")
+    assert "removing 1 services the config no longer names (managed before): tcp" in d.logtext()
 
     # 6. on_stop = remove: the managed services go, the unmanaged one stays
     write(on_stop="remove", w1=5, extra=EXTRA_SERVICE)

@@ -293,6 +293,77 @@ def test_on_start_flush_clears_managed_services_first(env) -> None:
     run(main())
 
 
+def test_state_file_deletes_services_removed_from_the_config_while_stopped(env, caplog) -> None:
+    """daemon.state_file: run with web+dns, stop (keep), drop dns from the file, start again:
+    dns is deleted; a service never recorded (OTHER) is left, as without a record."""
+    make, cfg, _sock, tmp = env
+    state = tmp / "state" / "managed.json"  # its directory is made on the first write
+    body = CONFIG.replace('resync = "{resync}"', f'resync = "{{resync}}"\nstate_file = "{state}"')
+    b = CountingBackend()
+    b.apply([Op.add_service(Service(OTHER, "rr"))])
+
+    async def first():
+        d = daemon(make(body=body), b)
+        t = await started(d)
+        assert json.loads(state.read_text())["services"] == [
+            [k.af, k.protocol, k.addr, k.port, k.fwmark] for k in sorted({WEB, DNS})
+        ]
+        await finish(d, t)
+
+    run(first())
+    assert {WEB, DNS, OTHER} <= set(b.dump())
+    no_dns = body[: body.index("[[service]]\nname = \"dns\"")]
+    b.batches.clear()
+
+    async def second():
+        d = daemon(make(body=no_dns), b)
+        t = await started(d)
+        assert set(b.dump()) == {WEB, OTHER}
+        assert [o for o in b.ops if o.kind is OpKind.DEL_SERVICE] == [Op.del_service(DNS)]
+        # recorded again without dns once it is gone
+        assert json.loads(state.read_text())["services"] == [[WEB.af, WEB.protocol, WEB.addr, WEB.port, 0]]
+        await finish(d, t)
+
+    with caplog.at_level("INFO", logger="lvsd"):
+        run(second())
+    assert "removing 1 services the config no longer names (managed before): udp 10.0.0.2:53" in caplog.text
+
+
+def test_state_file_unreadable_or_unwritable_deletes_nothing_and_runs_on(env, caplog) -> None:
+    make, cfg, _sock, tmp = env
+    bad = tmp / "managed.json"
+    bad.write_text('{"services": [[2, 17, "10.0.0.2", 53]]}')  # a key with a field missing
+    body = CONFIG.replace('resync = "{resync}"', f'resync = "{{resync}}"\nstate_file = "{bad}"')
+    body = body[: body.index("[[service]]\nname = \"dns\"")]  # dns not configured
+    b = CountingBackend()
+    b.apply([Op.add_service(Service(DNS, "rr"))])
+
+    async def main():
+        d = daemon(make(body=body), b)
+        t = await started(d)
+        assert DNS in b.dump()  # not deleted on the strength of an unreadable record
+        await finish(d, t)
+
+    with caplog.at_level("WARNING", logger="lvsd"):
+        run(main())
+    assert "daemon.state_file" in caplog.text and "unreadable" in caplog.text
+    # a record that cannot be written: logged once, the daemon runs on
+    caplog.clear()
+    blocked = tmp / "file-not-dir"
+    blocked.write_text("")
+    body2 = CONFIG.replace('resync = "{resync}"', f'resync = "{{resync}}"\nstate_file = "{blocked}/managed.json"')
+
+    async def unwritable():
+        d = daemon(make(body=body2), b)
+        t = await started(d)
+        assert WEB in b.dump()
+        await finish(d, t)
+
+    with caplog.at_level("WARNING", logger="lvsd"):
+        run(unwritable())
+    assert caplog.text.count("cannot write daemon.state_file") == 1
+
+
 # --- reload ------------------------------------------------------------------------------------
 
 
