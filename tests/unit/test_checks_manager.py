@@ -203,7 +203,11 @@ def test_all_checks_must_pass() -> None:
 
 
 def test_first_checks_are_jittered_across_the_interval() -> None:
-    ports = [free_port() for _ in range(50)]
+    ports: list[int] = []
+    while len(ports) < 50:  # distinct: the kernel may hand a just-freed port out again
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
     cfg = config([("web", ports, '{ type = "tcp", interval = 1.0, timeout = 0.1, rise = 1, fall = 1 }')])
 
     async def main():
