@@ -297,6 +297,7 @@ class Lab:
         # things inside them are skipped (each `ip` call costs ~0.1-0.5 s under emulation).
         self._own_ns: set[str] = set()
         self._own_links: set[tuple[str | None, str]] = set()
+        self._vanishing: list[str] = []  # root-namespace veth ends going with their peer's netns
 
     def _doomed(self, ns: str | None, dev: str | None = None) -> bool:
         return (ns is not None and ns in self._own_ns) or (dev is not None and (ns, dev) in self._own_links)
@@ -319,6 +320,21 @@ class Lab:
                 errors.append(f"{what}: {e}")
             if trace:
                 print(f"lab: {what}: {time.monotonic() - t0:.3f}s", file=sys.stderr)
+        # close() returns with the root namespace as it was: the next test's "before" snapshot
+        # must not see a veth that is still on its way out
+        deadline = time.monotonic() + 10
+        while self._vanishing:
+            dev = self._vanishing[-1]
+            if not os.path.exists(f"/sys/class/net/{dev}"):
+                self._vanishing.pop()
+            elif time.monotonic() > deadline:
+                self._vanishing.pop()
+                try:
+                    _ipn(None, "link", "del", "dev", dev)
+                except Exception as e:  # noqa: BLE001 - collect, keep cleaning
+                    errors.append(f"link {dev} outlived its peer's namespace: {e}")
+            else:
+                time.sleep(0.02)
         if errors:
             raise LabError("cleanup failed: " + "; ".join(errors))
 
@@ -349,6 +365,10 @@ class Lab:
         def undo() -> None:
             if not (self._doomed(ns) or (peer and self._doomed(peer_ns))):
                 _ipn(ns, "link", "del", "dev", dev)
+            elif ns is None and not self._doomed(ns):
+                # this end stays in the root namespace and dies with its peer's namespace, which
+                # the kernel destroys asynchronously after `ip netns del`: wait for it (below)
+                self._vanishing.append(dev)
 
         self._on_close(f"link del {dev}", undo)
 
