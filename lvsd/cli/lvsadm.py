@@ -10,7 +10,6 @@ Start-up time matters (scripts call ipvsadm in loops): this module imports only 
 command needs them.
 """
 
-
 import os
 import sys
 

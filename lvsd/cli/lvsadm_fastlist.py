@@ -12,7 +12,6 @@ read-only, so trying twice is harmless). Anything unexpected -- a reply layout o
 one checked below, a missing attribute, a kernel error -- raises ``Unsupported``.
 """
 
-
 import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under emulation
 import struct
 from itertools import chain, repeat
@@ -21,8 +20,8 @@ from lvsd.ipvs import genl
 from lvsd.ipvs.layout import (
     DEST_HEADERS,
     DEST_HEADERS_FORMAT,
-    DEST_PARTS,
     DEST_REPLY_SIZE,
+    DEST_VALUE_OFFSETS,
     DEST_VALUES_FORMAT,
 )
 
@@ -56,37 +55,34 @@ _INFO_VERSION, _INFO_CONN_TAB_SIZE = 1, 2
 _SVC_F_HASHED = 0x0002
 _AF_INET6 = 10
 
-# A GET_DEST reply's layout (lvsd/ipvs/layout.py, the backend's too)
-_DEST_PARTS = DEST_PARTS
-_VALS, _HDRS, _EXPECTED_HDRS = DEST_VALUES_FORMAT, DEST_HEADERS_FORMAT, DEST_HEADERS
+# A GET_DEST reply's layout is lvsd/ipvs/layout.py's (the backend's too).
 #: a whole dest reply message: nlmsghdr (len, type, flags, seq, pid) + genlmsghdr + the values
-_DEST_MSG = struct.Struct("=IHHII4x" + _VALS)
+_DEST_MSG = struct.Struct("=IHHII4x" + DEST_VALUES_FORMAT)
+_DEST_MSG_LEN = genl.HDRLEN + DEST_REPLY_SIZE
+#: value offsets within a whole reply message (see layout.DEST_VALUE_OFFSETS for the numbering)
+_VALUE_OFFSETS = tuple((genl.HDRLEN + off, fmt, width) for off, fmt, width in DEST_VALUE_OFFSETS)
 
 
-def _row_struct(keep: frozenset[int]) -> struct.Struct:
-    """A whole dest reply message unpacking only the value parts numbered in ``keep`` (0 ADDR,
-    1 PORT, 2 FWD_METHOD, 3 WEIGHT, ... in _DEST_PARTS order, nests not counted): fewer Python
-    objects per server. The rest are pad bytes of the same size."""
-    out = ["=IHHII4x"]
-    i = 0
-    for _atype, fmt, width in _DEST_PARTS:
-        if fmt is None:
-            out.append("4x")
-            continue
-        out.append("4x" + (fmt if i in keep else f"{width + (-width & 3)}x"))
-        i += 1
+def _column_struct(order: str, picks: tuple[tuple[int, str], ...]) -> struct.Struct:
+    """A whole dest reply message (no alignment, byte order ``order``) unpacking only the values
+    in ``picks`` as (value number, struct format); everything else is pad bytes."""
+    out, pos = [order], 0
+    for i, fmt in picks:
+        off = _VALUE_OFFSETS[i][0]
+        out.append(f"{off - pos}x{fmt}")
+        pos = off + struct.calcsize("<" + fmt)
+    out.append(f"{_DEST_MSG_LEN - pos}x")
     return struct.Struct("".join(out))
 
 
-# rows: (nlmsghdr: len, type, flags, seq, pid, ADDR, PORT, FWD_METHOD, WEIGHT, ACTIVE_CONNS,
-#        INACT_CONNS, ADDR_FAMILY[, five counters of STATS64: conns..outbytes or cps..outbps])
-_ROW_BASE = frozenset((0, 1, 2, 3, 9, 10, 12))
-_ROW_PLAIN = _row_struct(_ROW_BASE)
-_ROW_STATS = _row_struct(_ROW_BASE | frozenset(range(23, 28)))
-_ROW_RATE = _row_struct(_ROW_BASE | frozenset(range(28, 33)))
-_DEST_HDR_CHECK = struct.Struct("=20x" + _HDRS)
-
-_DEST_MSG_LEN = genl.HDRLEN + DEST_REPLY_SIZE
+# Row by row (_row_lines): ADDR (the 16-byte union), PORT (read in host order), FWD_METHOD,
+# WEIGHT (signed, as ipvsadm prints it), ACTIVE_CONNS, INACT_CONNS, ADDR_FAMILY[, five STATS64
+# counters: conns..outbytes or cps..outbps].
+_ROW_BASE = ((0, "16s"), (1, "H"), (2, "I"), (3, "i"), (9, "I"), (10, "I"), (12, "H"))
+_ROW_PLAIN = _column_struct("=", _ROW_BASE)
+_ROW_STATS = _column_struct("=", (*_ROW_BASE, *((i, "Q") for i in range(23, 28))))
+_ROW_RATE = _column_struct("=", (*_ROW_BASE, *((i, "Q") for i in range(28, 33))))
+_DEST_HDR_CHECK = struct.Struct("=20x" + DEST_HEADERS_FORMAT)
 _NLMSGHDR = struct.Struct("=IHHII")
 _NLMSGHDR4 = struct.Struct("=IHHI")
 _REQ_HDR = struct.Struct("=IHHIIBBH")  # nlmsghdr + genlmsghdr of a request
@@ -102,39 +98,11 @@ _LITTLE = struct.pack("=H", 1) == b"\x01\x00"
 _MSG_TRUNC = int(_socket.MSG_TRUNC)
 
 
-def _value_offsets() -> list[tuple[int, str, int]]:
-    """(offset in the whole reply message, struct format, width) of each value part, in
-    _DEST_PARTS order (nests not counted)."""
-    out = []
-    pos = genl.HDRLEN
-    for _atype, fmt, width in _DEST_PARTS:
-        pos += 4
-        if fmt is None:
-            continue
-        out.append((pos, fmt, width))
-        pos += width + (-width & 3)
-    return out
-
-
-def _column_struct(order: str, picks: tuple[tuple[int, str], ...]) -> struct.Struct:
-    """A whole dest reply message (no alignment, byte order ``order``) unpacking only the value
-    parts in ``picks`` as (part number, struct format); everything else is pad bytes."""
-    offs = _value_offsets()
-    out, pos = [order], 0
-    for i, fmt in picks:
-        off = offs[i][0]
-        out.append(f"{off - pos}x{fmt}")
-        pos = off + struct.calcsize("<" + fmt)
-    out.append(f"{_DEST_MSG_LEN - pos}x")
-    return struct.Struct("".join(out))
-
-
 # Whole-table rows (see _table_lines): the address's first four bytes, the port's two
 # (big-endian: bytes compare as the numbers do), what the format prints, then the family. The
 # plain listing's columns (forwarding method, weight, active and inactive connections) come as
 # the raw span of attributes from FWD_METHOD to INACT_CONNS: one bytes object per server, and
 # the same bytes for every idle server of the same weight and method (see _tail).
-_VALUE_OFFSETS = _value_offsets()
 _SPAN = _VALUE_OFFSETS[10][0] + 4 - _VALUE_OFFSETS[2][0]
 _ROWS_PLAIN = _column_struct("<", ((0, "4s"), (1, "2s"), (2, f"{_SPAN}s"), (12, "H")))
 # --stats and --rate: their five STATS64 counters as one span too (12 bytes each: header, u64)
@@ -311,7 +279,7 @@ def _svc_layout(payload: bytes) -> tuple[struct.Struct, tuple, struct.Struct, di
     where, i = {}, 0
     for _o, f, name in sorted(vals):
         where[name] = i
-        i += len(struct.unpack("=" + f, bytes(struct.calcsize("=" + f))))  # "II" is two values
+        i += 2 if f == "II" else 1  # FLAGS (flags, mask) is the only two-value field
     return hs, tuple(x for h in sorted(heads) for x in h[1:]), vs, where
 
 
@@ -374,7 +342,6 @@ def _dest_blocks(sock: genl.GenlSocket, payloads: list[bytes]) -> list[bytes]:
     """Dump each service's destinations (``payloads``: the services' GET_SERVICE replies, which
     identify them): per service, its reply messages back to back, each exactly _DEST_MSG_LEN bytes
     of the checked layout, as one bytes object."""
-    global _layout_checked
     s = sock.sock
     fam, ver = sock.family_id, sock.version
     buf, view = sock._buf, sock._view
@@ -405,10 +372,7 @@ def _dest_blocks(sock: genl.GenlSocket, payloads: list[bytes]) -> list[bytes]:
                 if mtype == fam and ln == m and n % m == 0 and _LITTLE:
                     k = n // m
                     if k == 1 or view[:n].cast("I")[::words] == _lengths(k):
-                        if not _layout_checked:
-                            if _DEST_HDR_CHECK.unpack_from(buf, 0) != _EXPECTED_HDRS:
-                                raise Unsupported("unexpected dest reply layout")
-                            _layout_checked = True
+                        _check_layout(buf, 0)
                         parts.append(bytes(view[:n]))
                         continue
                 elif mtype == done and n == ln:
@@ -417,6 +381,16 @@ def _dest_blocks(sock: genl.GenlSocket, payloads: list[bytes]) -> list[bytes]:
                 break
         blocks.append(parts[0] if len(parts) == 1 else b"".join(parts))
     return blocks
+
+
+def _check_layout(buf: bytearray, pos: int) -> None:
+    """The first dest reply of the process must have exactly layout.py's header words; the rest,
+    from the same kernel code, are then checked by length only."""
+    global _layout_checked
+    if not _layout_checked:
+        if _DEST_HDR_CHECK.unpack_from(buf, pos) != DEST_HEADERS:
+            raise Unsupported("unexpected dest reply layout")
+        _layout_checked = True
 
 
 def _lengths(k: int) -> memoryview:
@@ -431,7 +405,6 @@ def _lengths(k: int) -> memoryview:
 def _walk(buf: bytearray, view: memoryview, n: int, seq: int, fam: int, parts: list[bytes]) -> bool:
     """Any other datagram of a dest dump, message by message: dest replies are added to
     ``parts``; True at NLMSG_DONE."""
-    global _layout_checked
     hdr = _NLMSGHDR.unpack_from
     m = _DEST_MSG_LEN
     pos = 0
@@ -446,10 +419,7 @@ def _walk(buf: bytearray, view: memoryview, n: int, seq: int, fam: int, parts: l
                 raise Unsupported("kernel error or unexpected reply in a dest dump")
             if ln != m or pos + ln > n or not _LITTLE:
                 raise Unsupported("unexpected dest reply size")
-            if not _layout_checked:
-                if _DEST_HDR_CHECK.unpack_from(buf, pos) != _EXPECTED_HDRS:
-                    raise Unsupported("unexpected dest reply layout")
-                _layout_checked = True
+            _check_layout(buf, pos)
             parts.append(bytes(view[pos : pos + ln]))
         pos += (ln + 3) & ~3
     return False
@@ -460,19 +430,26 @@ _FWD_NAMES = {i: L.FWD_NAME.get(i, "(null)") for i in range(8)}
 _BIG = 100000000  # largenum() prints "%9d" below this, in both --exact and rounded forms
 
 
+def _plain_tail(fwd: int, w: int, ac: int, ic: int) -> str:
+    """The plain listing's columns after the address."""
+    return f" {_FWD_NAMES[fwd & 7]:<7} {w:<6d} {ac:<10d} {ic:<10d}"
+
+
 def _tail(span: bytes) -> str:
-    """The plain listing's columns after the address, from a server's span of attributes
-    (see _ROWS_PLAIN)."""
-    fwd, w, ac, ic = _SPAN_VALUES.unpack(span)
-    return f" {_FWD_NAMES.get(fwd, '(null)'):<7} {w:<6d} {ac:<10d} {ic:<10d}"
+    """_plain_tail() of a server's span of attributes (see _ROWS_PLAIN)."""
+    return _plain_tail(*_SPAN_VALUES.unpack(span))
 
 
-def _count_tail(span: bytes, fmt: int) -> str:
-    """--stats / --rate: the columns after the address, from a server's span of counters."""
-    v = _COUNTERS.unpack(span)
+def _counts_tail(v: tuple, fmt: int) -> str:
+    """--stats / --rate: the columns after the address, from the five counters."""
     if fmt & FMT_RATE:
         return f" {v[0]:8d} {v[1]:8d} {v[2]:8d}" + L.largenum(v[3], fmt) + L.largenum(v[4], fmt)
     return "".join([L.largenum(x, fmt) for x in v])
+
+
+def _count_tail(span: bytes, fmt: int) -> str:
+    """_counts_tail() of a server's span of counters."""
+    return _counts_tail(_COUNTERS.unpack(span), fmt)
 
 
 def _count_columns(cols: list, fmt: int) -> str:
@@ -599,39 +576,27 @@ def _list(sock: genl.GenlSocket, fmt: int) -> list[str]:
 
 
 def _row_lines(blk: bytes, fmt: int) -> list[str]:
-    """One service's servers (a _dest_block) as ipvsadm prints them, server by server: every
-    case, _block_lines() only the common ones."""
-    stats, rate = fmt & FMT_STATS, fmt & FMT_RATE
-    largenum = L.largenum
-    fwd_name = L.FWD_NAME
+    """One service's servers (a _dest_blocks block) as ipvsadm prints them, server by server:
+    every case, _table_lines() only the common ones."""
+    counted = fmt & (FMT_STATS | FMT_RATE)
     ntop = _socket.inet_ntop
     v6 = _socket.AF_INET6
-    row = _ROW_STATS if stats else _ROW_RATE if rate else _ROW_PLAIN
+    row = _ROW_STATS if fmt & FMT_STATS else _ROW_RATE if counted else _ROW_PLAIN
     items = []
     add = items.append
     plain4 = True  # every server IPv4: sortable by (address bytes, port), see below
     for r in row.iter_unpack(blk):
-        # r: see _ROW_PLAIN
-        port = r[6]
+        addr, port, af = r[0], r[1], r[6]  # see _ROW_BASE
         port = ((port & 0xFF) << 8) | (port >> 8)
-        if r[11] == _AF_INET6:
+        if af == _AF_INET6:
             plain4 = False
-            dname = f"[{ntop(v6, r[5])}]:{port}"
-            key = r
+            dname = f"[{ntop(v6, addr)}]:{port}"
+            key: tuple = (af, *_v6words(addr), port)
         else:
-            a4 = r[5][:4]
+            a4 = addr[:4]
             dname = f"{ntop(2, a4)}:{port}"[:28]
             key = (a4, port)
-        if stats:
-            tail = "".join([largenum(x, fmt) for x in r[12:17]])
-        elif rate:
-            tail = f" {r[12]:8d} {r[13]:8d} {r[14]:8d}" + largenum(r[15], fmt) + largenum(r[16], fmt)
-        else:
-            fwd, w, ac, ic = r[7:11]
-            tail = (
-                f" {fwd_name.get(fwd & 7, '(null)'):<7} {w if w < 0x80000000 else w - 0x100000000:<6d} "
-                f"{ac:<10d} {ic:<10d}"
-            )
+        tail = _counts_tail(r[7:12], fmt) if counted else _plain_tail(*r[2:6])
         add((key, f"  -> {dname:<28}{tail}"))
     if not fmt & FMT_NOSORT and len(items) > 1:
         if plain4 and _span4_ok(items):
@@ -658,12 +623,7 @@ def _first_addr(item: tuple) -> bytes:
 
 
 def _sorted_dests(items: list[tuple]) -> list[tuple]:
-    """(key, line) pairs in ipvsadm's destination order (lvsadm_list.dest_order); key is the
-    dump row of an IPv6 server, (address bytes, port) of an IPv4 one."""
-    keys = []
-    for k, _line in items:
-        if len(k) == 2:
-            keys.append((2, int.from_bytes(k[0], "big"), 0, 0, 0, k[1]))
-        else:
-            keys.append((k[11],) + _v6words(k[5]) + (((k[6] & 0xFF) << 8) | (k[6] >> 8),))
+    """(key, line) pairs in ipvsadm's destination order (lvsadm_list.dest_order); key is
+    (address bytes, port) of an IPv4 server, dest_order's key already for an IPv6 one."""
+    keys = [(2, int.from_bytes(k[0], "big"), 0, 0, 0, k[1]) if len(k) == 2 else k for k, _line in items]
     return [items[i] for i in L.dest_order(keys)]

@@ -4,7 +4,6 @@ including its quirks: glibc's merge sort with ipvsadm's wrapping comparators, th
 truncation of names, signed printing of fwmarks and weights, (null) never reached.
 """
 
-
 from .lvsadm_parse import (
     AF_INET,
     AF_INET6,

@@ -8,7 +8,6 @@ Kernel refusals without --atomic behave as in ipvsadm: the message, the next lin
 and the exit status is that of the last line.
 """
 
-
 _WS = " \t\r"
 _AF_INET = 2
 

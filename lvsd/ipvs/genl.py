@@ -22,7 +22,6 @@ inside our sendmsg(), and carries on after a failed one):
   are reported as such (errno ENOBUFS), never silently as applied.
 """
 
-
 import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under emulation
 import errno as _errno
 import os

@@ -62,3 +62,20 @@ def _build() -> tuple[str, str, tuple, int]:
 
 
 DEST_VALUES_FORMAT, DEST_HEADERS_FORMAT, DEST_HEADERS, DEST_REPLY_SIZE = _build()
+
+
+def _value_offsets() -> tuple[tuple[int, str, int], ...]:
+    """(offset in the reply payload, struct format, width) of each value of DEST_PARTS, nest
+    headers not counted: value 0 is ADDR, 1 PORT, 2 FWD_METHOD, ... 12 ADDR_FAMILY, 13-22 the
+    32-bit STATS, 23-32 STATS64."""
+    out = []
+    pos = 0
+    for _atype, fmt, width in DEST_PARTS:
+        pos += 4
+        if fmt is not None:
+            out.append((pos, fmt, width))
+            pos += width + (-width & 3)
+    return tuple(out)
+
+
+DEST_VALUE_OFFSETS = _value_offsets()

@@ -447,7 +447,7 @@ def test_fastlist_dest_layout_is_netlinks() -> None:
     from lvsd.ipvs import netlink as N
 
     assert F.DEST_REPLY_SIZE == N.DEST_REPLY_SIZE
-    assert F._DEST_HDR_CHECK.pack(*F._EXPECTED_HDRS)[20:] == N._DEST_HDR_BYTES
+    assert F._DEST_HDR_CHECK.pack(*F.DEST_HEADERS)[20:] == N._DEST_HDR_BYTES
     assert F._DEST_MSG.size == 20 + N.DEST_REPLY_SIZE
     assert F._ROW_PLAIN.size == F._ROW_STATS.size == F._ROW_RATE.size == F._DEST_MSG.size
 
