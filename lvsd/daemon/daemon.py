@@ -126,7 +126,7 @@ class Daemon:
         self.health: dict[ServerId, ServerHealth] = {}
         self.quorum: dict[str, bool] = {}
         self.managed: set[ServiceKey] = {s.key for s in config.services}
-        self._recorded_as: tuple[str, list[ServiceKey]] | None = None  # what _record() last wrote
+        self._recorded_as: tuple[str, frozenset[ServiceKey]] | None = None  # what _record() last wrote
         self._record_error = ""
         self.stats = Stats()
         self.state = "starting"
@@ -310,10 +310,10 @@ class Daemon:
         """Write the managed services to daemon.state_file when they changed (atomically: a new
         file renamed over the old). A failure is logged, never fatal."""
         path = self.config.daemon.state_file
-        keys = sorted(self.managed)
-        if not path or (path, keys) == self._recorded_as:
-            return
-        doc = {"services": [[k.af, k.protocol, k.addr, k.port, k.fwmark] for k in keys]}
+        if not path or (path, self.managed) == self._recorded_as:
+            return  # every full reconcile (each resync) comes here: compare, sort only to write
+        keys = frozenset(self.managed)
+        doc = {"services": [[k.af, k.protocol, k.addr, k.port, k.fwmark] for k in sorted(keys)]}
         tmp = f"{path}.tmp"
         try:
             os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)

@@ -365,7 +365,7 @@ class Lab:
         def undo() -> None:
             if not (self._doomed(ns) or (peer and self._doomed(peer_ns))):
                 _ipn(ns, "link", "del", "dev", dev)
-            elif ns is None and not self._doomed(ns):
+            elif ns is None:
                 # this end stays in the root namespace and dies with its peer's namespace, which
                 # the kernel destroys asynchronously after `ip netns del`: wait for it (below)
                 self._vanishing.append(dev)
