@@ -175,10 +175,13 @@ def encode_service_id(key: ServiceKey) -> bytes:
     )
 
 
-def encode_service(svc: Service) -> bytes:
-    """IPVS_CMD_ATTR_SERVICE with every settable field (NEW/SET_SERVICE)."""
+def encode_service(svc: Service, ident: bytes | None = None) -> bytes:
+    """IPVS_CMD_ATTR_SERVICE with every settable field (NEW/SET_SERVICE); ``ident``: the key's
+    encode_service_id(), when the caller has it already."""
     key = svc.key
-    body = [encode_service_id(key), genl.nla_str(IPVS_SVC_ATTR_SCHED_NAME, svc.scheduler)]
+    if ident is None:
+        ident = encode_service_id(key)
+    body = [ident, genl.nla_str(IPVS_SVC_ATTR_SCHED_NAME, svc.scheduler)]
     if svc.pe_name:
         body.append(genl.nla_str(IPVS_SVC_ATTR_PE_NAME, svc.pe_name))
     body.append(_nla_pack(12, IPVS_SVC_ATTR_FLAGS) + _flags.pack(svc.flags & ~IP_VS_SVC_F_HASHED, 0xFFFFFFFF))
@@ -585,6 +588,7 @@ def encode_ops(ops: Sequence[Op]) -> list[tuple[int, bytes]]:
     by_id: dict[int, bytes] = {}  # id(key) -> encoded identity; the ops list keeps the keys alive
     by_key: dict[ServiceKey, bytes] = {}
     add_dest, edit_dest = OpKind.ADD_DEST, OpKind.EDIT_DEST
+    add_service, edit_service = OpKind.ADD_SERVICE, OpKind.EDIT_SERVICE
     for op in ops:
         k = op.kind
         key, dest = op.key, op.dest
@@ -602,6 +606,14 @@ def encode_ops(ops: Sequence[Op]) -> list[tuple[int, bytes]]:
                 op.validate()  # raises the model's error, or accepts a form we do not take fast
                 blob = encode_dest(dest)
             append((IPVS_CMD_NEW_DEST if k is add_dest else IPVS_CMD_SET_DEST, sid + blob))
+        elif (k is add_service or k is edit_service) and op.service is not None:
+            op.validate()
+            svc = op.service
+            # the service's dest ops follow: their key is validated now, its identity encoded once
+            ident = encode_service_id(svc.key)
+            by_key[svc.key] = genl.nla_nest(IPVS_CMD_ATTR_SERVICE, ident)
+            cmd = IPVS_CMD_NEW_SERVICE if k is add_service else IPVS_CMD_SET_SERVICE
+            append((cmd, encode_service(svc, ident)))
         else:
             op.validate()
             append(encode_op(op, by_key))

@@ -507,6 +507,9 @@ def test_encode_ops_raises_the_models_first_error_and_matches_encode_op():
                                       tun_port=9)), Op.edit_dest(k, Destination(DestKey.of("10.9.9.9", 1), weight=7))]
     for op in ops + odd:
         assert nl.encode_ops([op]) == [nl.encode_op(op)]
+    # ... and in one batch, where a service op's encoded identity is reused by its dest ops
+    batch = ops + odd + [Op.edit_service(Service(k, "rr")), Op.add_dest(k, Destination(DestKey.of("10.2.0.1", 80)))]
+    assert nl.encode_ops(batch) == [nl.encode_op(op) for op in batch]
 
 
 def _kernel_dest_reply(d: Destination, stats: tuple[int, ...]) -> bytes:
