@@ -1,7 +1,9 @@
 """``lvsd``: run the daemon, check a config (``--check-config``), or show a plan (``--plan``).
 
-Exit status: 0 success, 1 a user mistake (bad config, no IPVS, no permission) reported as one
-line per problem on stderr, never a traceback.
+Exit status: 0 success; ``EX_CONFIG`` (78) the config cannot be used (invalid, missing or
+unreadable), at start, ``--check-config`` and ``--plan``, so systemd need not restart into the same
+error; 1 any other user mistake (no IPVS, no permission, control socket in use); 2 a bad command
+line; 130 an interrupt during start-up. Every problem is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Any
 from lvsd.ipvs.backend import Backend, BackendUnavailable, IPVSError
 
 DEFAULT_CONFIG = "/etc/lvsd/lvsd.toml"
+#: Exit status for a config that cannot be used (sysexits.h EX_CONFIG): restarting cannot help,
+#: so the systemd unit's RestartPreventExitStatus names it.
+EX_CONFIG = 78
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--check-config", "-t", metavar="FILE", nargs="?", const="", default=None,
-        help="validate the config (FILE or -f's) and exit 0 if it is valid, 1 with every error if not",
+        help=f"validate the config (FILE or -f's) and exit 0 if it is valid, {EX_CONFIG} with every error if not",
     )
     mode.add_argument(
         "--plan", metavar="FILE", nargs="?", const="", default=None,
@@ -76,10 +81,10 @@ def open_backend(name: str, state: str | None) -> Backend:
 
 
 def check_config(path: str) -> int:
-    """``--check-config``: 0 if valid, 1 with every error on stderr."""
+    """``--check-config``: 0 if valid, EX_CONFIG with every error on stderr."""
     cfg = _load(path)
     if cfg is None:
-        return 1
+        return EX_CONFIG
     n_srv = sum(len(s.servers) for s in cfg.services)
     print(f"{path}: ok ({len(cfg.services)} services, {n_srv} servers)")
     return 0
@@ -94,7 +99,7 @@ def plan(path: str, backend_name: str, state: str | None) -> int:
 
     cfg = _load(path)
     if cfg is None:
-        return 1
+        return EX_CONFIG
     try:
         backend = open_backend(backend_name, state)
         with backend:
@@ -139,7 +144,7 @@ def run(path: str, backend_name: str, state: str | None, log_level: str | None) 
 
     cfg = _load(path)
     if cfg is None:
-        return 1
+        return EX_CONFIG
     log = setup_logging(log_level or cfg.daemon.log_level)
     try:
         backend = open_backend(backend_name, state)

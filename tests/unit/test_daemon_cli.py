@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lvsd.core.runner import BoundedFrequency
-from lvsd.daemon.main import main
+from lvsd.daemon.main import EX_CONFIG, main
 from lvsd.daemon.notify import watchdog_interval
 from lvsd.ipvs.backend import Op
 from lvsd.ipvs.memory import MemoryBackend
@@ -55,12 +55,12 @@ def test_check_config_ok_and_every_error(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().out.strip() == f"{good}: ok (1 services, 2 servers)"
     bad = tmp_path / "bad.toml"
     bad.write_text(BAD)
-    assert main(["-t", str(bad)]) == 1
+    assert main(["-t", str(bad)]) == EX_CONFIG == 78  # sysexits.h; the systemd unit names 78
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2  # every error, one per line
     assert any(line.startswith("daemon.on_stop:") for line in err)
     assert any(line.startswith("service[web].server[0].weight:") for line in err)
-    assert main(["--check-config", str(tmp_path / "missing.toml")]) == 1
+    assert main(["--check-config", str(tmp_path / "missing.toml")]) == EX_CONFIG
     assert "missing.toml" in capsys.readouterr().err
     # -f names the file when --check-config has none
     assert main(["-f", str(good), "--check-config"]) == 0
@@ -96,6 +96,21 @@ def test_plan_prints_ops_and_applies_nothing(tmp_path: Path, capsys) -> None:
         assert b.dump() == before and b.timeouts() == t_before  # nothing applied
 
 
+def test_plan_with_an_invalid_config_exits_ex_config(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD)
+    state = tmp_path / "ipvs.json"
+    assert main(["--plan", str(bad), "--backend", "memory", "--state", str(state)]) == EX_CONFIG
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 2
+    # a valid config against a backend that cannot be opened is another mistake: 1, not EX_CONFIG
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    state.write_text("{not json")
+    assert main(["--plan", str(good), "--backend", "memory", "--state", str(state)]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_start_errors_are_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(BAD)
@@ -103,7 +118,7 @@ def test_start_errors_are_one_line(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "lvsd.daemon.main", "-f", str(bad)], capture_output=True, text=True, env=env, timeout=60
     )
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.returncode == EX_CONFIG and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 2
     # the control socket path is taken by a file: one line, exit 1, no traceback
     good = tmp_path / "good.toml"
