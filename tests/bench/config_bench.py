@@ -1,0 +1,104 @@
+"""Config load cost: validation, a no-op reload and parse + validate of 1,000 services x 10 servers.
+
+Reports the best CPU time of this process over N runs (other work on a shared host does not
+count) for each step, the budget it is held to and whether it is met. A benchmark reports: it
+exits 0 whether or not a budget is met (the unit tests check what the steps build, not how fast).
+
+    python tests/bench/config_bench.py [--runs N] [--services S] [--servers N]
+
+Budgets (docs/performance.md): validation of the parsed document <= 150 ms; re-validating an
+unchanged file (the parse is cached) <= 150 ms; parse + validate of a new text <= 300 ms, the
+whole reload budget, so it must fit well inside (only with the compiled tomli>=2.1: the stdlib
+tomllib is pure Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def big_config(services: int = 1000, servers: int = 10) -> str:
+    """A TOML config of ``services`` wrr NAT services, each with ``servers`` weighted servers."""
+    lines = [
+        '[defaults]\nforward = "nat"\ncheck = { type = "tcp", interval = "2s", timeout = "1s", rise = 2, fall = 3 }\n'
+    ]
+    for i in range(services):
+        lines.append(
+            f'[[service]]\nname = "svc{i}"\nvip = "10.{i // 250}.{i % 250}.1:80"\nscheduler = "wrr"\n'
+        )
+        for j in range(servers):
+            lines.append(
+                f'  [[service.server]]\n  address = "172.16.{i % 250}.{j + 1}"\n  weight = {j + 1}\n'
+            )
+    return "".join(lines)
+
+
+def best_cpu(fn: Callable[[], object], runs: int) -> float:
+    """Best CPU seconds of this process for one call of ``fn`` over ``runs`` calls."""
+    best = float("inf")
+    for _ in range(runs):
+        t = time.process_time()
+        fn()
+        best = min(best, time.process_time() - t)
+    return best
+
+
+def report(what: str, took: float, budget: float | None) -> None:
+    """One line: the figure, and the budget with whether it is met."""
+    line = f"{what:<48} {took * 1000:7.1f} ms CPU"
+    if budget is not None:
+        verdict = "met" if took <= budget else "NOT met"
+        line += f"   budget {budget * 1000:.0f} ms: {verdict} ({took / budget:.2f}x)"
+    print(line, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5, help="best of N (default 5)")
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--servers", type=int, default=10, help="servers per service")
+    args = ap.parse_args(argv)
+
+    from lvsd.config import parse_config
+    from lvsd.config.load import _toml, build_config, clear_parse_cache
+
+    text = big_config(args.services, args.servers)
+    n = args.services * args.servers
+    print(
+        f"config: {args.services} services x {args.servers} servers ({n} servers, {len(text)} bytes);"
+        f" parser {_toml.__name__}; best of {args.runs}"
+    )
+    data = _toml.loads(text)
+    config = build_config(data)
+    assert sum(len(s.servers) for s in config.services) == n  # measuring the wrong thing otherwise
+
+    report(
+        "validation (build_config of the parsed document)",
+        best_cpu(lambda: build_config(data), args.runs),
+        0.15,
+    )
+    clear_parse_cache()
+    parse_config(text)
+    report(
+        "no-op reload (unchanged text: cached parse)", best_cpu(lambda: parse_config(text), args.runs), 0.15
+    )
+    fresh = iter(range(10**9))
+    budget = 0.3 if _toml.__name__ == "tomli" else None
+    report(
+        "parse + validate (a new text each run)",
+        best_cpu(lambda: parse_config(text + f"# {next(fresh)}\n"), args.runs),
+        budget,
+    )
+    if budget is None:
+        print("  (no budget with the stdlib tomllib: install tomli>=2.1, compiled, for the 300 ms budget)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
