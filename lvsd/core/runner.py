@@ -42,7 +42,7 @@ class BoundedFrequency:
         """The wait imposed by consecutive failures (0 after a success)."""
         if not self.failures:
             return 0.0
-        return min(self.backoff_max, self.backoff_initial * 2 ** (self.failures - 1))
+        return min(self.backoff_max, self.backoff_initial * 2.0 ** (self.failures - 1))  # int ** int is Any to mypy
 
     def next_run(self) -> float:
         """Absolute time of the next run (may be in the past: run now)."""

@@ -7,10 +7,13 @@ whatever it started, stdin closed, output kept only to report its last line.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
+
+log = logging.getLogger("lvsd")
 
 
 async def run_hook(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> str:
@@ -46,3 +49,34 @@ async def run_hook(argv: Sequence[str], env: Mapping[str, str], timeout: float) 
 def _kill_group(pid: int) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+class Hooks:
+    """The daemon's background hooks (notify_up/down, quorum_up/down): started without waiting,
+    each killed after ``timeout`` seconds, its outcome logged; ``drain`` lets running ones finish."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout  # daemon.hook_timeout; a reload updates it
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def run(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        """Start argv in the background (nothing if empty); never blocks the caller."""
+        if not argv:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(argv, env))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        result = await run_hook(argv, env, self.timeout)
+        if result.startswith("cannot run"):
+            log.error("hook %s", result)
+        elif result != "ok":
+            log.warning("hook %s (%s): %s", argv[0], env.get("LVSD_EVENT", ""), result)
+
+    async def drain(self) -> None:
+        """Let running hooks finish (each within its own timeout), then cancel any left."""
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=self.timeout + 1)
+        for t in list(self.tasks):
+            t.cancel()

@@ -57,7 +57,7 @@ def _err(msg: str) -> None:
 
 def _load(path: str) -> Any:
     """The config, or None after printing every error (one per line)."""
-    from lvsd.config.load import ConfigError, load_config
+    from lvsd.config import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -91,41 +91,35 @@ def check_config(path: str) -> int:
 
 
 def plan(path: str, backend_name: str, state: str | None) -> int:
-    """``--plan``: the ops that would make the kernel match the config, every server taken as up."""
-    from lvsd.core.desired import desired_table
-    from lvsd.core.diff import diff
+    """``--plan``: the daemon's planner (``lvsd.core.plan``) on one dump, every server taken as
+    up and no quorum memory; prints the ops, applies nothing."""
     from lvsd.core.health import Health, ServerHealth
-    from lvsd.daemon.daemon import describe, recorded_services
+    from lvsd.core.plan import describe, retired
+    from lvsd.core.plan import plan as make_plan
+    from lvsd.daemon.reconciler import recorded_services
 
     cfg = _load(path)
     if cfg is None:
         return EX_CONFIG
     try:
-        backend = open_backend(backend_name, state)
-        with backend:
+        with open_backend(backend_name, state) as backend:
             actual = backend.dump()
-            health = {srv.id: ServerHealth(Health.UP) for s in cfg.services for srv in s.servers}
-            desired = desired_table(cfg, health, actual)
-            configured = {s.key for s in cfg.services}
-            recorded, why = recorded_services(cfg.daemon.state_file)
-            if why:
-                print(f"# daemon.state_file {why}: nothing deleted on its account", file=sys.stderr)
-            # managed at the last run and no longer configured: the daemon deletes them at start
-            ops = diff(desired, actual, configured | (recorded & set(actual)))
-            t = cfg.ipvs.timeouts
-            if t is not None:
-                from lvsd.ipvs.backend import Op
-                from lvsd.ipvs.model import Timeouts
-
-                have = backend.timeouts()
-                if Timeouts(t.tcp or have.tcp, t.tcp_fin or have.tcp_fin, t.udp or have.udp) != have:
-                    ops.insert(0, Op.set_timeouts(t))
+            have = backend.timeouts() if cfg.ipvs.timeouts is not None else None
     except (BackendUnavailable, IPVSError, OSError) as e:
         _err(str(e))
         return 1
+    configured = {s.key for s in cfg.services}
+    recorded, why = recorded_services(cfg.daemon.state_file)
+    if why:
+        print(f"# daemon.state_file {why}: nothing deleted on its account", file=sys.stderr)
+    # managed at the last run and no longer configured: the daemon deletes them at start
+    managed = configured | set(retired(configured, recorded, actual))
+    up = ServerHealth(Health.UP)
+    health = {srv.id: up for s in cfg.services for srv in s.servers}
+    ops = make_plan(cfg, health, actual, managed=managed, timeouts=have).ops
     for op in ops:
         print(describe(op))
-    others = [k for k in actual if k not in configured and k not in recorded]
+    others = [k for k in actual if k not in managed]
     print(
         f"# {len(ops)} operations; {len(others)} services in the kernel not in the config are left alone"
         "; health checks may hold servers out",

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from lvsd.cli import lvsctl
-from lvsd.config.load import load_config
+from lvsd.config import load_config
 from lvsd.daemon.daemon import Daemon
 from lvsd.ipvs.backend import Op
 from lvsd.ipvs.memory import MemoryBackend

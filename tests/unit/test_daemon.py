@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from lvsd.cli import lvsctl
-from lvsd.config.load import load_config
+from lvsd.config import load_config
 from lvsd.core.health import Health, ServerHealth
 from lvsd.daemon.daemon import Daemon
 from lvsd.daemon.notify import Notifier
@@ -731,7 +731,7 @@ def test_server_hooks_quorum_and_sorry_server(env, tmp_path) -> None:
     sorry = "192.168.9.9:80"
 
     async def hooks_done(d: Daemon) -> list[str]:
-        await asyncio.gather(*d._hooks)
+        await asyncio.gather(*d.hooks.tasks)
         return sorted(events.read_text().splitlines()) if events.exists() else []
 
     async def main():

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lvsd.config.load import load_config
+from lvsd.config import load_config
 from lvsd.core.health import Health, ServerHealth
 from lvsd.daemon.daemon import Daemon
 from lvsd.daemon.notify import Notifier
@@ -169,7 +169,7 @@ def test_a_transition_applies_exactly_its_delta_without_reading_the_kernel(tmp_p
                     for o in b.batches[-1]] == ops
             assert all(o.key == WEB for o in b.batches[-1])
             assert b.weights() == table
-        assert d._view == MemoryBackend.dump(b)  # the view is exactly the kernel
+        assert d.reconciler.view == MemoryBackend.dump(b)  # the view is exactly the kernel
 
     run(body, tmp_path)
 
@@ -185,7 +185,7 @@ def test_a_refused_delta_falls_back_to_a_full_reconcile_at_once(tmp_path: Path) 
         assert b.weights() == {B: 2, C: 4}  # B repaired too
         assert d.stats.repairs == repairs + 1
         assert d.stats.reconciles["error"] == 0
-        assert d._view == MemoryBackend.dump(b)
+        assert d.reconciler.view == MemoryBackend.dump(b)
         # and the view is trusted again afterwards
         reads = b.reads
         checks.set(A, UP)
@@ -200,13 +200,13 @@ def test_a_failing_kernel_drops_the_view_and_retries_in_full(tmp_path: Path) -> 
         b.fail_next = 2  # the delta and the fallback full pass both refused
         checks.set(B, DOWN)
         assert not await d.wait_reconciled()
-        assert d._view is None
+        assert d.reconciler.view is None
         assert b.weights() == {A: 3, B: 2, C: 4}
         reads = b.reads
         assert await d.wait_reconciled()  # the retry (after the backoff) is a full reconcile
         assert b.reads > reads
         assert b.weights() == {A: 3, C: 4}
-        assert d._view == MemoryBackend.dump(b)
+        assert d.reconciler.view == MemoryBackend.dump(b)
 
     run(body, tmp_path)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lvsd.checks.manager import CheckManager
 from lvsd.cli import lvsctl
-from lvsd.config.load import load_config
+from lvsd.config import load_config
 from lvsd.daemon.daemon import Daemon
 from lvsd.daemon.ha import HAManager
 from lvsd.daemon.notify import Notifier

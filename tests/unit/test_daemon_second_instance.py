@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsd.config.load import load_config
+from lvsd.config import load_config
 from lvsd.daemon.api import APIError, _bind_unix
 from lvsd.daemon.daemon import Daemon
 from lvsd.ipvs.memory import MemoryBackend

@@ -1,0 +1,349 @@
+"""The reconciler: lvsd's side of the kernel table. Plans (``lvsd.core.plan``), applies, keeps count.
+
+It holds what lvsd knows between passes: the checks' verdicts, the quorum states, the services
+lvsd manages (and their record in ``daemon.state_file``), and lvsd's *view* of its services (what
+the last full pass read and every write since made them; exact because lvsd is the only writer
+of its services). A full pass is one dump, one plan, one batched ``Backend.apply``; a pass for
+the services a health change concerns plans against the view, so it costs no kernel read. If the
+kernel refuses that delta the view is dropped and a full pass repairs from a fresh dump at once.
+It never decides *when* to run: the daemon's loop (``lvsd.daemon.daemon``) does, and is the only
+caller of ``reconcile``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from lvsd.config.model import Config, ServerId, ServiceConfig
+from lvsd.core.health import ServerHealth
+from lvsd.core.plan import Plan, describe, plan, retired
+from lvsd.daemon.hooks import Hooks
+from lvsd.ipvs.backend import Backend, BatchError, IPVSError, Op
+from lvsd.ipvs.model import ServiceEntry, ServiceKey, ValueInvalid
+
+log = logging.getLogger("lvsd")
+
+#: Ops logged one line each; above this a batch is summarised (every op still at debug level).
+LOG_OPS_MAX = 50
+
+
+@dataclass
+class Stats:
+    """Counters behind /metrics and /status."""
+
+    started: float = field(default_factory=time.time)
+    reconciles: Counter[str] = field(default_factory=Counter)  # by result: ok / error
+    reconcile_seconds: float = 0.0
+    last_reconcile: float = 0.0  # wall time
+    last_reconcile_duration: float = 0.0
+    last_reconcile_ok: bool = True
+    ops: Counter[str] = field(default_factory=Counter)  # applied, by OpKind value
+    op_errors: Counter[str] = field(default_factory=Counter)
+    reloads: Counter[str] = field(default_factory=Counter)  # ok / error / noop
+    last_reload: float = 0.0
+    last_reload_ok: bool = True
+    last_reload_error: str = ""
+    repairs: int = 0  # resyncs (or refused deltas) that found the kernel different from what lvsd wrote
+    role_changes: int = 0
+
+
+def recorded_services(path: str) -> tuple[set[ServiceKey], str]:
+    """The services a daemon.state_file records, and why none could be read ("" if fine; a
+    missing file is fine: nothing recorded yet)."""
+    if not path:
+        return set(), ""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        keys = set()
+        for k in doc["services"]:
+            af, proto, addr, port, fwmark = k
+            if not (all(type(v) is int for v in (af, proto, port, fwmark)) and type(addr) is str):
+                raise ValueError(f"not a service key: {k!r}")
+            keys.add(ServiceKey(af, proto, addr, port, fwmark))
+        return keys, ""
+    except FileNotFoundError:
+        return set(), ""
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return set(), f"{path} unreadable ({e})"
+
+
+class Reconciler:
+    """Plan and apply for one config and one backend; ``reconcile`` is one pass and never raises."""
+
+    def __init__(self, config: Config, backend: Backend, stats: Stats, hooks: Hooks) -> None:
+        self.config = config
+        self.backend = backend
+        self.stats = stats
+        self.hooks = hooks
+        self.health: dict[ServerId, ServerHealth] = {}
+        #: the checks' current verdicts (refreshed before every full pass), None without checks
+        self.health_source: Callable[[], Mapping[ServerId, ServerHealth]] | None = None
+        self.quorum: dict[str, bool] = {}
+        self.managed: set[ServiceKey] = {s.key for s in config.services}
+        #: the managed services as the kernel has them, kept by lvsd (None = unknown: read the kernel)
+        self.view: dict[ServiceKey, ServiceEntry] | None = None
+        self.by_name: dict[str, ServiceConfig] = {s.name: s for s in config.services}
+        self._recorded_as: tuple[str, frozenset[ServiceKey]] | None = None  # what record() last wrote
+        self._record_error = ""
+
+    # ------------------------------------------------------------------ start, reload, stop
+
+    def adopt(self) -> None:
+        """At start: read the table, take back the services recorded as lvsd's that the config no
+        longer names (the next full pass deletes them), and flush the managed ones if
+        ``on_start = "flush"``."""
+        actual = self.backend.dump()
+        gone = retired(self.managed, self.recorded(), actual)
+        if gone:
+            # managed at the last run (daemon.state_file), no longer in the config: removed from
+            # it while lvsd was stopped. Managed again until the first reconcile deletes them.
+            shown = ", ".join(str(k) for k in gone[:5]) + (", ..." if len(gone) > 5 else "")
+            log.info("removing %d services the config no longer names (managed before): %s", len(gone), shown)
+            self.managed |= set(gone)
+        self.record()
+        if self.config.daemon.on_start == "flush":
+            ops = [Op.del_service(k) for k in actual if k in self.managed]
+            if ops:
+                log.info("on_start=flush: removing %d managed services before configuring", len(ops))
+                self.view = None
+                self.apply(ops, "on_start=flush")
+        else:
+            adopted = [k for k in actual if k in self.managed and k not in gone]
+            if adopted:
+                log.info("adopting %d services already in the kernel", len(adopted))
+
+    def set_config(self, new: Config) -> None:
+        """A reload: plan for ``new`` from now on; the services it drops stay managed until the
+        full pass that follows deletes them."""
+        self.config = new
+        self.by_name = {s.name: s for s in new.services}
+        self.managed |= {s.key for s in new.services}
+        self.record()
+        self.quorum = {n: v for n, v in self.quorum.items() if n in self.by_name}
+
+    def remove_managed(self, why: str) -> None:
+        """Delete every managed service the kernel has (``on_stop = "remove"``); raises on failure."""
+        actual = self.backend.dump()
+        ops = [Op.del_service(k) for k in actual if k in self.managed]
+        if ops:
+            log.info("%s: removing %d managed services", why, len(ops))
+            self.view = None
+            self.apply(ops, why)
+
+    # ------------------------------------------------------------------ one pass
+
+    def reconcile(self, full: bool, dirty: Mapping[str, str], cause: str) -> bool:
+        """One pass: the whole table (``full``), else the ``dirty`` services (name -> why).
+        Returns True on success; a failure is logged (op by op), drops the view, never raises."""
+        t0 = time.perf_counter()
+        ok = True
+        try:
+            if full:
+                self._full_pass(cause)
+            else:
+                full = self._services_pass(dirty)
+            if full:
+                self.managed = {s.key for s in self.config.services}
+                self.record()
+        except (IPVSError, OSError, ValueInvalid) as e:
+            ok = False
+            self.view = None
+            if not getattr(e, "lvsd_logged", False):  # apply() logged refused ops one by one
+                log.error("reconcile failed: %s", e)
+        except Exception as e:  # a bug must not end the loop: log it and retry with backoff
+            ok = False
+            self.view = None
+            log.exception("reconcile failed unexpectedly: %s", e)
+        dt = time.perf_counter() - t0
+        st = self.stats
+        st.reconciles["ok" if ok else "error"] += 1
+        st.reconcile_seconds += dt
+        st.last_reconcile = time.time()
+        st.last_reconcile_duration = dt
+        return ok
+
+    def _full_pass(self, cause: str) -> None:
+        """Compare the whole table with a fresh dump and apply the difference; on success lvsd's
+        view of its services is exactly the desired table (raises on failure, view dropped)."""
+        self.view = None
+        p = self.plan_full()
+        if cause == "resync" and p.ops:
+            self.stats.repairs += 1
+            log.warning("resync: kernel differs from the desired table (edited outside lvsd?), repairing")
+        if p.ops:
+            self.apply(p.ops, cause)
+        self.view = p.desired
+
+    def _services_pass(self, dirty: Mapping[str, str]) -> bool:
+        """Plan and apply the dirty services; if the view proves wrong, repair with a full pass.
+        Returns whether a full pass ran."""
+        ops, desired, cached = self.plan_services(set(dirty))
+        why = "; ".join(dirty.values()) if len(dirty) <= 3 else f"{len(dirty)} services changed health"
+        try:
+            if ops:
+                self.apply(ops, why)
+        except (IPVSError, OSError):
+            if not cached:
+                raise
+            # lvsd's view was wrong (an outside edit since the last resync): compare with the
+            # kernel now instead of waiting for the retry backoff
+            log.warning("kernel differs from lvsd's view (edited outside lvsd?): full reconcile")
+            self.stats.repairs += 1
+            self._full_pass("repair")
+            return True
+        if self.view is not None:
+            self.view.update(desired)
+        return False
+
+    def plan_full(self) -> Plan:
+        """The plan for the whole table: health refreshed from the checks, one dump, the kernel's
+        timeouts if the config sets some; takes the new quorum states."""
+        cfg = self.config
+        if self.health_source is not None:
+            valid = {srv.id for s in cfg.services for srv in s.servers}
+            self.health = {sid: h for sid, h in self.health_source().items() if sid in valid}
+        actual = self.backend.dump()
+        have = self.backend.timeouts() if cfg.ipvs.timeouts is not None else None
+        p = plan(cfg, self.health, actual, quorum=self.quorum, managed=self.managed, timeouts=have)
+        self._update_quorum(p.quorum, None)
+        return p
+
+    def plan_services(self, names: set[str]) -> tuple[list[Op], dict[ServiceKey, ServiceEntry], bool]:
+        """Ops for the named services only (planned against lvsd's view of them, else read from
+        the kernel), never deleting a service; also their desired entries and whether the view
+        was used."""
+        names = {n for n in names if n in self.by_name}
+        if not names:
+            return [], {}, False
+        actual: dict[ServiceKey, ServiceEntry] = {}
+        view = self.view
+        cached = view is not None
+        for name in names:
+            key = self.by_name[name].key
+            if view is not None and key in view:
+                actual[key] = view[key]
+                continue
+            cached = False
+            try:
+                svc = self.backend.service(key)
+                actual[key] = ServiceEntry(svc, {d.key: d for d in self.backend.dests(key)})
+            except IPVSError as e:
+                if e.errno not in (errno.ESRCH, errno.ENOENT):
+                    raise
+        p = plan(self.config, self.health, actual, quorum=self.quorum, only=names)
+        self._update_quorum(p.quorum, names)
+        return p.ops, p.desired, cached
+
+    # ------------------------------------------------------------------ quorum
+
+    def _update_quorum(self, new: dict[str, bool], names: set[str] | None) -> None:
+        """Take the new quorum states (all services, or ``names``); log transitions, run hooks."""
+        for name, below in new.items():
+            before = self.quorum.get(name)
+            if before is None and not below:
+                continue
+            if before == below:
+                continue
+            svc = self.by_name.get(name)
+            if svc is None:
+                continue
+            sorry = f", sorry server {svc.sorry_server.key}" if svc.sorry_server is not None else ""
+            if below:
+                log.warning("%s: below quorum %d%s", name, svc.quorum, sorry + " in" if sorry else "")
+                self.hooks.run(svc.quorum_down, {"LVSD_EVENT": "quorum_down", "LVSD_SERVICE": name})
+            else:
+                log.info("%s: quorum %d restored%s", name, svc.quorum, sorry + " out" if sorry else "")
+                self.hooks.run(svc.quorum_up, {"LVSD_EVENT": "quorum_up", "LVSD_SERVICE": name})
+        if names is None:
+            self.quorum = new
+        else:
+            self.quorum.update(new)
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, ops: list[Op], why: str) -> None:
+        """Apply one batch, logging what changed and why; on failure log each refused op, count
+        it, and raise (the exception marked as logged)."""
+        try:
+            self.backend.apply(ops)  # logged afterwards: formatting lines is not on the latency path
+        except BatchError as e:
+            _log_ops(e.applied, why)
+            for op in e.applied:
+                self.stats.ops[op.kind.value] += 1
+            for op, err in e.failed[:LOG_OPS_MAX]:
+                self.stats.op_errors[op.kind.value] += 1
+                log.error("kernel refused %s: %s", describe(op), err.strerror)
+            if len(e.failed) > LOG_OPS_MAX:
+                log.error("... and %d more refused ops", len(e.failed) - LOG_OPS_MAX)
+            e.lvsd_logged = True  # type: ignore[attr-defined]  # a marker for reconcile(), not a field
+            raise
+        except IPVSError as e:
+            failed = e.op if isinstance(e.op, Op) else None
+            self.stats.op_errors[failed.kind.value if failed else "unknown"] += 1
+            log.error("kernel refused %s: %s", describe(failed) if failed else e.op, e.strerror)
+            e.lvsd_logged = True  # type: ignore[attr-defined]  # a marker for reconcile(), not a field
+            raise
+        _log_ops(ops, why)
+        stats = self.stats.ops
+        for op in ops:
+            stats[op.kind.value] += 1
+
+    # ------------------------------------------------------------------ the managed services' record
+
+    def recorded(self) -> set[ServiceKey]:
+        """The services daemon.state_file says lvsd managed when it last ran (none if unset,
+        missing or unreadable: then nothing is deleted on its account)."""
+        keys, error = recorded_services(self.config.daemon.state_file)
+        if error:
+            log.warning(
+                "daemon.state_file %s: a service removed from the config while lvsd was stopped is "
+                "left in the kernel",
+                error,
+            )
+        return keys
+
+    def record(self) -> None:
+        """Write the managed services to daemon.state_file when they changed (atomically: a new
+        file renamed over the old). A failure is logged, never fatal."""
+        path = self.config.daemon.state_file
+        if not path or (path, self.managed) == self._recorded_as:
+            return  # every full reconcile (each resync) comes here: compare, sort only to write
+        keys = frozenset(self.managed)
+        doc = {"services": [[k.af, k.protocol, k.addr, k.port, k.fwmark] for k in sorted(keys)]}
+        tmp = f"{path}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o750, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(doc, f)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            self._recorded_as = (path, keys)
+        except OSError as e:
+            if self._record_error != str(e):
+                log.warning("cannot write daemon.state_file %s: %s", path, e.strerror or e)
+            self._record_error = str(e)
+
+
+def _log_ops(ops: list[Op], why: str) -> None:
+    """What a batch changed: one line per op, or a summary for a big batch (ops at debug)."""
+    if not ops or not log.isEnabledFor(logging.INFO):
+        return
+    if len(ops) <= LOG_OPS_MAX:
+        for op in ops:
+            log.info("%s (%s)", describe(op), why)
+        return
+    summary = Counter(op.kind.value for op in ops)
+    log.info("applied %d ops (%s) (%s)", len(ops), ", ".join(f"{n} {k}" for k, n in summary.items()), why)
+    if log.isEnabledFor(logging.DEBUG):
+        for op in ops:
+            log.debug("%s", describe(op))
