@@ -1,4 +1,4 @@
-"""The Checker interface, the normalized check parameters (CheckSpec) and shared helpers.
+"""The Checker interface and the helpers every check type shares (the epoll Poller, socket probes).
 
 A Checker probes one target. The scheduler (lvsd.checks.manager) calls ``start()``; the checker
 reports exactly one verdict through the ``done(ok, detail, weight)`` callback it was built with,
@@ -9,15 +9,17 @@ reused for every probe, so the per-probe path allocates as little as possible.
 
 from __future__ import annotations
 
-import asyncio
 import errno
-import re
 import select
 import socket
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # asyncio is imported by the daemon; the loader imports this module without it
+    import asyncio
+
+    from lvsd.config.checks import CheckConfig
 
 #: done(ok, detail, weight): weight is a dynamic weight (script checks) or None. ok is None when
 #: the director itself could not probe (out of descriptors, memory, processes): no verdict.
@@ -25,201 +27,6 @@ Done = Callable[["bool | None", str, "int | None"], None]
 
 #: errnos that mean "this director cannot probe right now", never "the server is down"
 LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EAGAIN})
-
-CHECK_TYPES = ("tcp", "http", "https", "script", "udp", "dns")
-
-DEFAULT_INTERVAL = 2.0
-DEFAULT_TIMEOUT = 1.0
-DEFAULT_RISE = 2
-DEFAULT_FALL = 3
-DEFAULT_BODY_LIMIT = 1 << 20
-DEFAULT_STATUS = ((200, 299),)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One probe's verdict: ok, a short human reason, and an optional dynamic weight."""
-
-    ok: bool
-    detail: str = ""
-    weight: int | None = None
-
-
-def parse_status(value: Any) -> tuple[tuple[int, int], ...]:
-    """Status codes and ranges: 200, "200-299", [200, "301-302"], "200,204" -> ((lo, hi), ...)."""
-    if value is None or value == () or value == []:
-        return DEFAULT_STATUS
-    if isinstance(value, int) and not isinstance(value, bool):
-        return ((value, value),)
-    if isinstance(value, str):
-        value = [p for p in value.replace(" ", "").split(",") if p]
-    out: list[tuple[int, int]] = []
-    for item in value:
-        if isinstance(item, (tuple, list)) and len(item) == 2:
-            lo, hi = int(item[0]), int(item[1])
-        elif isinstance(item, int):
-            lo = hi = item
-        else:
-            text = str(item)
-            if "-" in text:
-                a, b = text.split("-", 1)
-                lo, hi = int(a), int(b)
-            else:
-                lo = hi = int(text)
-        if not (100 <= lo <= hi <= 999):
-            raise ValueError(f"status range {item!r} must be within 100..999")
-        out.append((lo, hi))
-    return tuple(out)
-
-
-def _bytes(v: Any) -> bytes | None:
-    if v is None or v == "" or v == b"":
-        return None
-    return v if isinstance(v, bytes) else str(v).encode()
-
-
-def _split_hostport(v: Any) -> tuple[str | None, int | None]:
-    """'addr:port', '[v6]:port', 'addr', (addr, port) -> (addr, port)."""
-    if v is None or v == "":
-        return None, None
-    if isinstance(v, (tuple, list)):
-        return str(v[0]), int(v[1])
-    text = str(v)
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else None
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host or None, int(port)
-    return text, None
-
-
-@dataclass(frozen=True, slots=True)
-class CheckSpec:
-    """Every parameter of one check, normalized; built from the config's CheckConfig."""
-
-    type: str
-    interval: float = DEFAULT_INTERVAL
-    timeout: float = DEFAULT_TIMEOUT
-    rise: int = DEFAULT_RISE
-    fall: int = DEFAULT_FALL
-    retry_delay: float | None = None  # None = interval
-    # target override and source
-    connect_addr: str | None = None
-    connect_port: int | None = None
-    bind: str | None = None
-    # tcp / udp
-    send: bytes | None = None
-    expect: bytes | None = None
-    # http(s)
-    method: str = "GET"
-    path: str = "/"
-    host: str | None = None
-    status: tuple[tuple[int, int], ...] = DEFAULT_STATUS
-    body: str | None = None  # regex searched in the body
-    digest: str | None = None  # hex digest of the body (keepalived genhash)
-    digest_algorithm: str = "md5"
-    headers: tuple[tuple[str, str], ...] = ()
-    verify: bool = True
-    ca: str | None = None
-    sni: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    body_limit: int = DEFAULT_BODY_LIMIT
-    # script
-    argv: tuple[str, ...] = ()
-    user: str | None = None
-    group: str | None = None
-    dynamic_weight: bool = False
-    # dns
-    query: str | None = None
-    qtype: str = "A"
-    rcode: str = "NOERROR"
-    dns_expect: tuple[str, ...] = ()  # each must be among the answers' data (text form)
-    _compiled: Any = field(default=None, compare=False, repr=False)
-
-    @property
-    def retry(self) -> float:
-        """Delay before the next probe after a failure."""
-        return self.interval if self.retry_delay is None else self.retry_delay
-
-    def body_re(self) -> re.Pattern[bytes] | None:
-        """The body regex, compiled once."""
-        if self.body is None:
-            return None
-        if self._compiled is None:
-            object.__setattr__(self, "_compiled", re.compile(self.body.encode()))
-        return self._compiled
-
-
-def spec_from_config(cc: Any) -> CheckSpec:
-    """Normalize a config CheckConfig (any object with the documented attribute names, or a
-    mapping) into a CheckSpec. Unknown/absent attributes take the defaults."""
-    if isinstance(cc, CheckSpec):
-        return cc
-    get = cc.get if isinstance(cc, dict) else (lambda k, d=None: getattr(cc, k, d))
-    kind = str(get("type") or get("kind") or "tcp").lower()
-    if kind not in CHECK_TYPES:
-        raise ValueError(f"unknown check type {kind!r}")
-    caddr, cport = _split_hostport(get("connect"))
-    if get("connect_port") is not None:
-        cport = int(get("connect_port"))
-    for name in ("connect_address", "connect_addr"):
-        if get(name):
-            caddr = str(get(name))
-    headers = get("headers") or ()
-    if isinstance(headers, dict):
-        headers = tuple(headers.items())
-    else:
-        headers = tuple((str(k), str(v)) for k, v in headers)
-    interval = float(get("interval", DEFAULT_INTERVAL) or DEFAULT_INTERVAL)
-    rd = get("retry_delay")
-    argv = get("argv") or ()
-    if isinstance(argv, str):
-        raise ValueError("script argv must be a list, not a shell string")
-    return CheckSpec(
-        type=kind,
-        interval=interval,
-        timeout=float(get("timeout", DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT),
-        rise=int(get("rise", DEFAULT_RISE) or DEFAULT_RISE),
-        fall=int(get("fall", DEFAULT_FALL) or DEFAULT_FALL),
-        retry_delay=None if rd is None else float(rd),
-        connect_addr=caddr,
-        connect_port=cport,
-        bind=get("bind") or None,
-        send=_bytes(get("send") if kind != "udp" else (get("send") or get("payload"))),
-        expect=None if kind == "dns" else _bytes(get("expect")),
-        method=str(get("method") or "GET").upper(),
-        path=str(get("path") or "/"),
-        host=get("host") or None,
-        status=parse_status(get("status")),
-        body=get("body") or None,
-        digest=(str(get("digest")).lower() if get("digest") else None),
-        digest_algorithm=str(get("digest_algorithm") or "md5").lower(),
-        headers=headers,
-        verify=bool(get("verify", True)) if get("verify") is not None else True,
-        ca=get("ca") or None,
-        sni=get("sni") or None,
-        cert=get("cert") or None,
-        key=get("key") or None,
-        body_limit=int(get("body_limit") or get("max_body") or DEFAULT_BODY_LIMIT),
-        argv=tuple(str(a) for a in argv),
-        user=get("user") or None,
-        group=get("group") or None,
-        dynamic_weight=bool(get("dynamic_weight", False)),
-        query=get("query") or get("name") or None,
-        qtype=str(get("qtype") or get("query_type") or "A").upper(),
-        rcode=str(get("rcode") or "NOERROR").upper(),
-        dns_expect=_dns_expect(get("expect")) if kind == "dns" else (),
-    )
-
-
-def _dns_expect(v: Any) -> tuple[str, ...]:
-    if not v:
-        return ()
-    if isinstance(v, (str, bytes)):
-        v = [v]
-    return tuple(x.decode() if isinstance(x, bytes) else str(x) for x in v)
 
 
 class Poller:
@@ -296,10 +103,9 @@ class Checker:
 
     kind = "abstract"
 
-    def __init__(self, spec: CheckSpec, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Done):
-        self.spec = spec
-        self.addr = spec.connect_addr or addr
-        self.port = spec.connect_port if spec.connect_port is not None else port
+    def __init__(self, cfg: CheckConfig, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Done):
+        self.cfg = cfg
+        self.addr, self.port = cfg.target_of(addr, port)
         self.family = socket.AF_INET6 if ":" in self.addr else socket.AF_INET
         self.loop = loop
         self.done = done

@@ -24,9 +24,10 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..config.checks import CheckConfig
 from ..config.model import ServerId
 from ..core.health import UNKNOWN_HEALTH, CheckState, Health, ServerHealth, combine
-from .base import Checker, CheckSpec, poller_for, spec_from_config
+from .base import Checker, Done, poller_for
 
 log = logging.getLogger("lvsd.checks")
 
@@ -39,38 +40,12 @@ SLACK = SLACK_MIN
 BATCH = 32
 
 
-def make_checker(spec: CheckSpec, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Any) -> Checker:
-    """Build the Checker for a spec's type (imports only the module needed)."""
-    t = spec.type
-    if t == "tcp":
-        from .tcp import TCPChecker
-
-        return TCPChecker(spec, addr, port, loop, done)
-    if t in ("http", "https"):
-        from .http import HTTPChecker
-
-        return HTTPChecker(spec, addr, port, loop, done)
-    if t == "script":
-        from .script import ScriptChecker
-
-        return ScriptChecker(spec, addr, port, loop, done)
-    if t == "udp":
-        from .udp import UDPChecker
-
-        return UDPChecker(spec, addr, port, loop, done)
-    if t == "dns":
-        from .dns import DNSChecker
-
-        return DNSChecker(spec, addr, port, loop, done)
-    raise ValueError(f"unknown check type {t!r}")
-
-
 class BrokenChecker(Checker):
     """Stands in for a checker that could not be built: every probe fails with the reason."""
 
-    def __init__(self, spec: CheckSpec, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Any,
+    def __init__(self, cfg: CheckConfig, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Done,
                  reason: str) -> None:
-        super().__init__(spec, addr, port, loop, done)
+        super().__init__(cfg, addr, port, loop, done)
         self.reason = reason
 
     def start(self) -> None:
@@ -83,39 +58,39 @@ class BrokenChecker(Checker):
 class Probe:
     """One distinct check against one target, shared by every server that uses it."""
 
-    __slots__ = ("key", "spec", "sched", "checker", "state", "servers", "gen", "inflight", "started",
+    __slots__ = ("key", "cfg", "sched", "checker", "state", "servers", "gen", "inflight", "started",
                  "label", "results")
 
-    def __init__(self, key: Any, spec: CheckSpec, addr: str, port: int, sched: Scheduler) -> None:
+    def __init__(self, key: Any, cfg: CheckConfig, addr: str, port: int, sched: Scheduler) -> None:
         self.key = key
-        self.spec = spec
+        self.cfg = cfg
         self.sched = sched
-        self.state = CheckState(spec.rise, spec.fall)
+        self.state = CheckState(cfg.rise, cfg.fall)
         self.servers: list[_Server] = []
         self.gen = 0
         self.inflight = False
         self.started = 0.0
         self.results = 0
         try:
-            self.checker = make_checker(spec, addr, port, sched.loop, self.done)
+            self.checker = cfg.checker(addr, port, sched.loop, self.done)
         except Exception as e:  # e.g. a CA file gone since the config was loaded: fail, never crash
-            log.error("%s check of %s:%s cannot run: %s", spec.type, addr, port, e)
-            self.checker = BrokenChecker(spec, addr, port, sched.loop, self.done, f"{spec.type} check cannot run: {e}")
-        self.label = f"{spec.type} {self.checker.addr}:{self.checker.port}"
+            log.error("%s check of %s:%s cannot run: %s", cfg.type, addr, port, e)
+            self.checker = BrokenChecker(cfg, addr, port, sched.loop, self.done, f"{cfg.type} check cannot run: {e}")
+        self.label = f"{cfg.type} {self.checker.addr}:{self.checker.port}"
 
     def launch(self, now: float) -> None:
         """Start a probe now; its deadline replaces the start entry."""
         self.inflight = True
         self.started = now
         self.gen += 1
-        self.sched.push(now + self.spec.timeout, self)
+        self.sched.push(now + self.cfg.timeout, self)
         try:
             self.checker.start()
         except Exception as e:  # a checker bug must not stop the scheduler
             log.exception("%s: checker crashed", self.label)
             if self.inflight:
                 self.checker.cancel()
-                self.done(False, f"{self.spec.type} check error: {e}", None)
+                self.done(False, f"{self.cfg.type} check error: {e}", None)
 
     def timeout(self) -> None:
         """The deadline passed with the probe in flight."""
@@ -130,15 +105,15 @@ class Probe:
         self.inflight = False
         self.gen += 1
         sched = self.sched
-        spec = self.spec
+        cfg = self.cfg
         now = sched.loop.time()
         if ok is None:
             sched.local_failure(self, detail)
-            nxt = now + min(spec.retry, 1.0)
+            nxt = now + min(cfg.retry_delay, 1.0)
             sched.push(nxt, self)
             return
         self.results += 1
-        nxt = self.started + (spec.interval if ok else spec.retry)
+        nxt = self.started + (cfg.interval if ok else cfg.retry_delay)
         sched.push(nxt if nxt > now else now, self)
         if self.state.record(ok, detail, weight):
             sched.transition(self)
@@ -247,10 +222,6 @@ class _Server:
         return combine(p.state.health() for p in self.probes)
 
 
-def _target(spec: CheckSpec, addr: str, port: int) -> tuple[str, int]:
-    return (spec.connect_addr or addr, spec.connect_port if spec.connect_port is not None else port)
-
-
 class CheckManager:
     """Runs the checks of a Config; see the module docstring and docs/checks.md."""
 
@@ -259,9 +230,9 @@ class CheckManager:
         self.sched: Scheduler | None = None
         self.probes: dict[Any, Probe] = {}
         self.servers: dict[ServerId, _Server] = {}
-        self._canon: dict[Any, tuple[CheckSpec, int]] = {}  # CheckConfig -> (spec, token)
+        self._canon: dict[CheckConfig, int] = {}  # CheckConfig -> token
         self._tokens = 0
-        self._by_id: dict[int, tuple[Any, CheckSpec, int]] = {}  # id(CheckConfig) -> (it, spec, token)
+        self._by_id: dict[int, tuple[CheckConfig, int]] = {}  # id(CheckConfig) -> (it, token)
 
     # --- lifecycle ---
     async def start(self, config: Any) -> None:
@@ -301,25 +272,25 @@ class CheckManager:
         return len(self.probes)
 
     # --- internals ---
-    def _spec(self, cc: Any) -> tuple[CheckSpec, int]:
-        """(normalized spec, token) of a CheckConfig; equal configs get the same token. Hashing a
-        frozen check dataclass hashes all its fields, so objects are looked up by identity first
-        (the loader shares one object per check table, inherited by many servers)."""
+    def _token(self, cc: CheckConfig) -> int:
+        """The token of a CheckConfig: equal configs get the same one. Hashing a frozen check
+        dataclass hashes all its fields, so objects are looked up by identity first (the loader
+        shares one object per check table, inherited by many servers)."""
         hit = self._by_id.get(id(cc))
         if hit is not None and hit[0] is cc:
-            return hit[1], hit[2]
-        entry = self._canon.get(cc)
-        if entry is None:
+            return hit[1]
+        token = self._canon.get(cc)
+        if token is None:
             self._tokens += 1
-            entry = self._canon[cc] = (spec_from_config(cc), self._tokens)
-        self._by_id[id(cc)] = (cc, entry[0], entry[1])
-        return entry
+            token = self._canon[cc] = self._tokens
+        self._by_id[id(cc)] = (cc, token)
+        return token
 
     def _apply(self, config: Any) -> None:
         sched = self.sched
         assert sched is not None
         now = sched.loop.time()
-        wanted: dict[ServerId, tuple[str, list[tuple[Any, CheckSpec, str, int]]]] = {}
+        wanted: dict[ServerId, tuple[str, list[tuple[Any, CheckConfig, str, int]]]] = {}
         for svc in _services(config):
             for srv in svc.servers:
                 checks = tuple(srv.checks or ())
@@ -329,23 +300,22 @@ class CheckManager:
                 sid = (svc.name, dk)
                 keys = []
                 for cc in checks:
-                    spec, token = self._spec(cc)
-                    addr, port = _target(spec, dk.addr, dk.port)
-                    keys.append(((token, addr, port), spec, dk.addr, dk.port))
+                    addr, port = cc.target_of(dk.addr, dk.port)
+                    keys.append(((self._token(cc), addr, port), cc, dk.addr, dk.port))
                 wanted[sid] = (f"{svc.name} {dk}", keys)
 
-        shortest = min((spec.interval for _l, keys in wanted.values() for _k, spec, _a, _p in keys), default=1.0)
+        shortest = min((cfg.interval for _l, keys in wanted.values() for _k, cfg, _a, _p in keys), default=1.0)
         sched.slack = max(SLACK_MIN, min(SLACK_MAX, shortest / 50))
         old_probes = self.probes
         new_probes: dict[Any, Probe] = {}
         for _sid, (_label, keys) in wanted.items():
-            for key, spec, addr, port in keys:
+            for key, cfg, addr, port in keys:
                 if key in new_probes:
                     continue
                 p = old_probes.get(key)
                 if p is None:
-                    p = Probe(key, spec, addr, port, sched)
-                    sched.push(now + random.uniform(0, spec.interval), p)  # jittered first run
+                    p = Probe(key, cfg, addr, port, sched)
+                    sched.push(now + random.uniform(0, cfg.interval), p)  # jittered first run
                 new_probes[key] = p
                 p.servers = []
         for key, p in old_probes.items():
@@ -372,8 +342,8 @@ class CheckManager:
         self.servers = servers
         # forget configs no longer used (tokens of live probes stay valid: _canon keeps them)
         live = {k[0] for k in new_probes}
-        self._canon = {cc: e for cc, e in self._canon.items() if e[1] in live}
-        self._by_id = {i: e for i, e in self._by_id.items() if e[2] in live}
+        self._canon = {cc: t for cc, t in self._canon.items() if t in live}
+        self._by_id = {i: e for i, e in self._by_id.items() if e[1] in live}
         for s in changed:
             self._update(s)
 
@@ -422,11 +392,10 @@ def _services(config: Any) -> Iterable[Any]:
     return getattr(config, "services", ()) or ()
 
 
-async def check_once(check: Any, addr: str, port: int) -> tuple[bool | None, str, int | None]:
-    """Run one probe of ``check`` (a CheckConfig or CheckSpec) against addr:port, honouring its
-    timeout; return (ok, detail, weight), ok None if the director itself could not probe. For
+async def check_once(check: CheckConfig, addr: str, port: int) -> tuple[bool | None, str, int | None]:
+    """Run one probe of ``check`` against addr:port (the server's; ``connect`` applies), honouring
+    its timeout; return (ok, detail, weight), ok None if the director itself could not probe. For
     tests and one-off diagnostics."""
-    spec = spec_from_config(check)
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[tuple[bool | None, str, int | None]] = loop.create_future()
 
@@ -434,9 +403,9 @@ async def check_once(check: Any, addr: str, port: int) -> tuple[bool | None, str
         if not fut.done():
             fut.set_result((ok, detail, weight))
 
-    checker = make_checker(spec, addr, port, loop, done)
+    checker = check.checker(addr, port, loop, done)
     checker.start()
     try:
-        return await asyncio.wait_for(asyncio.shield(fut), spec.timeout)
+        return await asyncio.wait_for(asyncio.shield(fut), check.timeout)
     except asyncio.TimeoutError:
         return (False, checker.cancel(), None)

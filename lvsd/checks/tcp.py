@@ -1,4 +1,4 @@
-"""TCP check: connect (optionally from ``bind``, optionally to ``connect``), optionally send bytes
+"""TCP check (``type = "tcp"``): its config and its checker. Connect (optionally from ``bind``, optionally to ``connect``), optionally send bytes
 and expect bytes in the reply, then close with RST (SO_LINGER 0) so no TIME_WAIT is left behind.
 
 Lean on purpose: a raw non-blocking socket driven by the event loop's add_writer/add_reader, no
@@ -12,9 +12,48 @@ import errno
 import select
 import socket
 import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from lvsd.config.checks import NetCheckConfig, bytes_kind
+from lvsd.config.keys import Key
+from lvsd.config.reader import Reader, Table, _p
 
 from .base import LOCAL_ERRNOS, SocketProbe
 from .base import errno_text as _err
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .base import Checker, Done
+
+
+def _expect(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    v = bytes_kind(r, tbl, key, path, None, vals)
+    if v is not None and not v:
+        r.err(_p(path, key), "must not be empty")
+    return v or None
+
+
+@dataclass(frozen=True, slots=True)
+class TCPCheck(NetCheckConfig):
+    """``type = "tcp"``: connect; optionally send bytes and expect the reply to contain ``expect``."""
+
+    KEYS: ClassVar[tuple[Key, ...]] = (
+        Key("send", bytes_kind, None, doc="bytes to send once connected"),
+        Key("expect", _expect, None, doc="the reply must contain these bytes"),
+    )
+
+    type: str = "tcp"
+    send: bytes | None = None
+    expect: bytes | None = None
+
+    def checker(self, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Done) -> Checker:
+        return TCPChecker(self, addr, port, loop, done)
+
+
+#: a tcp reply is read up to this many bytes looking for ``expect``
+REPLY_LIMIT = 1 << 20
 
 _LINGER0 = struct.pack("ii", 1, 0)
 _SOL_SOCKET = socket.SOL_SOCKET
@@ -31,6 +70,7 @@ class StreamChecker(SocketProbe):
     ``connected()`` is called with the socket registered nowhere."""
 
     kind = "tcp"
+    cfg: NetCheckConfig
 
     phase = "connect"
     #: the C socket type: no Python-level __init__ per probe (https needs socket.socket for ssl)
@@ -39,8 +79,9 @@ class StreamChecker(SocketProbe):
     def _open(self) -> socket.socket:
         s = self.socket_type(self.family, _STREAM)
         s.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER0)
-        if self.spec.bind:
-            s.bind((self.spec.bind, 0))
+        bind = self.cfg.bind
+        if bind:
+            s.bind((bind, 0))
         return s
 
     def start(self) -> None:
@@ -78,14 +119,31 @@ class StreamChecker(SocketProbe):
         self.connected()
 
     def connected(self) -> None:
+        """The TCP connection is up: the type's protocol goes on from here."""
+        raise NotImplementedError
+
+    def cancel(self) -> str:
+        phase = self.phase if self.sock is not None else "connect"
+        self._release()
+        what = {"connect": "connect", "send": "send", "read": "no reply"}.get(phase, phase)
+        return f"{self.kind} {what} timeout after {self.cfg.timeout:g}s"
+
+
+class TCPChecker(StreamChecker):
+    """tcp: connect, optional send/expect, RST."""
+
+    kind = "tcp"
+    cfg: TCPCheck
+
+    def connected(self) -> None:
         """The TCP connection is up; plain tcp check: send/expect or done."""
-        spec = self.spec
-        if spec.send is None and spec.expect is None:
+        cfg = self.cfg
+        if not cfg.send and cfg.expect is None:
             self._finish(True, "tcp connect ok")
             return
         self.buf = bytearray()
-        if spec.send is not None:
-            self.pending = memoryview(spec.send)
+        if cfg.send:
+            self.pending = memoryview(cfg.send)
             self.phase = "send"
             self._on_send()
         else:
@@ -106,7 +164,7 @@ class StreamChecker(SocketProbe):
         if self.pending:
             self._watch(_OUT, self._on_send)
             return
-        if self.spec.expect is None:
+        if self.cfg.expect is None:
             self._finish(True, "tcp send ok")
             return
         self._want_read()
@@ -119,7 +177,7 @@ class StreamChecker(SocketProbe):
         data = self._recv("tcp recv")
         if data is None:
             return
-        expect = self.spec.expect
+        expect = self.cfg.expect
         assert expect is not None
         buf = self.buf
         buf += data
@@ -127,17 +185,5 @@ class StreamChecker(SocketProbe):
             self._finish(True, "tcp reply matched")
         elif not data:
             self._finish(False, f"tcp reply did not contain {expect[:40]!r}")
-        elif len(buf) > max(self.spec.body_limit, len(expect)):
+        elif len(buf) > max(REPLY_LIMIT, len(expect)):
             self._finish(False, f"tcp reply did not contain {expect[:40]!r} in {len(buf)} bytes")
-
-    def cancel(self) -> str:
-        phase = self.phase if self.sock is not None else "connect"
-        self._release()
-        what = {"connect": "connect", "send": "send", "read": "no reply"}.get(phase, phase)
-        return f"{self.kind} {what} timeout after {self.spec.timeout:g}s"
-
-
-class TCPChecker(StreamChecker):
-    """tcp: connect, optional send/expect, RST."""
-
-    kind = "tcp"

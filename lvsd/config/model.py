@@ -13,7 +13,10 @@ are one probe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from lvsd.checks.registry import CHECK_TYPES as CHECK_TYPES  # re-exported
+from lvsd.checks.registry import check_class
 from lvsd.ipvs.model import (
     DaemonState,
     Destination,
@@ -23,6 +26,9 @@ from lvsd.ipvs.model import (
     SyncDaemon,
     Timeouts,
 )
+
+from .checks import CheckConfig
+from .checks import NetCheckConfig as NetCheckConfig  # re-exported
 
 #: argv of a hook or script: a tuple of strings, run without a shell; () = no hook.
 Argv = tuple[str, ...]
@@ -37,7 +43,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 HA_MODES = ("static", "external", "vrrp")
 ROLES = ("master", "backup", "fault")
 SYNC_ON_FAULT = ("backup", "none")
-CHECK_TYPES = ("tcp", "http", "https", "script", "udp", "dns")
 
 
 # --- daemon-wide -------------------------------------------------------------------------------
@@ -66,112 +71,18 @@ class IPVSConfig:
 
 
 # --- health checks -----------------------------------------------------------------------------
+# CheckConfig and NetCheckConfig live in lvsd.config.checks; each type's class lives in its module
+# under lvsd/checks/ (lvsd.checks.registry). The type classes are importable from here, lazily.
+
+_CHECK_CLASSES = {"TCPCheck": "tcp", "HTTPCheck": "http", "ScriptCheck": "script", "UDPCheck": "udp", "DNSCheck": "dns"}
 
 
-@dataclass(frozen=True, slots=True)
-class CheckConfig:
-    """Keys common to every check. Subclasses add their type's keys; ``type`` tells them apart.
-
-    ``retry_delay`` is the interval while a check is failing (already defaulted to ``interval``).
-    """
-
-    type: str = ""
-    interval: float = 2.0
-    timeout: float = 1.0
-    rise: int = 2
-    fall: int = 3
-    retry_delay: float = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class NetCheckConfig(CheckConfig):
-    """A check that talks to the network. ``connect_address``/``connect_port`` None = the
-    server's own; ``bind`` is the source address (None = the kernel picks)."""
-
-    connect_address: str | None = None
-    connect_port: int | None = None
-    bind: str | None = None
-
-    def target(self, server: DestKey) -> tuple[str, int]:
-        """(address, port) to probe for this server."""
-        return (
-            self.connect_address if self.connect_address is not None else server.addr,
-            self.connect_port if self.connect_port is not None else server.port,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TCPCheck(NetCheckConfig):
-    """``type = "tcp"``: connect; optionally send bytes and expect the reply to contain ``expect``."""
-
-    type: str = "tcp"
-    send: bytes | None = None
-    expect: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HTTPCheck(NetCheckConfig):
-    """``type = "http" | "https"``. ``status`` is a tuple of inclusive (low, high) ranges.
-    ``body`` is a regex (re.search over the body read, at most ``max_body`` bytes); ``digest``
-    is the lowercase hex ``digest_algorithm`` hash of that body (keepalived genhash style).
-    TLS keys only matter for https; ``sni`` is already defaulted to ``host``."""
-
-    type: str = "http"
-    method: str = "GET"
-    path: str = "/"
-    host: str | None = None
-    status: tuple[tuple[int, int], ...] = ((200, 299),)
-    body: str | None = None
-    digest: str | None = None
-    digest_algorithm: str = "md5"
-    headers: tuple[tuple[str, str], ...] = ()
-    verify: bool = True
-    ca: str | None = None
-    sni: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    max_body: int = 1048576
-
-    @property
-    def tls(self) -> bool:
-        return self.type == "https"
-
-    def status_ok(self, code: int) -> bool:
-        """True if ``code`` is in one of the accepted ranges."""
-        return any(lo <= code <= hi for lo, hi in self.status)
-
-
-@dataclass(frozen=True, slots=True)
-class ScriptCheck(CheckConfig):
-    """``type = "script"``: run ``argv`` (no shell) as ``user``/``group``; exit 0 = up.
-    ``dynamic_weight``: exit status 2..255 sets the weight to status - 2 (keepalived misc_dynamic)."""
-
-    type: str = "script"
-    argv: Argv = ()
-    user: str | int | None = None  # a name, or a numeric id as an int (None = lvsd's own)
-    group: str | int | None = None
-    dynamic_weight: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class UDPCheck(NetCheckConfig):
-    """``type = "udp"``: send a datagram; up if a reply comes (containing ``expect`` if set)."""
-
-    type: str = "udp"
-    send: bytes = b""
-    expect: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DNSCheck(NetCheckConfig):
-    """``type = "dns"``: query ``name``/``qtype`` over UDP; up if the reply's rcode is ``rcode``
-    and, when ``expect`` is set, every expected value is among the answers' data (text form)."""
-
-    type: str = "dns"
-    name: str = ""
-    qtype: str = "A"
-    rcode: str = "NOERROR"
-    expect: tuple[str, ...] = ()
+def __getattr__(name: str) -> Any:
+    """``from lvsd.config.model import TCPCheck`` imports that type's module on first use."""
+    ctype = _CHECK_CLASSES.get(name)
+    if ctype is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return check_class(ctype)
 
 
 # --- services and servers ----------------------------------------------------------------------

@@ -135,11 +135,12 @@ class Listener:
 
 def make_config(kind: str, targets: list[str], port: int, interval: float, timeout: float, ca: str | None = None):
     """A duck-typed Config with one service holding every target (what CheckManager reads)."""
-    from lvsd.checks.base import CheckSpec
+    from lvsd.checks.registry import check_class
     from lvsd.ipvs.model import DestKey
 
     tls = {"ca": ca, "sni": TLS_NAME} if kind == "https" else {}
-    spec = CheckSpec(type=kind, interval=interval, timeout=timeout, rise=1, fall=1, path="/", **tls)
+    http = {"type": kind, "path": "/"} if kind in ("http", "https") else {}
+    spec = check_class(kind)(interval=interval, timeout=timeout, rise=1, fall=1, **http, **tls)
 
     class Srv:
         def __init__(self, a: str) -> None:

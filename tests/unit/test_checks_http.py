@@ -10,7 +10,7 @@ import time
 import pytest
 import trustme
 
-from lvsd.checks.base import CheckSpec
+from lvsd.checks.http import HTTPCheck
 from lvsd.checks.manager import check_once
 
 
@@ -49,12 +49,12 @@ def fixed(data: bytes, delay: float = 0.0):
     return h
 
 
-def http(**kw) -> CheckSpec:
+def http(**kw) -> HTTPCheck:
     kw.setdefault("timeout", 0.5)
-    return CheckSpec(type=kw.pop("type", "http"), **kw)
+    return HTTPCheck(type=kw.pop("type", "http"), **kw)
 
 
-async def one(handler, spec: CheckSpec, ssl_ctx=None):
+async def one(handler, spec: HTTPCheck, ssl_ctx=None):
     srv, port, seen = await serve(handler, ssl_ctx)
     try:
         res = await check_once(spec, "127.0.0.1", port)
@@ -155,9 +155,9 @@ def huge_body_handler(sent: list[int]):
     "spec_kw,ok,detail",
     [
         ({}, True, "http status 200"),  # status only: body never read
-        ({"body": "xxxx", "body_limit": 200000}, True, "body ok"),  # regex on the first 200 kB
-        ({"body": "yyyy", "body_limit": 200000}, False, "does not match"),
-        ({"digest": "0" * 32, "body_limit": 200000}, False, "larger than 200000 bytes"),
+        ({"body": "xxxx", "max_body": 200000}, True, "body ok"),  # regex on the first 200 kB
+        ({"body": "yyyy", "max_body": 200000}, False, "does not match"),
+        ({"digest": "0" * 32, "max_body": 200000}, False, "larger than 200000 bytes"),
     ],
 )
 def test_http_huge_body_limit_respected(spec_kw, ok, detail) -> None:

@@ -288,9 +288,9 @@ def test_dynamic_weight_changes_are_reported(tmp_path) -> None:
 
 
 def test_unbuildable_checker_fails_instead_of_crashing(tmp_path) -> None:
-    from lvsd.checks.base import CheckSpec
+    from lvsd.checks.http import HTTPCheck
 
-    spec = CheckSpec(type="https", ca=str(tmp_path / "gone.pem"), interval=0.05, timeout=0.1, rise=1, fall=1)
+    spec = HTTPCheck(type="https", ca=str(tmp_path / "gone.pem"), interval=0.05, timeout=0.1, rise=1, fall=1)
 
     class Srv:
         def __init__(self) -> None:
@@ -353,8 +353,8 @@ def test_out_of_descriptors_is_no_verdict() -> None:
     import resource
 
     import lvsd.checks.tcp  # noqa: F401  (imported now: importing needs a descriptor too)
-    from lvsd.checks.base import CheckSpec
     from lvsd.checks.manager import check_once
+    from lvsd.checks.tcp import TCPCheck
 
     ls = listen(free_port())
     port = ls.getsockname()[1]
@@ -372,7 +372,7 @@ def test_out_of_descriptors_is_no_verdict() -> None:
         except OSError:
             pass
         try:
-            return await check_once(CheckSpec(type="tcp", timeout=0.5), "127.0.0.1", port)
+            return await check_once(TCPCheck(timeout=0.5), "127.0.0.1", port)
         finally:
             for s in fill:
                 s.close()
@@ -401,11 +401,11 @@ def test_deadlines_never_fire_early() -> None:
     """A timeout shorter than the batch slack still gives the probe its whole timeout (a deadline
     popped with the batch that launched it would fail every probe at once)."""
     from lvsd.checks import manager as mgr
-    from lvsd.checks.base import CheckSpec
+    from lvsd.checks.tcp import TCPCheck
     from lvsd.ipvs.model import DestKey
 
     ls = listen(free_port())
-    spec = CheckSpec(type="tcp", interval=1.0, timeout=0.005, rise=1, fall=1)  # slack: 10 ms
+    spec = TCPCheck(interval=1.0, timeout=0.005, rise=1, fall=1)  # slack: 10 ms
 
     class Srv:
         key = DestKey.of("127.0.0.1", ls.getsockname()[1])

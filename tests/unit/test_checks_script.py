@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lvsd.checks.base import CheckSpec
+from lvsd.checks.script import ScriptCheck
 from lvsd.checks.manager import check_once
 
 
@@ -18,9 +18,9 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
-def script(code: str, **kw) -> CheckSpec:
+def script(code: str, **kw) -> ScriptCheck:
     kw.setdefault("timeout", 2.0)
-    return CheckSpec(type="script", argv=(sys.executable, "-c", code), **kw)
+    return ScriptCheck(argv=(sys.executable, "-c", code), **kw)
 
 
 def children() -> list[tuple[int, str]]:
@@ -77,7 +77,7 @@ def test_environment_and_no_shell() -> None:
             "os.environ['LVSD_CHECK_PORT'] == '8080' else 1)")
     assert run(check_once(script(code), "10.1.2.3", 8080))[0]
     # a shell string is never interpreted: the whole thing is argv[0] and does not exist
-    res = run(check_once(CheckSpec(type="script", argv=("true && false",), timeout=1), "127.0.0.1", 80))
+    res = run(check_once(ScriptCheck(argv=("true && false",), timeout=1), "127.0.0.1", 80))
     assert not res[0] and "cannot run" in res[1]
 
 
@@ -215,8 +215,8 @@ def test_runs_as_user_and_group() -> None:
     gid = grp.getgrnam("nogroup").gr_gid
     # /bin/sh, not our python: nobody may not be able to read the interpreter's directory
     argv = ("/bin/sh", "-c", f'[ "$(id -u)" = {uid} ] && [ "$(id -g)" = {gid} ]')
-    res = run(check_once(CheckSpec(type="script", argv=argv, user="nobody", group="nogroup", timeout=5),
+    res = run(check_once(ScriptCheck(argv=argv, user="nobody", group="nogroup", timeout=5),
                          "127.0.0.1", 80))
     assert res[0], res
-    res = run(check_once(CheckSpec(type="script", argv=argv, timeout=5), "127.0.0.1", 80))
+    res = run(check_once(ScriptCheck(argv=argv, timeout=5), "127.0.0.1", 80))
     assert not res[0]  # as root it is not nobody: the check above really switched

@@ -8,7 +8,10 @@ import struct
 
 import pytest
 
-from lvsd.checks.base import CheckSpec
+from lvsd.checks.dns import DNSCheck
+from lvsd.checks.http import HTTPCheck
+from lvsd.checks.tcp import TCPCheck
+from lvsd.checks.udp import UDPCheck
 from lvsd.checks.manager import check_once
 
 
@@ -24,9 +27,9 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
 
 
-def tcp(**kw) -> CheckSpec:
+def tcp(**kw) -> TCPCheck:
     kw.setdefault("timeout", 0.5)
-    return CheckSpec(type="tcp", **kw)
+    return TCPCheck(**kw)
 
 
 def tcp_states(port: int) -> list[str]:
@@ -121,7 +124,7 @@ def test_tcp_connect_override_and_bind() -> None:
     ls = socket.create_server(("127.0.0.1", 0))
     port = ls.getsockname()[1]
     # the server address is wrong, but connect= points the probe at the listener, from 127.0.0.2
-    spec = tcp(connect_addr="127.0.0.1", connect_port=port, bind="127.0.0.2")
+    spec = tcp(connect_address="127.0.0.1", connect_port=port, bind="127.0.0.2")
 
     async def main():
         res = await check_once(spec, "127.0.0.9", 1)
@@ -145,10 +148,10 @@ def test_udp_reply_refused_and_expect() -> None:
 
         t, _ = await loop.create_datagram_endpoint(Echo, local_addr=("127.0.0.1", 0))
         port = t.get_extra_info("sockname")[1]
-        good = await check_once(CheckSpec(type="udp", send=b"ping", expect=b"pong", timeout=0.5), "127.0.0.1", port)
-        bad = await check_once(CheckSpec(type="udp", send=b"ping", expect=b"nope", timeout=0.5), "127.0.0.1", port)
+        good = await check_once(UDPCheck(send=b"ping", expect=b"pong", timeout=0.5), "127.0.0.1", port)
+        bad = await check_once(UDPCheck(send=b"ping", expect=b"nope", timeout=0.5), "127.0.0.1", port)
         t.close()
-        refused = await check_once(CheckSpec(type="udp", send=b"ping", timeout=0.5), "127.0.0.1", free_port(socket.SOCK_DGRAM))
+        refused = await check_once(UDPCheck(send=b"ping", timeout=0.5), "127.0.0.1", free_port(socket.SOCK_DGRAM))
         return good, bad, refused
 
     good, bad, refused = run(main())
@@ -161,7 +164,7 @@ def test_udp_no_reply_times_out() -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))  # bound, never answers
     port = s.getsockname()[1]
-    ok, detail, _ = run(check_once(CheckSpec(type="udp", send=b"x", timeout=0.2), "127.0.0.1", port))
+    ok, detail, _ = run(check_once(UDPCheck(send=b"x", timeout=0.2), "127.0.0.1", port))
     s.close()
     assert not ok and detail == "udp no reply within 0.2s"
 
@@ -180,12 +183,12 @@ def dns_reply(query: bytes, rcode: int, answers: list[tuple[int, bytes]]) -> byt
     "rcode,answers,spec_kw,expect_ok,detail",
     [
         (0, [(1, bytes([10, 0, 0, 5]))], {}, True, "dns NOERROR, 1 answers"),
-        (0, [(1, bytes([10, 0, 0, 5]))], {"dns_expect": ("10.0.0.5",)}, True, "dns NOERROR, 1 answers"),
-        (0, [(1, bytes([10, 0, 0, 6]))], {"dns_expect": ("10.0.0.5",)}, False, "10.0.0.5 not in answers"),
+        (0, [(1, bytes([10, 0, 0, 5]))], {"expect": ("10.0.0.5",)}, True, "dns NOERROR, 1 answers"),
+        (0, [(1, bytes([10, 0, 0, 6]))], {"expect": ("10.0.0.5",)}, False, "10.0.0.5 not in answers"),
         (3, [], {}, False, "dns rcode NXDOMAIN"),
         (3, [], {"rcode": "NXDOMAIN"}, True, "dns NXDOMAIN"),
         (2, [], {}, False, "dns rcode SERVFAIL"),
-        (0, [(5, b"\x03www\x07example\x00")], {"qtype": "CNAME", "dns_expect": ("www.example",)}, True, "dns NOERROR"),
+        (0, [(5, b"\x03www\x07example\x00")], {"qtype": "CNAME", "expect": ("www.example",)}, True, "dns NOERROR"),
     ],
 )
 def test_dns(rcode, answers, spec_kw, expect_ok, detail) -> None:
@@ -202,7 +205,7 @@ def test_dns(rcode, answers, spec_kw, expect_ok, detail) -> None:
 
         t, _ = await loop.create_datagram_endpoint(Resp, local_addr=("127.0.0.1", 0))
         port = t.get_extra_info("sockname")[1]
-        res = await check_once(CheckSpec(type="dns", query="svc.example.org", timeout=0.5, **spec_kw), "127.0.0.1", port)
+        res = await check_once(DNSCheck(name="svc.example.org", timeout=0.5, **spec_kw), "127.0.0.1", port)
         t.close()
         return res
 
@@ -229,7 +232,7 @@ def test_ipv6_tcp_and_http() -> None:
 
         srv = await asyncio.start_server(handle, "::1", 0)
         hport = srv.sockets[0].getsockname()[1]
-        http_res = await check_once(CheckSpec(type="http", timeout=0.5), "::1", hport)
+        http_res = await check_once(HTTPCheck(timeout=0.5), "::1", hport)
         srv.close()
         return tcp_res, http_res
 

@@ -1,0 +1,155 @@
+"""The key table: one ``Key`` row per config key (name, kind, default, level, one-line doc).
+
+A row's kind reads and validates its value through the ``Reader`` (with today's messages) and
+returns the row's default when the key is absent or wrong. ``read_rows`` reads a table by its rows
+(sections, checks); ``read_layer`` reads only the keys a table sets (what a server inherits from
+its service and ``[defaults]``). Unknown keys are reported by ``Reader.keys`` from the row names,
+with a did-you-mean. Cross-field rules stay plain code next to the rows that need them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .reader import Reader, Table
+
+#: read(reader, table, key, path, default, values read so far) -> the value (default if absent/bad)
+Kind = Callable[[Reader, Table, str, str, Any, dict[str, Any]], Any]
+
+# --- levels: which tables may set a key, and how it inherits ------------------------------------
+#: only the table the row belongs to (a section, a check, a sub-table)
+OWN = "own"
+#: a server only
+SERVER = "server"
+#: a service only
+SERVICE = "service"
+#: a service or ``[defaults]``: service <- [defaults] <- built-in
+SERVICE_WIDE = "service, [defaults]"
+#: a server, its service or ``[defaults]``: server <- service <- [defaults] <- built-in
+SERVER_WIDE = "server, service, [defaults]"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One config key: how to read it, its default, where it may be set, what it means."""
+
+    name: str
+    kind: Kind
+    default: Any = None
+    level: str = OWN
+    doc: str = ""
+
+
+def names(rows: Sequence[Key]) -> tuple[str, ...]:
+    """The key names of ``rows``, in order."""
+    return tuple(r.name for r in rows)
+
+
+def row(rows: Sequence[Key], name: str) -> Key:
+    """The row called ``name`` (for a dataclass default stated by its row)."""
+    for r in rows:
+        if r.name == name:
+            return r
+    raise KeyError(name)
+
+
+def read_rows(
+    r: Reader, tbl: Table, path: str, rows: Sequence[Key], vals: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every row's value (its default when absent or invalid), in row order: the order errors appear."""
+    out: dict[str, Any] = {} if vals is None else vals
+    for k in rows:
+        out[k.name] = k.kind(r, tbl, k.name, path, k.default, out)
+    return out
+
+
+def read_layer(r: Reader, tbl: Table, path: str, rows: Sequence[Key]) -> dict[str, Any]:
+    """The valid values of the rows ``tbl`` sets (an inheritance layer: absent keys inherit)."""
+    out: dict[str, Any] = {}
+    for k in rows:
+        name = k.name
+        if name in tbl:
+            v = k.kind(r, tbl, name, path, None, out)
+            if v is not None:
+                out[name] = v
+    return out
+
+
+# --- kinds -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Int:
+    """An integer lo..hi."""
+
+    lo: int
+    hi: int
+
+    def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        return r.get_int(tbl, key, path, self.lo, self.hi, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Bool:
+    """true or false."""
+
+    def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        return r.get_bool(tbl, key, path, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Str:
+    """A string (non-empty unless told)."""
+
+    nonempty: bool = True
+
+    def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        return r.get_str(tbl, key, path, default, self.nonempty)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One of ``choices`` (a did-you-mean for a near miss)."""
+
+    choices: tuple[str, ...]
+
+    def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        return r.choice(tbl, key, path, self.choices, default)
+
+
+@dataclass(frozen=True, slots=True)
+class Duration:
+    """A duration lo..hi seconds ("2s", "500ms", a number); ``whole``: whole seconds, as an int."""
+
+    lo: float = 0.0
+    hi: float = 1e9
+    whole: bool = False
+
+    def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        return r.duration(tbl, key, path, default, lo=self.lo, whole=self.whole, hi=self.hi)
+
+
+@dataclass(frozen=True, slots=True)
+class Argv:
+    """A command as a list of strings (no shell); an absolute argv[0] must be executable."""
+
+    def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        return r.argv(tbl, key, path, default)
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """A path to a regular file (checked when files are checked)."""
+
+    def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        v = r.file(tbl, key, path)
+        return default if v is None else v
+
+
+INT = Int
+BOOL = Bool()
+STR = Str()
+ARGV = Argv()
+FILE = File()
