@@ -13,6 +13,15 @@ command needs them.
 import os
 import sys
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
+if TYPE_CHECKING:  # annotations below are quoted: nothing of these is imported at run time
+    from typing import TextIO
+
+    from lvsd.ipvs.backend import Backend, IPVSError, Op
+    from lvsd.ipvs.model import ServiceKey
+
+    from .lvsadm_parse import Command
+
 # ipvs_strerror(): (command, errno) -> message; command-independent entries under None.
 _ESRCH, _ENOENT, _EEXIST, _EPERM, _EINVAL = 3, 2, 17, 1, 22
 _GENERIC = {
@@ -51,7 +60,7 @@ class _Exit(Exception):
         self.code = code
 
 
-def _emit(stream, chunks: list[str]) -> None:  # type: ignore[no-untyped-def]
+def _emit(stream: "TextIO", chunks: list[str]) -> None:
     if not chunks:
         return
     text = "\n".join(chunks) + "\n"
@@ -100,12 +109,12 @@ class _Usage2(Exception):
     """A misuse of one of lvsadm's own options (exit 2)."""
 
 
-def open_backend_for(extras: dict[str, str | bool]):  # type: ignore[no-untyped-def]
+def open_backend_for(extras: dict[str, str | bool]) -> "Backend":
     """The backend chosen by --backend/--state or LVSADM_BACKEND/LVSADM_STATE (netlink by default)."""
     name = extras.get("backend") or os.environ.get("LVSADM_BACKEND") or "netlink"
     if name == "memory":
         state = extras.get("state") or os.environ.get("LVSADM_STATE")
-        if not state:
+        if not state or state is True:  # (True: never; --state always takes a value)
             raise _Usage2("lvsadm: the memory backend needs a state file: --state FILE (or LVSADM_STATE)")
         from lvsd.ipvs.memory import MemoryBackend
 
@@ -270,13 +279,13 @@ def _fast_listing(args: list[str], prog: str) -> list[str] | None:
         return None  # general path may simply list again and report whatever is wrong
 
 
-def _ipvs_error():  # type: ignore[no-untyped-def]
+def _ipvs_error() -> "type[IPVSError]":
     from lvsd.ipvs.backend import IPVSError
 
     return IPVSError
 
 
-def service_key(ce):  # type: ignore[no-untyped-def]
+def service_key(ce: "Command") -> "ServiceKey":
     """The ServiceKey named by -t/-u/--sctp-service/-f."""
     from lvsd.ipvs.model import ServiceKey
 
@@ -285,7 +294,7 @@ def service_key(ce):  # type: ignore[no-untyped-def]
     return ServiceKey(ce.af, ce.protocol, ce.addr, ce.port, 0)
 
 
-def make_op(ce):  # type: ignore[no-untyped-def]
+def make_op(ce: "Command") -> "Op":
     """The backend Op for a write command."""
     from lvsd.ipvs.backend import Op
     from lvsd.ipvs.model import Destination, DestKey, Service, SyncDaemon, Timeouts
@@ -330,7 +339,9 @@ def make_op(ce):  # type: ignore[no-untyped-def]
     return Op.del_dest(key, dest)
 
 
-def execute(backend, ce, prog: str, out: list[str], err: list[str], reading_stdin: bool) -> int:  # type: ignore[no-untyped-def]
+def execute(
+    backend: "Backend", ce: "Command", prog: str, out: list[str], err: list[str], reading_stdin: bool
+) -> int:
     """Run a parsed command: a listing, -S, -R, or one write."""
     from . import lvsadm_parse as P
 

@@ -28,6 +28,11 @@ from lvsd.ipvs.layout import (
 from . import lvsadm_list as L
 from .lvsadm_parse import FMT_EXACT, FMT_NOSORT, FMT_NUMERIC, FMT_RATE, FMT_STATS
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
+if TYPE_CHECKING:  # the annotations naming these are quoted: nothing here is imported at run time
+    from collections.abc import Callable
+    from typing import Any
+
 #: the formats this path prints (with FMT_NUMERIC required); anything else takes the general path
 FORMATS = FMT_NUMERIC | FMT_STATS | FMT_RATE | FMT_EXACT | FMT_NOSORT
 
@@ -130,10 +135,22 @@ _SPAN_VALUES = _span_values()
 
 class _Key:
     __slots__ = ("af", "protocol", "addr", "port", "fwmark")
+    af: int
+    protocol: int
+    addr: str
+    port: int
+    fwmark: int
 
 
 class _Svc:
     __slots__ = ("key", "scheduler", "flags", "timeout", "netmask", "pe_name", "stats")
+    key: _Key
+    scheduler: str
+    flags: int
+    timeout: int
+    netmask: int
+    pe_name: str
+    stats: "_Stats"  # None when the format prints no counters (then nothing reads it)
 
 
 class _Stats:
@@ -267,7 +284,7 @@ def _svc_layout(payload: bytes) -> tuple[struct.Struct, tuple, struct.Struct, di
     if (_SVC_FWMARK in seen) == (_SVC_ADDR in seen):
         return None
 
-    def layout(items: list, fmt_of) -> str:  # type: ignore[no-untyped-def]
+    def layout(items: "list[tuple[int, Any, Any]]", fmt_of: "Callable[[Any], str]") -> str:
         out, at = ["="], 0
         for item in sorted(items):
             out.append(f"{item[0] - at}x{fmt_of(item)}")
@@ -328,7 +345,7 @@ def _service(payload: bytes, with_stats: bool = True) -> tuple[_Svc, tuple]:
     s.timeout = v[w["8"]] if "8" in w else 0
     s.netmask = int.from_bytes(v[w["9"]], "little" if af == _AF_INET6 else "big")
     s.pe_name = v[w["11"]].decode() if "11" in w else ""
-    s.stats = _Stats(v[w["st1"] : w["st1"] + 10]) if with_stats else None
+    s.stats = _Stats(v[w["st1"] : w["st1"] + 10]) if with_stats else None  # type: ignore[assignment]  # None: not read
     return s, (k.fwmark, af, k.protocol) + words + (k.port,)
 
 
@@ -582,7 +599,7 @@ def _row_lines(blk: bytes, fmt: int) -> list[str]:
     ntop = _socket.inet_ntop
     v6 = _socket.AF_INET6
     row = _ROW_STATS if fmt & FMT_STATS else _ROW_RATE if counted else _ROW_PLAIN
-    items = []
+    items: list[tuple[tuple[Any, ...], str]] = []  # (sort key, line)
     add = items.append
     plain4 = True  # every server IPv4: sortable by (address bytes, port), see below
     for r in row.iter_unpack(blk):

@@ -28,6 +28,19 @@ from .lvsadm_parse import (
     TUNNAMES,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (lvsadm's start-up)
+if TYPE_CHECKING:  # the annotations naming these are quoted: nothing here is imported at run time
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeVar
+
+    from lvsd.ipvs.backend import Backend
+    from lvsd.ipvs.model import Destination, Service, ServiceKey
+
+    from .lvsadm_fastlist import _Svc
+    from .lvsadm_parse import Command
+
+    _T = TypeVar("_T")
+
 PROTO_NAME = {IPPROTO_TCP: "TCP", IPPROTO_UDP: "UDP", IPPROTO_SCTP: "SCTP"}
 PROTO_OPT = {IPPROTO_TCP: "-t", IPPROTO_UDP: "-u", IPPROTO_SCTP: "--sctp-service"}
 PROTO_SERV = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_SCTP: "sctp"}
@@ -62,7 +75,7 @@ def _words(af: int, addr: str) -> tuple[int, int, int, int]:
     return (_v4(addr), 0, 0, 0)
 
 
-def msort(items: list, cmp) -> list:  # type: ignore[no-untyped-def]
+def msort(items: "list[_T]", cmp: "Callable[[_T, _T], int]") -> "list[_T]":
     """glibc msort_with_tmp: stable top-down merge sort; taking from the left run when cmp <= 0."""
     n = len(items)
     if n <= 1:
@@ -70,7 +83,7 @@ def msort(items: list, cmp) -> list:  # type: ignore[no-untyped-def]
     n1 = n // 2
     b1 = msort(items[:n1], cmp)
     b2 = msort(items[n1:], cmp)
-    out = []
+    out: list[_T] = []
     i = j = 0
     while i < len(b1) and j < len(b2):
         if cmp(b1[i], b2[j]) <= 0:
@@ -84,7 +97,7 @@ def msort(items: list, cmp) -> list:  # type: ignore[no-untyped-def]
     return out
 
 
-def _spans_ok(keys: list, positions: range) -> bool:
+def _spans_ok(keys: "Sequence[tuple[int, ...]]", positions: range) -> bool:
     for p in positions:
         vals = [k[p] for k in keys]
         if max(vals) - min(vals) >= 0x80000000:
@@ -92,7 +105,7 @@ def _spans_ok(keys: list, positions: range) -> bool:
     return True
 
 
-def sort_services(services: list) -> list:
+def sort_services(services: "list[Service]") -> "list[Service]":
     """Services in ipvsadm's order (ipvs_cmp_services)."""
     if len(services) < 2:
         return list(services)
@@ -103,7 +116,7 @@ def sort_services(services: list) -> list:
     return [services[i] for i in service_order(keys)]
 
 
-def service_order(keys: list) -> list[int]:
+def service_order(keys: "Sequence[tuple[int, ...]]") -> list[int]:
     """Indices of ``keys`` = (fwmark, af, protocol, w0, w1, w2, w3, port) (the address as the
     four big-endian words of its union) in ipvsadm's service order."""
     if _spans_ok(keys, range(0, 1)) and _spans_ok(keys, range(3, 7)):
@@ -145,7 +158,7 @@ def _v4(addr: str) -> int:
     return v
 
 
-def sort_dests(dests: list) -> list:
+def sort_dests(dests: "list[Destination]") -> "list[Destination]":
     """Destinations in ipvsadm's order (ipvs_cmp_dests)."""
     if len(dests) < 2:
         return list(dests)
@@ -158,7 +171,7 @@ def sort_dests(dests: list) -> list:
     return [dests[i] for i in dest_order(keys)]
 
 
-def dest_order(keys: list) -> list[int]:
+def dest_order(keys: "Sequence[tuple[int, ...]]") -> list[int]:
     """Indices of ``keys`` = (af, w0, w1, w2, w3, port) in ipvsadm's destination order."""
     if len({k[0] for k in keys}) == 1 and _spans_ok(keys, range(1, 5)):
         return sorted(range(len(keys)), key=lambda i: keys[i][1:])
@@ -327,7 +340,7 @@ def title(fmt: int) -> str | None:
     return None
 
 
-def _tun_info(d) -> str:  # type: ignore[no-untyped-def]
+def _tun_info(d: "Destination") -> str:
     if d.forward != 2:
         return "n/a"
     t = d.tun_type
@@ -340,10 +353,10 @@ def _tun_info(d) -> str:  # type: ignore[no-untyped-def]
     return "n/a"
 
 
-_TAILS: dict[tuple, str] = {}  # the columns after the address, shared by identical servers
+_TAILS: dict[tuple[int, int, int, int], str] = {}  # the columns after the address, shared by identical servers
 
 
-def service_head(svc, fmt: int, namer: Namer) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+def service_head(svc: "Service | _Svc", fmt: int, namer: Namer) -> tuple[str, str]:
     """print_service_entry()'s first part: (the service's name as its servers' -S lines repeat
     it, the service line)."""
     k = svc.key
@@ -404,7 +417,7 @@ def service_head(svc, fmt: int, namer: Namer) -> tuple[str, str]:  # type: ignor
     return name, line
 
 
-def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None:  # type: ignore[no-untyped-def]
+def service_lines(svc: "Service", dests: "list[Destination]", fmt: int, namer: Namer, out: list[str]) -> None:
     """print_service_entry(): the service line and its destinations, appended to ``out``."""
     name, line = service_head(svc, fmt, namer)
     k = svc.key
@@ -493,7 +506,7 @@ def service_lines(svc, dests: list, fmt: int, namer: Namer, out: list) -> None: 
             )
 
 
-def list_all(backend, fmt: int, out: list) -> None:  # type: ignore[no-untyped-def]
+def list_all(backend: "Backend", fmt: int, out: list[str]) -> None:
     """list_all(): header (not for -S), title, every service sorted (unless --nosort)."""
     if not fmt & FMT_RULE:
         info = backend.info()
@@ -513,7 +526,7 @@ def list_all(backend, fmt: int, out: list) -> None:  # type: ignore[no-untyped-d
         service_lines(svc, list(by_key[svc.key].dests.values()), fmt, namer, out)
 
 
-def list_service(backend, key, fmt: int, out: list) -> None:  # type: ignore[no-untyped-def]
+def list_service(backend: "Backend", key: "ServiceKey", fmt: int, out: list[str]) -> None:
     """list_service(): one service (ESRCH propagates to the caller)."""
     svc = backend.service(key)
     dests = backend.dests(key)
@@ -523,12 +536,12 @@ def list_service(backend, key, fmt: int, out: list) -> None:  # type: ignore[no-
     service_lines(svc, dests, fmt, Namer(bool(fmt & FMT_NUMERIC)), out)
 
 
-def list_timeout(backend, out: list) -> None:  # type: ignore[no-untyped-def]
+def list_timeout(backend: "Backend", out: list[str]) -> None:
     t = backend.timeouts()
     out.append(f"Timeout (tcp tcpfin udp): {signed32(t.tcp)} {signed32(t.tcp_fin)} {signed32(t.udp)}")
 
 
-def list_daemon(backend, out: list) -> None:  # type: ignore[no-untyped-def]
+def list_daemon(backend: "Backend", out: list[str]) -> None:
     for d in sorted(backend.daemons(), key=lambda d: d.state):
         if d.state & 1:
             kind = "master"
@@ -557,7 +570,7 @@ def _conn_af_addr(addr: str) -> tuple[int, str]:
     return AF_INET, addr
 
 
-def list_conn(backend, fmt: int, out: list) -> None:  # type: ignore[no-untyped-def]
+def list_conn(backend: "Backend", fmt: int, out: list[str]) -> None:
     """list_conn(): the connection table."""
     conns = backend.connections()
     out.append("IPVS connection entries")
@@ -591,10 +604,10 @@ STATS_FIELDS = ("conns", "inpkts", "outpkts", "inbytes", "outbytes")
 RATE_FIELDS = ("cps", "inpps", "outpps", "inbps", "outbps")
 
 
-def _svc_json(svc, dests: list, fmt: int) -> dict:  # type: ignore[no-untyped-def]
+def _svc_json(svc: "Service", dests: "list[Destination]", fmt: int) -> "dict[str, Any]":
     k = svc.key
     flags = svc.flags
-    d: dict = {
+    d: dict[str, Any] = {
         "protocol": PROTO_SERV.get(k.protocol) if not k.fwmark else None,
         "family": "inet6" if k.af == AF_INET6 else "inet",
         "address": k.addr or None,
@@ -614,7 +627,7 @@ def _svc_json(svc, dests: list, fmt: int) -> dict:  # type: ignore[no-untyped-de
         d["rate"] = {f: getattr(svc.stats, f) for f in RATE_FIELDS}
     servers = []
     for x in dests if fmt & FMT_NOSORT else sort_dests(dests):
-        s: dict = {
+        s: dict[str, Any] = {
             "family": "inet6" if x.key.af == AF_INET6 else "inet",
             "address": x.key.addr,
             "port": x.key.port,
@@ -641,7 +654,7 @@ def _svc_json(svc, dests: list, fmt: int) -> dict:  # type: ignore[no-untyped-de
     return d
 
 
-def json_doc(backend, ce, key) -> dict:  # type: ignore[no-untyped-def]
+def json_doc(backend: "Backend", ce: "Command", key: "ServiceKey | None") -> "dict[str, Any]":
     """The document printed by ``lvsadm -L --json`` (see docs/lvsadm.md)."""
     from .lvsadm_parse import OPTC_CONNECTION, OPTC_DAEMON, OPTC_SERVICE, OPTC_TIMEOUT
 
@@ -663,6 +676,7 @@ def json_doc(backend, ce, key) -> dict:  # type: ignore[no-untyped-def]
             ]
         }
     if ce.has(OPTC_SERVICE):
+        assert key is not None  # the caller passes the key of -t/-u/-f with OPTC_SERVICE
         return {"services": [_svc_json(backend.service(key), backend.dests(key), fmt)]}
     if ce.has(OPTC_TIMEOUT):
         t = backend.timeouts()

@@ -269,10 +269,10 @@ class Popt:
                     long_arg = None
             if opt is None:
                 nc = self.next_char
-                opt = _SHORT.get(nc[0])
+                opt = _SHORT.get(nc[0])  # type: ignore[index]  # opt is None: nc holds short options
                 if opt is None:
                     return POPT_ERROR_BADOPT
-                self.next_char = nc[1:] or None
+                self.next_char = nc[1:] or None  # type: ignore[index]  # as just above
             kind = opt[2]
             if kind == ARG_NONE:
                 if long_arg is not None or (self.next_char is not None and self.next_char[0] == "="):
@@ -771,7 +771,7 @@ def parse_options(args: list[str], prog: str, posix: bool = False) -> Command:
             _set_option(ce, OPTC_SERVICE)
             ce.af = AF_INET
             ce.protocol = IPPROTO_TCP
-            ce.fwmark = parse_fwmark(arg)  # type: ignore[arg-type]
+            ce.fwmark = parse_fwmark(arg)  # type: ignore[arg-type]  # a required argument: popt gave one
         elif c == "s":
             _set_option(ce, OPTC_SCHEDULER)
             ce.sched = _cstr(arg, 15)
@@ -782,14 +782,14 @@ def parse_options(args: list[str], prog: str, posix: bool = False) -> Command:
         elif c == "M":
             _set_option(ce, OPTC_NETMASK)
             if ce.af != AF_INET6:
-                v = inet_aton(arg)  # type: ignore[arg-type]
+                v = inet_aton(arg)  # type: ignore[arg-type]  # a required argument: popt gave one
                 if v is None:
-                    v = host_to_addr(arg)  # type: ignore[arg-type]
+                    v = host_to_addr(arg)  # type: ignore[arg-type]  # a required argument: popt gave one
                     if v is None:
                         raise Fail(2, "illegal virtual server persistent mask specified")
                 ce.netmask = v
             else:
-                v = atoi(arg)  # type: ignore[arg-type]
+                v = atoi(arg)  # type: ignore[arg-type]  # a required argument: popt gave one
                 ce.netmask = v
                 if v < 1 or v > 128:
                     raise Fail(2, "illegal ipv6 netmask specified")
@@ -846,7 +846,7 @@ def parse_options(args: list[str], prog: str, posix: bool = False) -> Command:
             ce.pe = _cstr(arg, 15)
         elif c == "b":
             _set_option(ce, OPTC_SCHED_FLAGS)
-            sched_flags_arg = arg[:127]  # type: ignore[index]
+            sched_flags_arg = arg[:127]  # type: ignore[index]  # a required argument: popt gave one
         elif c == "mcast-group":
             _set_option(ce, OPTC_MCAST_GROUP)
             a = arg or ""
@@ -879,7 +879,7 @@ def parse_options(args: list[str], prog: str, posix: bool = False) -> Command:
             _set_option(ce, OPTC_TUN_TYPE)
             if arg not in TUNNAMES:
                 raise Fail(2, "illegal tunnel type specified")
-            ce.tun_type = TUNNAMES.index(arg)  # type: ignore[arg-type]
+            ce.tun_type = TUNNAMES.index(arg)
         elif c == "tun-port":
             _set_option(ce, OPTC_TUN_PORT)
             ce.tun_port = string_to_number(arg, 1, 65535)
@@ -894,7 +894,7 @@ def parse_options(args: list[str], prog: str, posix: bool = False) -> Command:
         else:
             raise Fail(2, f"invalid option `{po.bad_option()}'")
     if c != POPT_END:
-        raise Fail(255, f"{po.bad_option()}: {POPT_STRERROR[c]}")  # type: ignore[index]
+        raise Fail(255, f"{po.bad_option()}: {POPT_STRERROR[c]}")
 
     if ce.cmd == CMD_TIMEOUT:
         a0, a1, a2 = po.get_arg(), None, None

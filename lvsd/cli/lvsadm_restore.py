@@ -8,6 +8,15 @@ Kernel refusals without --atomic behave as in ipvsadm: the message, the next lin
 and the exit status is that of the last line.
 """
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up)
+if TYPE_CHECKING:  # the annotations naming these are quoted: nothing here is imported at run time
+    from typing import Any
+
+    from lvsd.ipvs.backend import Backend, Op
+    from lvsd.ipvs.model import DestKey, ServiceEntry, ServiceKey, SyncDaemon, Timeouts
+
+    _Snapshot = tuple[dict[ServiceKey, ServiceEntry], Timeouts, list[SyncDaemon]]
+
 _WS = " \t\r"
 _AF_INET = 2
 
@@ -16,7 +25,7 @@ def _inet_pton(af: int, s: str) -> bytes:
     import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under emulation
 
     global _inet_pton
-    _inet_pton = _socket.inet_pton
+    _inet_pton = _socket.inet_pton  # type: ignore[assignment]  # the C function, same signature
     return _socket.inet_pton(af, s)
 
 
@@ -100,8 +109,8 @@ class FastPath:
             Service,
             ServiceKey,
         )
-        self.keys: dict[tuple[str, str], tuple] = {}
-        self.dkeys: dict[tuple[str, int], object] = {}
+        self.keys: dict[tuple[str, str], tuple[ServiceKey, int]] = {}
+        self.dkeys: dict[tuple[str, int, int], DestKey] = {}  # (server text, service port, method)
         # 10,000 destinations: build the frozen values through their slots (what __init__ does,
         # without its per-field object.__setattr__), from the defaults of a real instance
         tmpl_d = Destination(DestKey(2, "0.0.0.0", 0))
@@ -110,7 +119,7 @@ class FastPath:
         self._o_sets = [(Op.__dict__[n].__set__, getattr(tmpl_o, n)) for n in Op.__slots__]
         self._add_dest = OpKind.ADD_DEST
 
-    def _dest_op(self, key, dk, fwd: int, w: int):  # type: ignore[no-untyped-def]
+    def _dest_op(self, key: "ServiceKey", dk: "DestKey", fwd: int, w: int) -> "Op":
         """Op.add_dest(key, Destination(dk, fwd, w)), built through the slots."""
         new = object.__new__
         d = new(self.Destination)
@@ -129,7 +138,7 @@ class FastPath:
         os_[3][0](o, d)
         return o
 
-    def _svc(self, opt: str, text: str):  # type: ignore[no-untyped-def]
+    def _svc(self, opt: str, text: str) -> "tuple[ServiceKey, int] | None":
         k = self.keys.get((opt, text))
         if k is None:
             colon = text.rfind(":")
@@ -142,7 +151,7 @@ class FastPath:
             self.keys[(opt, text)] = k
         return k
 
-    def op(self, toks: list[str]):  # type: ignore[no-untyped-def]
+    def op(self, toks: list[str]) -> "Op | None":
         n = len(toks)
         if n == 5 and toks[0] == "-A" and toks[3] == "-s" and toks[1] in ("-t", "-u"):
             sched = toks[4]
@@ -308,7 +317,7 @@ class LeanPath:
         return None
 
 
-_MISSING = object()
+_MISSING: "Any" = object()  # a sentinel: Any, so that a .get(k, _MISSING) keeps its value type
 #: what ipvs_strerror() calls each command LeanPath sends
 KIND = {1: "add-service", 5: "add-server"}
 _FWD = {"-m": 0, "-g": 3, "-i": 2}
@@ -333,9 +342,11 @@ def lean_restore(data: str, out: list[str], err: list[str]) -> int | None:
     words = split_words(data)
     if words is None:
         words = [toks for _n, toks in split_lines(data)]
-    messages = list(map(LeanPath().msg, words))
-    if None in messages:
+    maybe = list(map(LeanPath().msg, words))
+    if None in maybe:
         return None
+    # (not typing.cast(): importing typing costs start-up)
+    messages: list[tuple[int, bytes]] = maybe  # type: ignore[assignment]  # no None: checked just above
     from lvsd.ipvs import genl
 
     from .lvsadm import ipvs_strerror
@@ -363,7 +374,7 @@ def lean_restore(data: str, out: list[str], err: list[str]) -> int | None:
 _CMD_GET_INFO = 15
 
 
-def restore(backend, data: str, prog: str, atomic: bool, out: list[str], err: list[str]) -> int:  # type: ignore[no-untyped-def]
+def restore(backend: "Backend", data: str, prog: str, atomic: bool, out: list[str], err: list[str]) -> int:
     """Parse all of ``data``, then apply it; returns the exit status."""
     import os
 
@@ -403,7 +414,7 @@ def restore(backend, data: str, prog: str, atomic: bool, out: list[str], err: li
     snapshot = _snapshot(backend) if atomic else None
     result = 0
     batch: list = []
-    failures: list[tuple[int, object, int]] = []
+    failures: list[tuple[int, Op, int]] = []
 
     def flush() -> int:
         """Apply the pending ops; print refusals in line order; result of the last op."""
@@ -440,6 +451,7 @@ def restore(backend, data: str, prog: str, atomic: bool, out: list[str], err: li
     if atomic and failures:
         n, op, errno = failures[0]
         err.append(ipvs_strerror(op.kind.value, errno))
+        assert snapshot is not None  # taken above when atomic
         problems = _rollback(backend, snapshot)
         if problems:
             err.append(
@@ -451,7 +463,7 @@ def restore(backend, data: str, prog: str, atomic: bool, out: list[str], err: li
     return result & 0xFF
 
 
-def _apply(backend, ops: list) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+def _apply(backend: "Backend", ops: "list[Op]") -> list[tuple[int, int]]:
     """backend.apply(ops); the (index, errno) of every refused op."""
     from lvsd.ipvs.backend import BatchError, IPVSError
 
@@ -465,28 +477,28 @@ def _apply(backend, ops: list) -> list[tuple[int, int]]:  # type: ignore[no-unty
         out = []
         used: set[int] = set()
         for fop, ferr in e.failed:
-            i = pos.get(id(fop))
-            if i is None or i in used:
-                i = next(j for j, op in enumerate(ops) if op == fop and j not in used)
-            used.add(i)
-            out.append((i, ferr.errno))
+            k = pos.get(id(fop))
+            if k is None or k in used:
+                k = next(j for j, op in enumerate(ops) if op == fop and j not in used)
+            used.add(k)
+            out.append((k, ferr.errno))
         out.sort()
         return out
     except IPVSError as e:
         return [(0, e.errno)]
 
 
-def _snapshot(backend):  # type: ignore[no-untyped-def]
+def _snapshot(backend: "Backend") -> "_Snapshot":
     return backend.dump(), backend.timeouts(), backend.daemons()
 
 
-def _rollback(backend, snapshot) -> str:  # type: ignore[no-untyped-def]
+def _rollback(backend: "Backend", snapshot: "_Snapshot") -> str:
     """Bring the table back to ``snapshot`` with the fewest operations; '' on success."""
     from lvsd.ipvs.backend import Op
 
     table, timeouts, daemons = snapshot
     now = backend.dump()
-    ops = []
+    ops: list[Op] = []
     for key in now:
         if key not in table:
             ops.append(Op.del_service(key))
@@ -510,14 +522,14 @@ def _rollback(backend, snapshot) -> str:  # type: ignore[no-untyped-def]
                 ops.append(Op.edit_dest(key, d))
     if backend.timeouts() != timeouts:
         ops.append(Op.set_timeouts(timeouts))
-    cur_d = {d.state: d for d in backend.daemons()}
-    old_d = {d.state: d for d in daemons}
-    for st, d in cur_d.items():
-        if old_d.get(st) != d:
+    cur_d = {sd.state: sd for sd in backend.daemons()}
+    old_d = {sd.state: sd for sd in daemons}
+    for st, sd in cur_d.items():
+        if old_d.get(st) != sd:
             ops.append(Op.stop_daemon(st))
-    for st, d in old_d.items():
-        if cur_d.get(st) != d:
-            ops.append(Op.start_daemon(d))
+    for st, sd in old_d.items():
+        if cur_d.get(st) != sd:
+            ops.append(Op.start_daemon(sd))
     if not ops:
         return ""
     try:

@@ -30,6 +30,10 @@ from .model import (
     Timeouts,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (lvsadm's start-up)
+if TYPE_CHECKING:
+    from typing import Any
+
 
 class OpKind(Enum):
     """Every write the IPVS family accepts."""
@@ -281,14 +285,14 @@ def validate_all(ops: Iterable[Op]) -> None:
         op.validate()
 
 
-def open_backend(name: str = "netlink", **kwargs: object) -> Backend:
+def open_backend(name: str = "netlink", **kwargs: Any) -> Backend:
     """Open a backend by name ('netlink' or 'memory'); imports only the one asked for."""
     if name == "netlink":
         from .netlink import NetlinkBackend
 
-        return NetlinkBackend(**kwargs)  # type: ignore[arg-type]
+        return NetlinkBackend(**kwargs)
     if name == "memory":
         from .memory import MemoryBackend
 
-        return MemoryBackend(**kwargs)  # type: ignore[arg-type]
+        return MemoryBackend(**kwargs)
     raise BackendUnavailable(f"unknown backend {name!r} (netlink or memory)")

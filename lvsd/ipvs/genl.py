@@ -112,6 +112,8 @@ _nla_pack = _NLA.pack
 class NetlinkError(OSError):
     """The kernel answered a request with an error (errno, and the extended-ACK text if any)."""
 
+    errno: int  # OSError's is int | None; OSError(err, text) always sets it to err
+
     def __init__(self, err: int, message: str | None = None) -> None:
         self.kernel_message = message
         text = os.strerror(err)
@@ -189,24 +191,31 @@ def get_u8(b: bytes) -> int:
     return b[0]
 
 
+# struct's unpack returns Any: each getter names its int in an annotated local (free at run
+# time, where a cast() would be a call).
 def get_u16(b: bytes) -> int:
-    return _U16.unpack_from(b)[0]
+    v: int = _U16.unpack_from(b)[0]
+    return v
 
 
 def get_be16(b: bytes) -> int:
-    return _BE16.unpack_from(b)[0]
+    v: int = _BE16.unpack_from(b)[0]
+    return v
 
 
 def get_u32(b: bytes) -> int:
-    return _U32.unpack_from(b)[0]
+    v: int = _U32.unpack_from(b)[0]
+    return v
 
 
 def get_be32(b: bytes) -> int:
-    return _BE32.unpack_from(b)[0]
+    v: int = _BE32.unpack_from(b)[0]
+    return v
 
 
 def get_u64(b: bytes) -> int:
-    return _U64.unpack_from(b)[0]
+    v: int = _U64.unpack_from(b)[0]
+    return v
 
 
 def get_uint(b: bytes) -> int:

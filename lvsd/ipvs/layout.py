@@ -11,7 +11,7 @@ are left to the generic attribute parser.
 #: (attribute type, struct format of its value or None for a nest header, value width); nested
 #: types are those of include/uapi/linux/ip_vs.h (IPVS_CMD_ATTR_DEST, IPVS_DEST_ATTR_*,
 #: IPVS_STATS_ATTR_*).
-DEST_PARTS: tuple = (
+DEST_PARTS: tuple[tuple[int, str | None, int], ...] = (
     (2, None, 0),  # IPVS_CMD_ATTR_DEST, nested
     (1, "16s", 16),  # ADDR (the 16-byte union)
     (2, "H2x", 2),  # PORT (be16)
@@ -33,10 +33,11 @@ DEST_PARTS: tuple = (
 )
 
 
-def _build() -> tuple[str, str, tuple, int]:
+def _build() -> tuple[str, str, tuple[int, ...], int]:
     """(values format, headers format, expected header words, payload size); formats without a
     byte-order prefix."""
-    vals, hdrs = [], []
+    vals: list[str] = []
+    hdrs: list[str] = []
     expected: list[int] = []
     nests: list[tuple[int, int]] = []  # (index in expected, start offset)
     size = 0

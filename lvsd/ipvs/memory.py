@@ -91,6 +91,10 @@ from .model import (
     ValueInvalid,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (lvsadm's start-up)
+if TYPE_CHECKING:
+    from typing import Any
+
 #: Linux 6.1's IPVS version (1.2.1) and default connection-table size (conn_tab_bits=12).
 IPVS_VERSION = (1 << 16) | (2 << 8) | 1
 CONN_TAB_SIZE = 4096
@@ -802,7 +806,7 @@ def _state_from_json(doc: object) -> _State:
         unknown = set(cd) - set(conn_fields)
         if unknown:
             raise ValueError(f"{where}: unknown field {sorted(unknown)[0]!r}")
-        values = {}
+        values: dict[str, Any] = {}  # each value checked against its field's type just below
         for name, typ in conn_fields.items():
             if name not in cd:
                 if name in ("pe_name", "pe_data"):

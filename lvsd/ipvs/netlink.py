@@ -19,7 +19,7 @@ import _socket  # not `socket`: its enum set-up costs ~0.1 s of start-up under e
 import errno as _errno
 import struct
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import genl
 from .backend import Backend, BackendUnavailable, BatchError, IPVSError, Op, OpKind
@@ -413,8 +413,8 @@ _DEST_HDRS = struct.Struct("=" + DEST_HEADERS_FORMAT)
 _DEST_HDR_BYTES = _DEST_HDRS.pack(*DEST_HEADERS)
 _dest_vals_unpack = _DEST_VALS.unpack
 _dest_new = object.__new__
-_set = {n: Destination.__dict__[n].__set__ for n in Destination.__slots__}  # type: ignore[attr-defined]
-_setk = {n: DestKey.__dict__[n].__set__ for n in DestKey.__slots__}  # type: ignore[attr-defined]
+_set = {n: Destination.__dict__[n].__set__ for n in Destination.__slots__}
+_setk = {n: DestKey.__dict__[n].__set__ for n in DestKey.__slots__}
 _stats_new = Stats
 _LITTLE = struct.pack("=H", 1) == b"\x01\x00"  # the fast path byte-swaps be16 ports itself
 
@@ -447,7 +447,7 @@ def decode_dests(payloads: list[bytes], service_af: int) -> list[Destination]:
         if not _LITTLE or not dest_layout_matches(payloads[0]):
             return [decode_dest(p, service_af) for p in payloads]
         _dest_layout_verified = True
-    out = []
+    out: list[Destination] = []
     append = out.append
     unpack = _dest_vals_unpack
     ntop = _inet_ntop
@@ -633,13 +633,13 @@ class NetlinkBackend(Backend):
     name = "netlink"
 
     def __init__(self, *, timeout: float = 30.0, batch_size: int | None = None, rcvbuf: int | None = None) -> None:
-        kw: dict[str, object] = {"timeout": timeout}
+        kw: dict[str, Any] = {"timeout": timeout}  # GenlSocket's keyword arguments
         if batch_size is not None:
             kw["max_batch"] = batch_size
         if rcvbuf is not None:
             kw["rcvbuf"] = rcvbuf
         try:
-            self.sock = genl.GenlSocket(IPVS_GENL_NAME, **kw)  # type: ignore[arg-type]
+            self.sock = genl.GenlSocket(IPVS_GENL_NAME, **kw)
         except genl.FamilyNotFound:
             raise BackendUnavailable(
                 "IPVS is not available: this kernel has no 'IPVS' generic netlink family (load the ip_vs module)"
