@@ -36,6 +36,8 @@
 #   VM_RW=0     do not share the cwd read-write (it is then only seen through the read-only /)
 #   VM_DEBUG=1  print the kernel console and the accelerator used
 #   VM_CACHE    where the uncompressed kernel is cached (default /tmp/lvsd-vm-cache)
+#   VM_GUEST    a script the guest's PID 1 runs instead of the built-in one (tests/systemd/guest.sh
+#               boots systemd with it); it finds the command, env and cwd in /.vmrun as that one does
 #
 # Prerequisites (installed idempotently with apt-get, as root or through sudo; `apt-get update`
 # runs first only when something is missing): qemu-system-x86 linux-image-amd64 ipvsadm keepalived
@@ -165,6 +167,7 @@ sync
 busybox reboot -f
 echo b >/proc/sysrq-trigger
 GUEST
+if [ -n "${VM_GUEST:-}" ]; then cp "$VM_GUEST" "$run/guest.sh" || die "cannot read VM_GUEST=$VM_GUEST"; fi
 
 # --- 3. initramfs: static busybox, the modules to mount the host, and $VM_MODULES ----------------
 i=$run/initramfs
