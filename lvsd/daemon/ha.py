@@ -25,7 +25,8 @@ from lvsd.ipvs.backend import Backend, IPVSError
 from lvsd.ipvs.model import DaemonState, SyncDaemon, ValueInvalid
 
 from .hooks import run_hook
-from .vrrp import VRRPError, VRRPInstance, in_netns
+from .links import Links, in_netns, open_links
+from .vrrp import SocketFactory, VRRPError, VRRPInstance, open_advert_socket
 
 log = logging.getLogger("lvsd.ha")
 
@@ -72,7 +73,11 @@ class HAManager:
     """Holds the role and keeps the sync daemons, sysctls and hooks in step with it.
 
     ``netns`` (optional) names a network namespace whose sysctls and interfaces are meant: tests
-    run two directors in one process. The backend must already be opened in that namespace."""
+    run two directors in one process. The backend must already be opened in that namespace.
+
+    In vrrp mode the links port is opened on first need with ``open_links(netns)`` (pyroute2,
+    imported then) unless ``links`` is given; ``socket_factory`` opens the VRRP advert socket.
+    Unit tests pass ``MemoryLinks`` and a fake socket factory: no root, no kernel."""
 
     def __init__(
         self,
@@ -82,6 +87,8 @@ class HAManager:
         *,
         netns: str | None = None,
         sysctl_dir: str = SYSCTL_DIR,
+        links: Links | None = None,
+        socket_factory: SocketFactory = open_advert_socket,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -93,6 +100,9 @@ class HAManager:
         self.role_reason = ""
         self.transitions = 0
         self.vrrp: VRRPInstance | None = None
+        self.links = links
+        self.socket_factory = socket_factory
+        self._own_links = links is None  # opened here, so closed here
         self.sync_error = ""
         self.sysctl_values: dict[str, str] = {}
         self.sysctl_errors: dict[str, str] = {}
@@ -117,17 +127,10 @@ class HAManager:
         if ha.mode == "vrrp":
             self._set("backup", "vrrp starting")
             try:
+                if self.links is None:
+                    self.links = await open_links(self.netns)
                 self.vrrp = VRRPInstance(
-                    ha.interface,
-                    ha.vrid,
-                    ha.priority,
-                    ha.advert_interval,
-                    [(v.address, v.prefixlen) for v in ha.vips],
-                    self._on_vrrp,
-                    preempt=ha.preempt,
-                    preempt_delay=ha.preempt_delay,
-                    netns=self.netns,
-                    version=ha.version,
+                    ha, self.links, self._on_vrrp, socket_factory=self.socket_factory, netns=self.netns
                 )
                 await self.vrrp.start()
             except (VRRPError, OSError, ValueError) as e:
@@ -156,13 +159,7 @@ class HAManager:
         )
         if same_instance:
             assert self.vrrp is not None
-            self.vrrp.update(
-                nh.priority,
-                nh.advert_interval,
-                [(v.address, v.prefixlen) for v in nh.vips],
-                nh.preempt,
-                nh.preempt_delay,
-            )
+            await self.vrrp.update(nh)
             self._apply_sync()
         elif oh.mode == nh.mode == "external":
             self._apply_sync()
@@ -176,6 +173,8 @@ class HAManager:
                     await vr.stop(resign=True)
                 finally:
                     self._stopping = False
+            if nh.mode != "vrrp":
+                await self._close_links()
             await self._start_source(nh)
 
     async def stop(self, on_stop: str) -> None:
@@ -184,6 +183,7 @@ class HAManager:
         self._stopping = True
         if self.vrrp is not None:
             await self.vrrp.stop(resign=True)
+        await self._close_links()
         if on_stop == "remove" and self.config.sync is not None:
             self._set_daemons(())
         if self._hooks is not None and self._hook_worker is not None:
@@ -193,6 +193,11 @@ class HAManager:
             with suppress(asyncio.CancelledError):
                 await self._hook_worker
         self._started = False
+
+    async def _close_links(self) -> None:
+        if self.links is not None and self._own_links:
+            links, self.links = self.links, None
+            await links.close()
 
     # --- role ---
     def set_role(self, role: str) -> None:
@@ -273,8 +278,8 @@ class HAManager:
                 errors.append(f"stopping the {DaemonState(state).name.lower()} sync daemon: {e}")
         self.sync_error = "; ".join(errors)
         self.sync_switch_seconds = time.monotonic() - t0
-        for e in errors:
-            log.error("ha: %s", e)
+        for err in errors:
+            log.error("ha: %s", err)
 
     # --- sysctls ---
     def _write_sysctls(self, sync: SyncConfig | None) -> None:

@@ -267,6 +267,10 @@ class MemoryLinks:
             self._links[link.index] = new
             self._emit(LinkChanged(new))
 
+    def addresses_now(self, index: int = 0) -> list[Address]:
+        """The addresses at this instant (on link ``index``, 0 = all), for observers that cannot await."""
+        return [a for a in self._addrs if not index or a.index == index]
+
     def lose_events(self) -> None:
         """Simulate a receive buffer overrun: watchers are told to re-read."""
         self._emit(EventsLost("simulated overrun"))

@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -28,7 +27,6 @@ from pathlib import Path
 import pytest
 
 from lvsd.config.load import parse_config
-from lvsd.daemon import vrrp as dv
 from lvsd.daemon.ha import HAManager
 from lvsd.daemon.vrrp import in_netns
 
@@ -140,26 +138,20 @@ def topology():  # type: ignore[no-untyped-def]
 # --- in-process probes ------------------------------------------------------------------------------
 
 
+def addrs_of(ns: str, ifname: str, family: str = "inet") -> set[str]:
+    """Addresses of ``family`` (inet, inet6) on IFNAME in namespace ``ns``, as ``ip -j`` lists them."""
+    out = sh("ip", "-n", ns, "-j", "-f", family, "addr", "show", "dev", ifname)
+    return {a["local"] for link in json.loads(out or "[]") for a in link.get("addr_info", [])}
+
+
 def addresses(ns: str) -> set[str]:
     """IPv4 addresses on eth0 of a namespace."""
-    with in_netns(ns):
-        r = dv.Rtnl()
-        try:
-            return {a for a, _, _ in r.addresses(socket.if_nametoindex("eth0"), socket.AF_INET)}
-        finally:
-            r.close()
+    return addrs_of(ns, "eth0")
 
 
 def set_link(ns: str, ifname: str, up: bool) -> None:
-    """ip link set IFNAME up/down inside ``ns``, as one rtnetlink message."""
-    with in_netns(ns):
-        r = dv.Rtnl()
-        try:
-            idx = socket.if_nametoindex(ifname)
-            body = struct.pack("=BxHiII", 0, 0, idx, dv.IFF_UP if up else 0, dv.IFF_UP)
-            r._request(dv.RTM_NEWLINK, dv.NLM_F_ACK, body)
-        finally:
-            r.close()
+    """ip link set IFNAME up/down inside ``ns``."""
+    sh("ip", "-n", ns, "link", "set", ifname, "up" if up else "down")
 
 
 def conn_client_ports(ns: str) -> dict[int, str]:
@@ -432,12 +424,7 @@ vips = ["2001:db8:1::100/64"]
 
 
 def addresses6(ns: str) -> set[str]:
-    with in_netns(ns):
-        r = dv.Rtnl()
-        try:
-            return {a for a, _, _ in r.addresses(socket.if_nametoindex("eth0"), socket.AF_INET6)}
-        finally:
-            r.close()
+    return addrs_of(ns, "eth0", "inet6")
 
 
 async def ping6(timeout: float) -> bool:
@@ -509,15 +496,6 @@ priority = 200
 advert_interval = "100ms"
 vips = ["10.1.0.100/24", "10.2.0.1/24"]
 """
-
-
-def addrs_of(ns: str, ifname: str) -> set[str]:
-    with in_netns(ns):
-        r = dv.Rtnl()
-        try:
-            return {a for a, _, _ in r.addresses(socket.if_nametoindex(ifname), socket.AF_INET)}
-        finally:
-            r.close()
 
 
 async def placement() -> dict:

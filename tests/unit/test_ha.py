@@ -1,5 +1,7 @@
-"""HAManager on the host: role sources, sync daemons by role, sysctls, hooks; and the VRRP
-receive path's safety checks fed with crafted packets (no network needed)."""
+"""HAManager on the host: role sources, sync daemons by role, sysctls, hooks; and VRRP through
+its ports: an in-memory kernel for links (MemoryLinks) and a fake advert socket into which adverts
+are injected as bytes. Takeover, release, reload, link loss and a virtual address removed by hand
+are driven through public methods only: no root, no network, no private attributes."""
 
 from __future__ import annotations
 
@@ -7,16 +9,21 @@ import asyncio
 import errno
 import socket
 import struct
+import subprocess
 import sys
+from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lvsd.config.model import Config, DaemonConfig, HAConfig, SyncConfig
+from lvsd.config.model import Config, DaemonConfig, HAConfig, SyncConfig, VipConfig
 from lvsd.core import vrrp as core
 from lvsd.daemon import vrrp as dv
 from lvsd.daemon.ha import HAError, HAManager, daemon_matches
+from lvsd.daemon.links import MemoryLinks, garp_frame, link_local_of, unsolicited_na
 from lvsd.ipvs.backend import Backend, IPVSError, Op, OpKind
 from lvsd.ipvs.model import DaemonState, SyncDaemon
 
@@ -277,29 +284,63 @@ def test_hook_that_cannot_run(sysdir: Path) -> None:
     assert "cannot run /nonexistent/hook" in run(go()).hook_results["notify_backup"]
 
 
-def test_vrrp_start_failure_is_one_line(sysdir: Path) -> None:
-    cfg = replace(
-        make_config(),
-        ha=HAConfig(mode="vrrp", interface="nosuchif0", vrid=5, vips=(_vip("10.9.9.9"),)),
-    )
-
-    async def go() -> HAManager:
-        m = HAManager(cfg, DaemonBackend(), lambda r: None, sysctl_dir=str(sysdir))
-        with pytest.raises(HAError, match="no interface 'nosuchif0'"):
-            await m.start()
-        await m.stop("keep")
-        return m
-
-    assert run(go()).role == "fault"
+# --- VRRP through its ports ----------------------------------------------------------------------------
 
 
-def _vip(a: str, plen: int = 24):  # type: ignore[no-untyped-def]
-    from lvsd.config.model import VipConfig
+class FakeAdvertSocket:
+    """The advert socket's stand-in: ``inject`` queues a packet (IP header included for IPv4, with
+    its ancillary data) and makes the descriptor readable, as the kernel would; ``sent`` keeps
+    every advert sent as (payload, ancillary data, destination)."""
 
-    return VipConfig(socket.AF_INET, a, plen)
+    def __init__(self, af: int, ifname: str, ifindex: int) -> None:
+        self.af, self.ifname, self.ifindex = af, ifname, ifindex
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self._inbox: deque[tuple[bytes, list, int, tuple]] = deque()
+        self.sent: list[tuple[bytes, list, tuple]] = []
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def inject(self, data: bytes, anc: list, addr: tuple) -> None:
+        self._inbox.append((data, anc, 0, addr))
+        self._w.send(b"x")
+
+    def recvmsg(self, bufsize: int, ancbufsize: int) -> tuple[bytes, list, int, tuple]:
+        self._r.recv(1)  # BlockingIOError when nothing is queued, like a real non-blocking socket
+        return self._inbox.popleft()
+
+    def sendmsg(self, buffers: list[bytes], anc: list, flags: int, addr: tuple) -> int:
+        data = b"".join(buffers)
+        self.sent.append((data, anc, addr))
+        return len(data)
+
+    def close(self) -> None:
+        self._r.close()
+        self._w.close()
+        self.closed = True
+
+    def priorities(self, src: str) -> list[int]:
+        """The priority of each advert sent so far (decoded, checksum checked, from ``src``)."""
+        group = core.VRRP_GROUP4 if self.af == core.AF_INET else core.VRRP_GROUP6
+        return [core.decode(d, src, group).priority for d, _, _ in self.sent]
 
 
-# --- the receive path's safety checks, with crafted packets ------------------------------------------
+class Sockets:
+    """A socket factory that hands out FakeAdvertSockets and remembers them."""
+
+    def __init__(self) -> None:
+        self.made: list[FakeAdvertSocket] = []
+
+    def __call__(self, af: int, ifname: str, ifindex: int) -> FakeAdvertSocket:
+        s = FakeAdvertSocket(af, ifname, ifindex)
+        self.made.append(s)
+        return s
+
+    @property
+    def last(self) -> FakeAdvertSocket:
+        return self.made[-1]
 
 
 def ipv4_packet(payload: bytes, src: str, dst: str = core.VRRP_GROUP4, ttl: int = 255) -> bytes:
@@ -323,37 +364,219 @@ def pktinfo(ifindex: int) -> list:
     return [(socket.IPPROTO_IP, dv.IP_PKTINFO, struct.pack("=i4s4s", ifindex, b"\0" * 4, b"\0" * 4))]
 
 
-def test_receive_checks_drop_and_count() -> None:
-    states: list[core.State] = []
+def _vip(a: str, plen: int = 24) -> VipConfig:
+    return VipConfig(socket.AF_INET6 if ":" in a else socket.AF_INET, a, plen)
 
+
+def vrrp_ha(priority: int = 100, interval: float = 1.0, vips: tuple[str, ...] = ("10.1.0.100",), **kw: Any) -> HAConfig:
+    plen = 64 if ":" in vips[0] else 24
+    return HAConfig(
+        mode="vrrp",
+        interface="eth0",
+        vrid=kw.pop("vrid", 51),
+        priority=priority,
+        advert_interval=interval,
+        vips=tuple(_vip(v, plen) for v in vips),
+        **kw,
+    )
+
+
+async def director(
+    ha: HAConfig, address: str = "10.1.0.11/24"
+) -> tuple[dv.VRRPInstance, MemoryLinks, Sockets, list[tuple[core.State, set[str]]]]:
+    """A started VRRP instance on eth0 (index 2) of an in-memory kernel holding ``address``.
+    The state log records each reported state with the addresses eth0 held at that moment."""
+    links = MemoryLinks()
+    eth0 = links.add_nic("eth0")
+    a, plen = address.split("/")
+    await links.add_address(eth0.index, a, int(plen))
+    sockets = Sockets()
+    states: list[tuple[core.State, set[str]]] = []
+    inst = dv.VRRPInstance(
+        ha,
+        links,
+        lambda s: states.append((s, {x.address for x in links.addresses_now(eth0.index)})),
+        socket_factory=sockets,
+    )
+    await inst.start()
+    return inst, links, sockets, states
+
+
+async def until(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait for ``cond`` (the instance's timers are real); fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not cond():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def deliver(inst: dv.VRRPInstance, sock: FakeAdvertSocket, data: bytes, anc: list, addr: tuple) -> None:
+    """Inject one packet and wait until the instance has read it and done what it asked for."""
+    sock.inject(data, anc, addr)
+    await until(lambda: not sock._inbox, "the packet to be read")
+    await inst.settle()
+
+
+def advert4(prio: int, src: str, vrid: int = 51, addrs: tuple[str, ...] = ("10.1.0.100",), ttl: int = 255) -> bytes:
+    return ipv4_packet(core.encode(core.Advert(vrid, prio, 100, addrs), src, core.VRRP_GROUP4), src, ttl=ttl)
+
+
+async def master(ha: HAConfig) -> tuple[dv.VRRPInstance, MemoryLinks, Sockets, list[tuple[core.State, set[str]]]]:
+    """A director that has become master (alone on its link)."""
+    inst, links, sockets, states = await director(ha)
+    await until(lambda: inst.state.state is core.State.MASTER, "master")
+    await inst.settle()
+    return inst, links, sockets, states
+
+
+def vips_on(links: MemoryLinks, index: int = 2) -> set[str]:
+    return {a.address for a in links.addresses_now(index)} - {"10.1.0.11"} - {
+        a.address for a in links.addresses_now(index) if a.address.startswith("fe80:")
+    }
+
+
+def test_takeover_adds_announces_then_reports() -> None:
+    async def go() -> None:
+        inst, links, sockets, states = await master(vrrp_ha(interval=0.05, vips=("10.1.0.100", "10.1.0.101")))
+        assert vips_on(links) == {"10.1.0.100", "10.1.0.101"}
+        assert links.announcements[:2] == [("eth0", "10.1.0.100"), ("eth0", "10.1.0.101")]
+        assert [s for s, _ in states] == [core.State.BACKUP, core.State.MASTER]
+        assert {"10.1.0.100", "10.1.0.101"} <= states[-1][1]  # reported once the addresses are there
+        assert "10.1.0.100" not in states[0][1]
+        sock = sockets.last
+        assert (sock.af, sock.ifname, sock.ifindex) == (core.AF_INET, "eth0", 2)
+        assert sock.priorities("10.1.0.11")[0] == 100  # the master advertises
+        st = inst.status()
+        assert st["state"] == "master" and st["primary"] == "10.1.0.11" and st["master"] == "10.1.0.11"
+        assert st["vip_interfaces"] == {"10.1.0.100": "eth0", "10.1.0.101": "eth0"}
+        await inst.stop()
+        assert sock.closed and sock.priorities("10.1.0.11")[-1] == 0  # resigned: priority 0
+        assert vips_on(links) == set()
+
+    run(go())
+
+
+def test_higher_priority_advert_releases_the_addresses() -> None:
+    async def go() -> None:
+        inst, links, sockets, states = await master(vrrp_ha(interval=0.05))
+        await deliver(inst, sockets.last, advert4(200, "10.1.0.12"), pktinfo(2), ("10.1.0.12", 0))
+        assert inst.state.state is core.State.BACKUP and inst.state.master_addr == "10.1.0.12"
+        assert vips_on(links) == set()
+        assert states[-1] == (core.State.BACKUP, {"10.1.0.11", *[a for a in states[-1][1] if a.startswith("fe80")]})
+        await inst.stop()
+
+    run(go())
+
+
+def test_left_over_address_is_removed_at_start() -> None:
+    async def go() -> None:
+        links = MemoryLinks()
+        eth0 = links.add_nic("eth0")
+        await links.add_address(eth0.index, "10.1.0.11", 24)
+        await links.add_address(eth0.index, "10.1.0.100", 24)  # a crashed predecessor's
+        inst = dv.VRRPInstance(vrrp_ha(), links, lambda s: None, socket_factory=Sockets())
+        await inst.start()
+        assert inst.state.state is core.State.BACKUP and "10.1.0.100" not in vips_on(links)
+        await inst.stop()
+
+    run(go())
+
+
+def test_link_loss_is_fault_and_its_return_makes_master_again() -> None:
+    async def go() -> None:
+        inst, links, sockets, states = await master(vrrp_ha(interval=0.05))
+        links.set_carrier("eth0", False)
+        await until(lambda: inst.state.state is core.State.FAULT, "fault")
+        await inst.settle()
+        assert vips_on(links) == set() and states[-1][0] is core.State.FAULT
+        links.set_carrier("eth0", True)
+        await until(lambda: inst.state.state is core.State.MASTER, "master again")
+        await inst.settle()
+        assert vips_on(links) == {"10.1.0.100"}
+        assert [s for s, _ in states] == [core.State.BACKUP, core.State.MASTER, core.State.FAULT,
+                                          core.State.BACKUP, core.State.MASTER]  # fmt: skip
+        await inst.stop()
+
+    run(go())
+
+
+def test_lost_source_address_is_fault_until_it_returns() -> None:
+    async def go() -> None:
+        inst, links, sockets, states = await master(vrrp_ha(interval=0.05))
+        await links.delete_address(2, "10.1.0.11", 24)
+        await until(lambda: inst.state.state is core.State.FAULT, "fault without a source address")
+        await inst.settle()
+        assert vips_on(links) == set()
+        await links.add_address(2, "10.1.0.11", 24)
+        await until(lambda: inst.state.state is core.State.MASTER, "master once the address is back")
+        await inst.stop()
+
+    run(go())
+
+
+def test_address_removed_by_hand_is_put_back() -> None:
+    async def go() -> None:
+        inst, links, sockets, states = await master(vrrp_ha(interval=0.05, vips=("10.1.0.100", "10.1.0.101")))
+        before = len(links.announcements)
+        await links.delete_address(2, "10.1.0.101", 24)
+        await until(lambda: "10.1.0.101" in vips_on(links), "the address to be put back")
+        await inst.settle()
+        assert inst.status()["counters"]["vips_restored"] == 1
+        assert ("eth0", "10.1.0.101") in links.announcements[before:]
+        assert inst.state.state is core.State.MASTER
+        links.lose_events()  # after an overrun, the master checks again: nothing is missing
+        await asyncio.sleep(0.05)
+        await inst.settle()
+        assert inst.status()["counters"]["vips_restored"] == 1
+        await inst.stop()
+        assert vips_on(links) == set()  # its own removals are not put back
+
+    run(go())
+
+
+def test_reload_moves_addresses_and_priority_in_place() -> None:
+    async def go() -> None:
+        inst, links, sockets, states = await master(vrrp_ha(interval=0.05, vips=("10.1.0.100", "10.1.0.101")))
+        before = len(links.announcements)
+        await inst.update(vrrp_ha(priority=150, interval=0.05, vips=("10.1.0.100", "10.1.0.102")))
+        assert vips_on(links) == {"10.1.0.100", "10.1.0.102"}
+        assert links.announcements[before:] == [("eth0", "10.1.0.102")]
+        assert sockets.last.priorities("10.1.0.11")[-1] == 150 and inst.status()["priority"] == 150
+        assert inst.state.state is core.State.MASTER and len(states) == 2  # no role change
+        with pytest.raises(dv.VRRPError, match="address family"):
+            await inst.update(vrrp_ha(interval=0.05, vips=("2001:db8::1",)))
+        await inst.stop()
+
+    run(go())
+
+
+def test_receive_checks_drop_and_count() -> None:
     async def go() -> dv.VRRPInstance:
-        inst = dv.VRRPInstance("eth0", 51, 100, 1.0, [("10.1.0.100", 24)], states.append)
-        inst._loop = asyncio.get_running_loop()
-        inst.ifindex = 4
-        inst.params = replace(inst.params, primary="10.1.0.11")
-        inst._running = True  # sockets are not needed: _handle is fed directly
-        inst.state, _ = core.step(inst.params, core.VRRPState(), inst._loop.time(), core.Startup())
-        good = core.encode(core.Advert(51, 150, 100, ("10.1.0.100",)), "10.1.0.12", core.VRRP_GROUP4)
-        inst._handle(ipv4_packet(good, "10.1.0.12", ttl=254), pktinfo(4), ("10.1.0.12", 0))
-        inst._handle(ipv4_packet(good, "10.1.0.12"), pktinfo(5), ("10.1.0.12", 0))
-        inst._handle(ipv4_packet(good[:-1] + b"\x65", "10.1.0.12"), pktinfo(4), ("10.1.0.12", 0))
-        inst._handle(ipv4_packet(good, "10.1.0.12", dst="10.1.0.11"), pktinfo(4), ("10.1.0.12", 0))
-        other = core.encode(core.Advert(52, 150, 100, ("10.1.0.100",)), "10.1.0.12", core.VRRP_GROUP4)
-        inst._handle(ipv4_packet(other, "10.1.0.12"), pktinfo(4), ("10.1.0.12", 0))
+        inst, links, sockets, _ = await director(vrrp_ha())
+        sock = sockets.last
+
+        async def send(data: bytes, ifindex: int = 2, src: str = "10.1.0.12", anc: list | None = None) -> None:
+            await deliver(inst, sock, data, pktinfo(ifindex) if anc is None else anc, (src, 0))
+
+        good = advert4(150, "10.1.0.12")
+        await send(advert4(150, "10.1.0.12", ttl=254))
+        await send(good, ifindex=5)
+        await send(good[:-1] + b"\x65")
+        bad_dst = core.encode(core.Advert(51, 150, 100, ("10.1.0.100",)), "10.1.0.12", core.VRRP_GROUP4)
+        await send(ipv4_packet(bad_dst, "10.1.0.12", dst="10.1.0.11"))
+        await send(advert4(150, "10.1.0.12", vrid=52))
         v2 = bytearray(good)
-        v2[0] = 0x21
-        inst._handle(ipv4_packet(bytes(v2), "10.1.0.12"), pktinfo(4), ("10.1.0.12", 0))
-        inst._handle(b"\x45\x00", [], ("10.1.0.12", 0))
+        v2[20] = 0x21
+        await send(bytes(v2))
+        await send(b"\x45\x00", anc=[])
         assert inst.counters["received"] == 0 and inst.state.master_addr == ""
-        inst._handle(ipv4_packet(good, "10.1.0.12"), pktinfo(4), ("10.1.0.12", 0))
+        await send(good)
         assert inst.counters["received"] == 1 and inst.state.master_addr == "10.1.0.12"
-        odd = core.encode(
-            core.Advert(51, 150, 100, ("10.1.0.100", "10.1.0.7")), "10.1.0.12", core.VRRP_GROUP4
-        )
-        inst._handle(ipv4_packet(odd, "10.1.0.12"), pktinfo(4), ("10.1.0.12", 0))
-        mine = core.encode(core.Advert(51, 150, 100, ("10.1.0.100",)), "10.1.0.11", core.VRRP_GROUP4)
-        inst._handle(ipv4_packet(mine, "10.1.0.11"), pktinfo(4), ("10.1.0.11", 0))
-        inst._timer.cancel()  # type: ignore[union-attr]
+        await send(advert4(150, "10.1.0.12", addrs=("10.1.0.100", "10.1.0.7")))
+        await send(advert4(150, "10.1.0.11"), src="10.1.0.11")
+        await inst.stop()
         return inst
 
     inst = run(go())
@@ -380,22 +603,23 @@ def test_receive_checks_ipv6() -> None:
         ]
 
     async def go() -> dv.VRRPInstance:
-        inst = dv.VRRPInstance("eth0", 61, 100, 1.0, [("2001:db8::100", 64)], lambda s: None)
-        inst._loop = asyncio.get_running_loop()
-        inst.ifindex = 3
-        inst.params = replace(inst.params, primary="fe80::1")
-        inst._running = True
-        inst.state, _ = core.step(inst.params, core.VRRPState(), inst._loop.time(), core.Startup())
+        inst, links, sockets, _ = await director(vrrp_ha(vrid=61, vips=("2001:db8::100",)), "2001:db8::11/64")
+        mine = link_local_of((await links.link("eth0")).mac)
+        assert inst.status()["primary"] == mine  # adverts go from the link-local address
+        sock = sockets.last
         good = core.encode(core.Advert(61, 150, 100, ("2001:db8::100",)), "fe80::2", core.VRRP_GROUP6)
-        inst._handle(good, anc6(64, 3), ("fe80::2%eth0", 0, 0, 3))
-        inst._handle(good, anc6(255, 9), ("fe80::2%eth0", 0, 0, 9))
-        inst._handle(good, [], ("fe80::2%eth0", 0, 0, 3))  # no hop limit at all: dropped
-        inst._handle(good, anc6(255, 3, "ff02::1"), ("fe80::2%eth0", 0, 0, 3))
-        inst._handle(good, anc6(255, 3), ("fe80::3%eth0", 0, 0, 3))  # checksum covers the source
+        for anc, src in (
+            (anc6(64, 2), "fe80::2"),
+            (anc6(255, 9), "fe80::2"),
+            ([], "fe80::2"),  # no hop limit at all: dropped
+            (anc6(255, 2, "ff02::1"), "fe80::2"),
+            (anc6(255, 2), "fe80::3"),  # the checksum covers the source
+        ):
+            await deliver(inst, sock, good, anc, (f"{src}%eth0", 0, 0, 2))
         assert inst.counters["received"] == 0
-        inst._handle(good, anc6(255, 3), ("fe80::2%eth0", 0, 0, 3))
+        await deliver(inst, sock, good, anc6(255, 2), ("fe80::2%eth0", 0, 0, 2))
         assert inst.state.master_addr == "fe80::2"
-        inst._timer.cancel()  # type: ignore[union-attr]
+        await inst.stop()
         return inst
 
     c = run(go()).counters
@@ -403,47 +627,123 @@ def test_receive_checks_ipv6() -> None:
     assert c["malformed"] == 1 and c["received"] == 1
 
 
+def test_ipv6_takeover_announces_with_neighbour_advertisements() -> None:
+    async def go() -> None:
+        inst, links, sockets, states = await director(
+            vrrp_ha(vrid=61, interval=0.05, vips=("2001:db8::100",)), "2001:db8::11/64"
+        )
+        await until(lambda: inst.state.state is core.State.MASTER, "master")
+        await inst.settle()
+        assert "2001:db8::100" in {a.address for a in links.addresses_now(2)}
+        assert ("eth0", "2001:db8::100") in links.announcements
+        await inst.stop()
+        assert "2001:db8::100" not in {a.address for a in links.addresses_now(2)}
+
+    run(go())
+
+
 def test_master_meeting_a_lower_master_announces_again_rate_limited() -> None:
     async def go() -> dv.VRRPInstance:
-        inst = dv.VRRPInstance("eth0", 51, 150, 0.1, [("10.1.0.100", 24)], lambda s: None)
-        inst._loop = asyncio.get_running_loop()
-        inst.ifindex = 4
-        inst.params = replace(inst.params, primary="10.1.0.11")
-        inst._running = True
-        inst.state = core.VRRPState(core.State.MASTER, inst._loop.time() + 100, 10, "10.1.0.11")
-        lower = core.encode(core.Advert(51, 100, 10, ("10.1.0.100",)), "10.1.0.12", core.VRRP_GROUP4)
+        inst, links, sockets, _ = await master(vrrp_ha(priority=150, interval=0.05))
         for _ in range(3):  # a lower-priority master that just announced itself: we re-announce once
-            inst._handle(ipv4_packet(lower, "10.1.0.12"), pktinfo(4), ("10.1.0.12", 0))
+            await deliver(inst, sockets.last, advert4(100, "10.1.0.12"), pktinfo(2), ("10.1.0.12", 0))
         assert inst.state.state is core.State.MASTER
-        inst._timer.cancel()  # type: ignore[union-attr]
+        await inst.stop()
         return inst
 
-    inst = run(go())
-    assert inst.counters["reannouncements"] == 1
+    assert run(go()).counters["reannouncements"] == 1
+
+
+def test_start_without_the_interface_is_a_vrrp_error() -> None:
+    async def go() -> None:
+        links = MemoryLinks()
+        sockets = Sockets()
+        inst = dv.VRRPInstance(replace(vrrp_ha(), interface="nosuchif0"), links, lambda s: None, socket_factory=sockets)
+        with pytest.raises(dv.VRRPError, match="no interface 'nosuchif0'"):
+            await inst.start()
+        await inst.stop()
+        assert sockets.made == []
+
+    run(go())
+
+
+def test_manager_in_vrrp_mode_follows_the_instance(sysdir: Path) -> None:
+    be = DaemonBackend()
+    roles: list[str] = []
+    cfg = replace(make_config(), ha=vrrp_ha(interval=0.05))
+
+    async def go() -> None:
+        links = MemoryLinks()
+        eth0 = links.add_nic("eth0")
+        await links.add_address(eth0.index, "10.1.0.11", 24)
+        m = HAManager(cfg, be, roles.append, sysctl_dir=str(sysdir), links=links, socket_factory=Sockets())
+        await m.start()
+        await until(lambda: m.role == "master", "master")
+        assert be.states() == {"master"} and "10.1.0.100" in vips_on(links)
+        with pytest.raises(HAError, match="external"):
+            m.set_role("backup")
+        await m.reload(replace(cfg, ha=replace(cfg.ha, priority=120)))  # same instance: kept
+        assert m.role == "master" and m.status()["vrrp"]["priority"] == 120
+        await m.reload(make_config("static", "backup"))  # leaves VRRP: resigns, addresses go
+        assert m.role == "backup" and m.vrrp is None and vips_on(links) == set()
+        await m.stop("keep")
+        assert not links.closed  # the manager closes only the port it opened itself
+
+    run(go())
+    assert roles == ["backup", "master", "backup"]
+
+
+def test_vrrp_start_failure_is_one_line(sysdir: Path) -> None:
+    cfg = replace(make_config(), ha=HAConfig(mode="vrrp", interface="nosuchif0", vrid=5, vips=(_vip("10.9.9.9"),)))
+
+    async def go() -> HAManager:
+        m = HAManager(cfg, DaemonBackend(), lambda r: None, sysctl_dir=str(sysdir), links=MemoryLinks())
+        with pytest.raises(HAError, match="no interface 'nosuchif0'") as e:
+            await m.start()
+        assert "\n" not in str(e.value)
+        await m.stop("keep")
+        return m
+
+    assert run(go()).role == "fault"
+
+
+def test_only_vrrp_mode_imports_pyroute2(tmp_path: Path) -> None:
+    """pyroute2 costs ~2.5 s to import under emulation: static and external modes never load it,
+    vrrp mode loads it when it opens the kernel's links (here: the real default port, which fails
+    on the missing interface after the import)."""
+    code = (
+        "import asyncio, sys\n"
+        "from lvsd.config.model import Config, HAConfig, VipConfig\n"
+        "from lvsd.daemon.ha import HAManager, HAError\n"
+        "from lvsd.ipvs.memory import MemoryBackend\n"
+        "async def go(ha):\n"
+        "    m = HAManager(Config(ha=ha), MemoryBackend(), lambda r: None, sysctl_dir=sys.argv[1])\n"
+        "    try:\n"
+        "        await m.start()\n"
+        "    except HAError:\n"
+        "        pass\n"
+        "    await m.stop('keep')\n"
+        "    return 'pyroute2' in sys.modules\n"
+        "a = asyncio.run(go(HAConfig(mode='static')))\n"
+        "b = asyncio.run(go(HAConfig(mode='external', role='backup')))\n"
+        "c = asyncio.run(go(HAConfig(mode='vrrp', interface='nosuchif0', vrid=5,"
+        " vips=(VipConfig(2, '10.9.9.9', 24),))))\n"
+        "print(a, b, c)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "True"]
 
 
 def test_announcement_frames() -> None:
     mac = bytes.fromhex("020000000001")
-    f = dv.garp_frame(mac, "10.1.0.100")
+    f = garp_frame(mac, "10.1.0.100")
     assert f[:6] == b"\xff" * 6 and f[6:12] == mac and f[12:14] == b"\x08\x06"
     assert f[14:22] == bytes.fromhex("0001 0800 06 04 0001")
     assert f[22:28] == mac and f[28:32] == f[38:42] == socket.inet_aton("10.1.0.100")
-    na = dv.unsolicited_na(mac, "2001:db8::1")
+    na = unsolicited_na(mac, "2001:db8::1")
     assert na[0] == 136 and na[4] == 0x20 and na[8:24] == socket.inet_pton(socket.AF_INET6, "2001:db8::1")
     assert na[24:26] == b"\x02\x01" and na[26:] == mac
-
-
-def test_rtnl_reads_loopback() -> None:
-    r = dv.Rtnl()
-    try:
-        idx = socket.if_nametoindex("lo")
-        flags, mac = r.link(idx)
-        assert dv.link_running(flags)
-        assert ("127.0.0.1", 8, 254) in r.addresses(idx, socket.AF_INET)
-        with pytest.raises(OSError):
-            r.link(999999)
-    finally:
-        r.close()
 
 
 def test_op_shapes_used() -> None:
