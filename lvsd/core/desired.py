@@ -1,6 +1,7 @@
 """The desired IPVS table: what the config says, adjusted by what the health checks say.
 
-Pure: no I/O. The daemon computes it on every reconcile and diffs it against the kernel.
+Pure: no I/O. ``lvsd.core.plan`` computes it (``plan_table``) for every reconcile and for
+``lvsd --plan``, and diffs it against the table as it is.
 
 Rules (docs/operations.md, interfaces.md):
 
