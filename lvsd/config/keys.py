@@ -55,6 +55,11 @@ def row(rows: Sequence[Key], name: str) -> Key:
     raise KeyError(name)
 
 
+def pick(rows: Sequence[Key], *wanted: str) -> tuple[Key, ...]:
+    """The rows called ``wanted``, in that order (a reader that interleaves cross-field rules)."""
+    return tuple(row(rows, n) for n in wanted)
+
+
 def read_rows(
     r: Reader, tbl: Table, path: str, rows: Sequence[Key], vals: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -65,14 +70,18 @@ def read_rows(
     return out
 
 
+#: the default a layer reads with: a kind returns it for an invalid value (None may be a value)
+UNSET: Any = object()
+
+
 def read_layer(r: Reader, tbl: Table, path: str, rows: Sequence[Key]) -> dict[str, Any]:
     """The valid values of the rows ``tbl`` sets (an inheritance layer: absent keys inherit)."""
     out: dict[str, Any] = {}
     for k in rows:
         name = k.name
         if name in tbl:
-            v = k.kind(r, tbl, name, path, None, out)
-            if v is not None:
+            v = k.kind(r, tbl, name, path, UNSET, out)
+            if v is not UNSET:
                 out[name] = v
     return out
 
@@ -146,6 +155,12 @@ class File:
     def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
         v = r.file(tbl, key, path)
         return default if v is None else v
+
+
+def CODE(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:  # noqa: N802
+    """A key read by its table's own code (its rules span several keys): its row names and
+    documents it."""
+    raise AssertionError(f"{path}.{key} is read by its table's code")
 
 
 INT = Int

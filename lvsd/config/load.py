@@ -17,6 +17,21 @@ import re
 from typing import Any
 
 from .checks import check_keys
+from .layers import (
+    DEFAULTS_KEYS,
+    PERSISTENCE_KEYS,
+    SERVER_INHERITED,
+    SERVER_KEYS,
+    SERVER_ONLY,
+    SERVICE_INHERITED,
+    SERVICE_KEYS,
+    SERVICE_ONLY,
+    SORRY_KEYS,
+    THRESHOLD_KEYS,
+    TUNNEL_KEYS,
+    server_layer,
+    service_layer,
+)
 from .model import Config, DefaultsConfig, ServiceConfig
 from .reader import ConfigError, Reader, Resolver, Table, _tname
 from .reader import system_resolver as system_resolver
@@ -36,22 +51,7 @@ from .sections import (
     _metrics,
     _sync,
 )
-from .services import (
-    DEFAULTS_KEYS,
-    PERSISTENCE_KEYS,
-    SERVER_INHERITED,
-    SERVER_KEYS,
-    SERVER_ONLY,
-    SERVICE_INHERITED,
-    SERVICE_KEYS,
-    SERVICE_ONLY,
-    SORRY_KEYS,
-    THRESHOLD_KEYS,
-    TUNNEL_KEYS,
-    _Builder,
-    _server_layer,
-    _service_layer,
-)
+from .services import _Builder
 
 try:  # tomli's compiled wheels parse ~2.5x faster than the stdlib's pure-Python tomllib
     import tomli as _toml
@@ -136,8 +136,8 @@ def build_config(
         DEFAULTS_KEYS,
         {k: "set it per service" for k in SERVICE_ONLY} | {k: "set it per server" for k in SERVER_ONLY},
     )
-    d_svc = _service_layer(ctx, dt, "defaults")
-    d_srv = _server_layer(ctx, dt, "defaults")
+    d_svc = service_layer(ctx, dt, "defaults")
+    d_srv = server_layer(ctx, dt, "defaults")
     if "tunnel" in d_srv and d_srv.get("forward", "dr") != "tun":
         ctx.err("defaults.tunnel", f'only with forward = "tun" (forward is "{d_srv.get("forward", "dr")}")')
     builder = _Builder(ctx, d_svc, d_srv)

@@ -18,56 +18,65 @@ from typing import Any
 from lvsd.checks.registry import CHECK_TYPES as CHECK_TYPES  # re-exported
 from lvsd.checks.registry import check_class
 from lvsd.ipvs.model import (
-    DaemonState,
     Destination,
     DestKey,
     Service,
     ServiceKey,
-    SyncDaemon,
-    Timeouts,
 )
 
 from .checks import CheckConfig
 from .checks import NetCheckConfig as NetCheckConfig  # re-exported
+from .layers import BUILTIN_SERVER, BUILTIN_SERVICE
+from .layers import ON_FAILURE as ON_FAILURE  # re-exported
+from .sections import (  # re-exported: each section's value lives with its key rows
+    HA_MODES,
+    LOG_LEVELS,
+    ON_START,
+    ON_STOP,
+    ROLES,
+    SYNC_ON_FAULT,
+    APIConfig,
+    Argv,
+    DaemonConfig,
+    HAConfig,
+    IPVSConfig,
+    MetricsConfig,
+    SyncConfig,
+    VipConfig,
+)
 
-#: argv of a hook or script: a tuple of strings, run without a shell; () = no hook.
-Argv = tuple[str, ...]
+__all__ = [
+    "CHECK_TYPES",
+    "HA_MODES",
+    "LOG_LEVELS",
+    "ON_FAILURE",
+    "ON_START",
+    "ON_STOP",
+    "ROLES",
+    "SYNC_ON_FAULT",
+    "APIConfig",
+    "Argv",
+    "CheckConfig",
+    "Config",
+    "DaemonConfig",
+    "DefaultsConfig",
+    "HAConfig",
+    "IPVSConfig",
+    "MetricsConfig",
+    "NetCheckConfig",
+    "ServerConfig",
+    "ServerId",
+    "ServiceConfig",
+    "SyncConfig",
+    "VipConfig",
+]
 
 #: What identifies a real server across reloads: (service name, destination key).
 ServerId = tuple[str, DestKey]
 
-ON_START = ("adopt", "flush")
-ON_STOP = ("keep", "remove")
-ON_FAILURE = ("remove", "inhibit")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-HA_MODES = ("static", "external", "vrrp")
-ROLES = ("master", "backup", "fault")
-SYNC_ON_FAULT = ("backup", "none")
-
-
-# --- daemon-wide -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonConfig:
-    """``[daemon]``: start/stop behaviour, resync period, logging."""
-
-    on_start: str = "adopt"  # adopt | flush
-    on_stop: str = "keep"  # keep | remove
-    resync: float = 30.0  # seconds between full compares with the kernel; 0 = never
-    log_level: str = "info"  # debug | info | warning | error
-    hook_timeout: float = 10.0  # seconds a notify hook may run before it is killed
-    # where lvsd records the services it manages ("" = nowhere): at start, a service recorded
-    # there that the config no longer names (removed while lvsd was stopped) is deleted
-    state_file: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class IPVSConfig:
-    """``[ipvs]``: global kernel settings. ``timeouts`` None = leave the kernel's as they are;
-    a 0 field inside it also means "leave this one" (as ipvsadm --set)."""
-
-    timeouts: Timeouts | None = None
+#: built-in defaults of the inheritable keys (their rows in lvsd.config.layers)
+_SRV = BUILTIN_SERVER
+_SVC = BUILTIN_SERVICE
 
 
 # --- health checks -----------------------------------------------------------------------------
@@ -100,10 +109,10 @@ class ServerConfig:
     key: DestKey
     dest: Destination
     address: str = ""
-    checks: tuple[CheckConfig, ...] = ()
-    on_failure: str = "remove"  # remove | inhibit
-    notify_up: Argv = ()
-    notify_down: Argv = ()
+    checks: tuple[CheckConfig, ...] = _SRV["check"]
+    on_failure: str = _SRV["on_failure"]  # remove | inhibit
+    notify_up: Argv = _SRV["notify_up"]
+    notify_down: Argv = _SRV["notify_down"]
 
     @property
     def id(self) -> ServerId:
@@ -124,151 +133,32 @@ class ServiceConfig:
     service: Service
     servers: tuple[ServerConfig, ...] = ()
     vip: str = ""  # as written, for messages
-    quorum: int = 1
-    hysteresis: int = 0
+    quorum: int = _SVC["quorum"]
+    hysteresis: int = _SVC["hysteresis"]
     sorry_server: Destination | None = None
-    on_failure: str = "remove"
-    notify_up: Argv = ()
-    notify_down: Argv = ()
-    quorum_up: Argv = ()
-    quorum_down: Argv = ()
-    checks: tuple[CheckConfig, ...] = ()
+    on_failure: str = _SRV["on_failure"]
+    notify_up: Argv = _SRV["notify_up"]
+    notify_down: Argv = _SRV["notify_down"]
+    quorum_up: Argv = _SVC["quorum_up"]
+    quorum_down: Argv = _SVC["quorum_down"]
+    checks: tuple[CheckConfig, ...] = _SRV["check"]
 
 
 @dataclass(frozen=True, slots=True)
 class DefaultsConfig:
     """``[defaults]`` as resolved (for display only: already merged into every service/server)."""
 
-    protocol: str = "tcp"
-    scheduler: str = "wlc"
-    forward: str = "dr"
-    weight: int = 1
-    on_failure: str = "remove"
-    quorum: int = 1
-    hysteresis: int = 0
-    checks: tuple[CheckConfig, ...] = ()
+    protocol: str = _SVC["protocol"]
+    scheduler: str = _SVC["scheduler"]
+    forward: str = _SRV["forward"]
+    weight: int = _SRV["weight"]
+    on_failure: str = _SRV["on_failure"]
+    quorum: int = _SVC["quorum"]
+    hysteresis: int = _SVC["hysteresis"]
+    checks: tuple[CheckConfig, ...] = _SRV["check"]
 
 
-# --- HA ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class VipConfig:
-    """A virtual address VRRP moves: address, prefix length and family."""
-
-    af: int
-    address: str
-    prefixlen: int
-
-    def __str__(self) -> str:
-        return f"{self.address}/{self.prefixlen}"
-
-
-@dataclass(frozen=True, slots=True)
-class HAConfig:
-    """``[ha]``: where the director's role comes from.
-
-    static: ``role`` is fixed (master or backup). external: ``role`` is the initial role, changed
-    by ``lvsctl role``. vrrp: lvsd runs VRRP (``role`` is what VRRP decides; starts as backup)."""
-
-    mode: str = "static"
-    role: str = "master"
-    interface: str = ""
-    vrid: int = 0
-    priority: int = 100
-    advert_interval: float = 1.0
-    vips: tuple[VipConfig, ...] = ()
-    preempt: bool = True
-    preempt_delay: float = 0.0
-    version: int = 3
-    notify_master: Argv = ()
-    notify_backup: Argv = ()
-    notify_fault: Argv = ()
-
-
-@dataclass(frozen=True, slots=True)
-class SyncConfig:
-    """``[sync]``: the kernel connection-sync daemon run by role, and the sync sysctls.
-
-    Sysctl fields None = leave the kernel's value. The defaults make every connection reach the
-    backup (handshake-only and idle ones included): threshold 3, period 0, refresh every 10 s."""
-
-    interface: str
-    syncid: int = 0
-    maxlen: int = 0  # 0 = kernel default
-    group: str = ""  # "" = kernel default (224.0.0.81 / ff02::81)
-    port: int = 0  # 0 = kernel default (8848)
-    ttl: int = 0  # 0 = kernel default (1)
-    backup_always: bool = False  # also run the backup daemon while master
-    on_fault: str = "backup"  # backup: run the backup daemon in fault | none: run nothing
-    manage_sysctls: bool = True
-    sync_threshold: tuple[int, int] = (3, 0)
-    sync_refresh_period: int = 10
-    sync_retries: int = 0
-    sync_persist_mode: int = 0
-    sync_version: int = 1
-    sync_ports: int | None = None
-    sync_qlen_max: int | None = None
-    sync_sock_size: int | None = None
-
-    def daemon(self, state: int) -> SyncDaemon:
-        """The kernel sync daemon value for ``DaemonState.MASTER`` or ``BACKUP``."""
-        return SyncDaemon(
-            state=int(DaemonState(state)),
-            mcast_ifn=self.interface,
-            syncid=self.syncid,
-            sync_maxlen=self.maxlen,
-            mcast_group=self.group,
-            mcast_port=self.port,
-            mcast_ttl=self.ttl,
-        )
-
-    def daemons_for(self, role: str) -> tuple[SyncDaemon, ...]:
-        """Which sync daemons should run in ``role`` (master/backup/fault)."""
-        if role == "master":
-            if self.backup_always:
-                return (self.daemon(DaemonState.MASTER), self.daemon(DaemonState.BACKUP))
-            return (self.daemon(DaemonState.MASTER),)
-        if role == "backup" or (role == "fault" and self.on_fault == "backup"):
-            return (self.daemon(DaemonState.BACKUP),)
-        return ()
-
-    def sysctls(self) -> dict[str, str]:
-        """net.ipv4.vs.* name -> value text to write ({} if manage_sysctls is false)."""
-        if not self.manage_sysctls:
-            return {}
-        out = {
-            "sync_threshold": f"{self.sync_threshold[0]} {self.sync_threshold[1]}",
-            "sync_refresh_period": str(self.sync_refresh_period),
-            "sync_retries": str(self.sync_retries),
-            "sync_persist_mode": str(self.sync_persist_mode),
-            "sync_version": str(self.sync_version),
-        }
-        for name in ("sync_ports", "sync_qlen_max", "sync_sock_size"):
-            v = getattr(self, name)
-            if v is not None:
-                out[name] = str(v)
-        return out
-
-
-# --- API, metrics, the whole ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class APIConfig:
-    """``[api]``: the control socket lvsctl talks to."""
-
-    socket: str = "/run/lvsd/lvsd.sock"
-    mode: int = 0o660
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    """``[metrics]``: Prometheus text over HTTP on ``listen`` ("addr:port"); None = only via the API socket."""
-
-    listen: str | None = None
-    address: str | None = None
-    port: int | None = None
+# --- the whole ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,270 +1,468 @@
-"""The daemon-wide sections: ``[daemon]``, ``[ipvs]``, ``[ha]``, ``[sync]``, ``[api]``, ``[metrics]``."""
+"""The daemon-wide sections: ``[daemon]``, ``[ipvs]``, ``[ha]``, ``[sync]``, ``[api]``, ``[metrics]``.
+
+Each section is one definition here: its frozen value (re-exported by ``model``), its key rows
+(defaults, kinds, docs) and its reader with the cross-field rules. The dataclass defaults are the
+rows' defaults.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
+from typing import Any
 
-from lvsd.ipvs.model import AF_INET, AF_INET6, IP_VS_IFNAME_MAXLEN, Timeouts
+from lvsd.ipvs.model import AF_INET, AF_INET6, IP_VS_IFNAME_MAXLEN, DaemonState, SyncDaemon, Timeouts
 
-from .model import (
-    HA_MODES,
-    LOG_LEVELS,
-    ON_START,
-    ON_STOP,
-    SYNC_ON_FAULT,
-    APIConfig,
-    DaemonConfig,
-    HAConfig,
-    IPVSConfig,
-    MetricsConfig,
-    SyncConfig,
-    VipConfig,
+from .keys import ARGV, BOOL, CODE, INT, Choice, Duration, Key, names, pick, read_rows
+from .reader import (
+    INT32_MAX,
+    Reader,
+    Table,
+    _not_unicast,
+    _p,
+    _parse_port,
+    _show,
+    _split_hostport,
+    _tname,
 )
-from .reader import INT32_MAX, Reader, Table, _not_unicast, _p, _parse_port, _show, _split_hostport, _tname
+
+#: Argv of a hook: a tuple of strings, run without a shell; () = no hook.
+Argv = tuple[str, ...]
+
+ON_START = ("adopt", "flush")
+ON_STOP = ("keep", "remove")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+HA_MODES = ("static", "external", "vrrp")
+ROLES = ("master", "backup", "fault")
+SYNC_ON_FAULT = ("backup", "none")
 
 TOP_KEYS = ("daemon", "ipvs", "defaults", "service", "ha", "sync", "api", "metrics")
-DAEMON_KEYS = ("on_start", "on_stop", "resync", "log_level", "hook_timeout", "state_file")
-IPVS_KEYS = ("timeouts",)
-TIMEOUT_KEYS = ("tcp", "tcpfin", "udp")
-#: [ha] keys that only mode = "vrrp" takes
-VRRP_KEYS = (
-    "interface",
-    "vrid",
-    "priority",
-    "advert_interval",
-    "vips",
-    "preempt",
-    "preempt_delay",
-    "version",
+
+
+def _d(rows: tuple[Key, ...]) -> dict[str, Any]:
+    return {k.name: k.default for k in rows}
+
+
+def _ifname(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    """A network interface name (what fits the kernel's IFNAMSIZ)."""
+    v = r.get_str(tbl, key, path, default)
+    if v and len(v.encode()) >= IP_VS_IFNAME_MAXLEN:
+        r.err(_p(path, key), f"must be at most {IP_VS_IFNAME_MAXLEN - 1} bytes, got {_show(v)}")
+    return v
+
+
+# --- [daemon] ------------------------------------------------------------------------------------
+
+
+def _state_file(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    v = r.get_str(tbl, key, path, default)
+    if v and (not v.startswith("/") or v.endswith("/") or "\0" in v):
+        r.err(_p(path, key), f'must be an absolute file path, or "" for none, got {_show(v)}')
+        return default
+    return v
+
+
+DAEMON_ROWS = (
+    Key("on_start", Choice(ON_START), "adopt", doc="adopt the kernel's services, or flush them first"),
+    Key("on_stop", Choice(ON_STOP), "keep", doc="keep the kernel's services at exit, or remove them"),
+    Key("resync", Duration(0, 86400), 30.0, doc="seconds between full compares with the kernel; 0 = never"),
+    Key("log_level", Choice(LOG_LEVELS), "info", doc="debug, info, warning or error"),
+    Key("hook_timeout", Duration(0.01, 3600), 10.0, doc="a notify hook running longer is killed"),
+    Key("state_file", _state_file, "", doc="where lvsd records the services it manages (\"\" = nowhere)"),
 )
-HA_KEYS = ("mode", "role") + VRRP_KEYS + ("notify_master", "notify_backup", "notify_fault")
-SYNC_KEYS = (
-    "interface",
-    "syncid",
-    "maxlen",
-    "group",
-    "port",
-    "ttl",
-    "backup_always",
-    "on_fault",
-    "manage_sysctls",
-    "sync_threshold",
-    "sync_refresh_period",
-    "sync_retries",
-    "sync_persist_mode",
-    "sync_version",
-    "sync_ports",
-    "sync_qlen_max",
-    "sync_sock_size",
+_DAEMON = _d(DAEMON_ROWS)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """``[daemon]``: start/stop behaviour, resync period, logging.
+
+    ``state_file``: at start, a service recorded there that the config no longer names (removed
+    while lvsd was stopped) is deleted."""
+
+    on_start: str = _DAEMON["on_start"]
+    on_stop: str = _DAEMON["on_stop"]
+    resync: float = _DAEMON["resync"]
+    log_level: str = _DAEMON["log_level"]
+    hook_timeout: float = _DAEMON["hook_timeout"]
+    state_file: str = _DAEMON["state_file"]
+
+
+def _daemon(r: Reader, t: Table) -> DaemonConfig:
+    r.keys(t, "daemon", DAEMON_KEYS)
+    return DaemonConfig(**read_rows(r, t, "daemon", DAEMON_ROWS))
+
+
+# --- [ipvs] --------------------------------------------------------------------------------------
+
+IPVS_ROWS = (Key("timeouts", CODE, None, doc="{ tcp, tcpfin, udp }: the kernel's connection timeouts"),)
+TIMEOUT_ROWS = (
+    Key("tcp", Duration(0, INT32_MAX, whole=True), 0, doc="established TCP (0 = leave the kernel's)"),
+    Key("tcpfin", Duration(0, INT32_MAX, whole=True), 0, doc="TCP after FIN (0 = leave the kernel's)"),
+    Key("udp", Duration(0, INT32_MAX, whole=True), 0, doc="UDP (0 = leave the kernel's)"),
 )
-API_KEYS = ("socket", "mode")
-METRICS_KEYS = ("listen",)
 
 
-def _daemon(ctx: Reader, t: Table) -> DaemonConfig:
-    ctx.keys(t, "daemon", DAEMON_KEYS)
-    return DaemonConfig(
-        on_start=ctx.choice(t, "on_start", "daemon", ON_START, "adopt"),
-        on_stop=ctx.choice(t, "on_stop", "daemon", ON_STOP, "keep"),
-        resync=ctx.duration(t, "resync", "daemon", 30.0, hi=86400),
-        log_level=ctx.choice(t, "log_level", "daemon", LOG_LEVELS, "info"),
-        hook_timeout=ctx.duration(t, "hook_timeout", "daemon", 10.0, lo=0.01, hi=3600),
-        state_file=_state_file(ctx, t),
-    )
+@dataclass(frozen=True, slots=True)
+class IPVSConfig:
+    """``[ipvs]``: global kernel settings. ``timeouts`` None = leave the kernel's as they are;
+    a 0 field inside it also means "leave this one" (as ipvsadm --set)."""
+
+    timeouts: Timeouts | None = None
 
 
-def _state_file(ctx: Reader, t: Table) -> str:
-    path = ctx.get_str(t, "state_file", "daemon", "")
-    if path and (not path.startswith("/") or path.endswith("/") or "\0" in path):
-        ctx.err("daemon.state_file", f'must be an absolute file path, or "" for none, got {_show(path)}')
-        return ""
-    return path
-
-
-def _ipvs(ctx: Reader, t: Table) -> IPVSConfig:
-    ctx.keys(t, "ipvs", IPVS_KEYS)
-    tt = ctx.table(t, "timeouts", "ipvs")
+def _ipvs(r: Reader, t: Table) -> IPVSConfig:
+    r.keys(t, "ipvs", IPVS_KEYS)
+    tt = r.table(t, "timeouts", "ipvs")
     if tt is None:
         return IPVSConfig()
     p = "ipvs.timeouts"
-    ctx.keys(tt, p, TIMEOUT_KEYS)
-    vals = [ctx.duration(tt, k, p, 0, whole=True, hi=INT32_MAX) for k in TIMEOUT_KEYS]
+    r.keys(tt, p, TIMEOUT_KEYS)
+    vals = read_rows(r, tt, p, TIMEOUT_ROWS)
     if not tt:
         return IPVSConfig()
-    return IPVSConfig(Timeouts(*vals))
+    return IPVSConfig(Timeouts(*vals.values()))
 
 
-def _ha(ctx: Reader, t: Table) -> HAConfig:
+# --- [ha] ----------------------------------------------------------------------------------------
+
+#: the role when ``role`` is not set, by mode
+ROLE_DEFAULT = {"static": "master", "external": "backup", "vrrp": "backup"}
+HA_ROWS = (
+    Key("mode", Choice(HA_MODES), "static", doc="static, external (lvsctl role) or vrrp"),
+    Key("role", CODE, ROLE_DEFAULT["static"], doc="master or backup (external: also fault); not vrrp"),
+    Key("interface", _ifname, "", doc="the interface VRRP runs on (vrrp, required)"),
+    Key("vrid", INT(1, 255), 0, doc="the virtual router id (vrrp, required)"),
+    Key("priority", INT(1, 254), 100, doc="higher wins the election"),
+    Key("advert_interval", Duration(0.01, 40.95), 1.0, doc="time between advertisements"),
+    Key("vips", CODE, (), doc='the addresses VRRP moves, "address/prefix" (vrrp, required)'),
+    Key("preempt", BOOL, True, doc="a higher priority takes over from a lower master"),
+    Key("preempt_delay", Duration(0, 3600), 0.0, doc="wait this long after start before preempting"),
+    Key("version", INT(2, 3), 3, doc="VRRP version 2 (IPv4, whole seconds) or 3"),
+    Key("notify_master", ARGV, (), doc="run on becoming master"),
+    Key("notify_backup", ARGV, (), doc="run on becoming backup"),
+    Key("notify_fault", ARGV, (), doc="run on entering fault"),
+)
+#: [ha] keys that only mode = "vrrp" takes
+VRRP_KEYS = ("interface", "vrid", "priority", "advert_interval", "vips", "preempt", "preempt_delay", "version")
+_HA = _d(HA_ROWS)
+
+
+@dataclass(frozen=True, slots=True)
+class VipConfig:
+    """A virtual address VRRP moves: address, prefix length and family."""
+
+    af: int
+    address: str
+    prefixlen: int
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+
+@dataclass(frozen=True, slots=True)
+class HAConfig:
+    """``[ha]``: where the director's role comes from.
+
+    static: ``role`` is fixed (master or backup). external: ``role`` is the initial role, changed
+    by ``lvsctl role``. vrrp: lvsd runs VRRP (``role`` is what VRRP decides; starts as backup)."""
+
+    mode: str = _HA["mode"]
+    role: str = _HA["role"]
+    interface: str = _HA["interface"]
+    vrid: int = _HA["vrid"]
+    priority: int = _HA["priority"]
+    advert_interval: float = _HA["advert_interval"]
+    vips: tuple[VipConfig, ...] = _HA["vips"]
+    preempt: bool = _HA["preempt"]
+    preempt_delay: float = _HA["preempt_delay"]
+    version: int = _HA["version"]
+    notify_master: Argv = _HA["notify_master"]
+    notify_backup: Argv = _HA["notify_backup"]
+    notify_fault: Argv = _HA["notify_fault"]
+
+
+def _ha(r: Reader, t: Table) -> HAConfig:
     p = "ha"
-    ctx.keys(t, p, HA_KEYS)
-    mode = ctx.choice(t, "mode", p, HA_MODES, "static")
-    role_default = {"static": "master", "external": "backup", "vrrp": "backup"}[mode]
-    role = role_default
+    r.keys(t, p, HA_KEYS)
+    vals = read_rows(r, t, p, pick(HA_ROWS, "mode"))
+    mode = vals["mode"]
+    role = ROLE_DEFAULT[mode]
     if "role" in t:
         if mode == "vrrp":
-            ctx.err(_p(p, "role"), 'not with mode = "vrrp" (VRRP elects the role)')
+            r.err(_p(p, "role"), 'not with mode = "vrrp" (VRRP elects the role)')
         else:
             choices = ("master", "backup") if mode == "static" else ("master", "backup", "fault")
-            role = ctx.choice(t, "role", p, choices, role_default)
-    version = ctx.get_int(t, "version", p, 2, 3, 3)
+            role = r.choice(t, "role", p, choices, role)
+    version = read_rows(r, t, p, pick(HA_ROWS, "version"), vals)["version"]
     if mode != "vrrp":
         for k in VRRP_KEYS:
             if k in t:
-                ctx.err(_p(p, k), f'only with mode = "vrrp" (mode is "{mode}")')
-    interface = ctx.get_str(t, "interface", p, "")
-    if interface and len(interface.encode()) >= IP_VS_IFNAME_MAXLEN:
-        ctx.err(
-            _p(p, "interface"), f"must be at most {IP_VS_IFNAME_MAXLEN - 1} bytes, got {_show(interface)}"
-        )
-    vrid = ctx.get_int(t, "vrid", p, 1, 255, 0)
-    priority = ctx.get_int(t, "priority", p, 1, 254, 100)
-    adv = ctx.duration(t, "advert_interval", p, 1.0, lo=0.01, hi=40.95)
+                r.err(_p(p, k), f'only with mode = "vrrp" (mode is "{mode}")')
+    read_rows(r, t, p, pick(HA_ROWS, "interface", "vrid", "priority", "advert_interval"), vals)
+    adv = vals["advert_interval"]
     if version == 2 and adv != int(adv):
-        ctx.err(_p(p, "advert_interval"), "VRRPv2 counts whole seconds (use version = 3 for less)")
+        r.err(_p(p, "advert_interval"), "VRRPv2 counts whole seconds (use version = 3 for less)")
     elif abs(adv * 100 - round(adv * 100)) > 1e-6:
-        ctx.err(_p(p, "advert_interval"), "VRRPv3 counts centiseconds: must be a multiple of 10ms")
+        r.err(_p(p, "advert_interval"), "VRRPv3 counts centiseconds: must be a multiple of 10ms")
     vips: list[VipConfig] = []
     raw = t.get("vips", [])
     if not isinstance(raw, list):
-        ctx.err(_p(p, "vips"), f'must be a list of "address/prefix" strings, got {_tname(raw)}')
+        r.err(_p(p, "vips"), f'must be a list of "address/prefix" strings, got {_tname(raw)}')
         raw = []
     for i, v in enumerate(raw):
         vp = _p(_p(p, "vips"), i)
         if not isinstance(v, str):
-            ctx.err(vp, f'must be "address" or "address/prefix", got {_tname(v)}')
+            r.err(vp, f'must be "address" or "address/prefix", got {_tname(v)}')
             continue
         try:
             iface = ipaddress.ip_interface(v)
         except ValueError:
-            ctx.err(vp, f'must be "address" or "address/prefix", got {_show(v)}')
+            r.err(vp, f'must be "address" or "address/prefix", got {_show(v)}')
             continue
         why = _not_unicast(iface.ip)
         if why:
-            ctx.err(vp, f"{_show(v)} is {why}")
+            r.err(vp, f"{_show(v)} is {why}")
             continue
         vip = VipConfig(AF_INET6 if iface.version == 6 else AF_INET, str(iface.ip), iface.network.prefixlen)
         if any(x.address == vip.address for x in vips):
-            ctx.err(vp, f"duplicate address {vip.address}")
+            r.err(vp, f"duplicate address {vip.address}")
             continue
         vips.append(vip)
     if vips and len({v.af for v in vips}) > 1:
-        ctx.err(_p(p, "vips"), "mixes IPv4 and IPv6: a VRRP instance is one family")
+        r.err(_p(p, "vips"), "mixes IPv4 and IPv6: a VRRP instance is one family")
     if vips and version == 2 and vips[0].af == AF_INET6:
-        ctx.err(_p(p, "version"), "VRRPv2 is IPv4 only")
+        r.err(_p(p, "version"), "VRRPv2 is IPv4 only")
     if mode == "vrrp":
         for k in ("interface", "vrid"):
             if k not in t:
-                ctx.err(_p(p, k), 'missing (required with mode = "vrrp")')
+                r.err(_p(p, k), 'missing (required with mode = "vrrp")')
         if "vips" not in t:
-            ctx.err(_p(p, "vips"), 'missing (required with mode = "vrrp")')
+            r.err(_p(p, "vips"), 'missing (required with mode = "vrrp")')
         elif not raw:
-            ctx.err(_p(p, "vips"), 'must list at least one address with mode = "vrrp"')
+            r.err(_p(p, "vips"), 'must list at least one address with mode = "vrrp"')
     if len(vips) > 255:
-        ctx.err(_p(p, "vips"), f"at most 255 addresses fit in a VRRP advertisement, got {len(vips)}")
-    return HAConfig(
-        mode=mode,
-        role=role,
-        interface=interface,
-        vrid=vrid,
-        priority=priority,
-        advert_interval=adv,
-        vips=tuple(vips),
-        preempt=ctx.get_bool(t, "preempt", p, True),
-        preempt_delay=ctx.duration(t, "preempt_delay", p, 0.0, hi=3600),
-        version=version,
-        notify_master=ctx.argv(t, "notify_master", p, ()),
-        notify_backup=ctx.argv(t, "notify_backup", p, ()),
-        notify_fault=ctx.argv(t, "notify_fault", p, ()),
-    )
+        r.err(_p(p, "vips"), f"at most 255 addresses fit in a VRRP advertisement, got {len(vips)}")
+    read_rows(r, t, p, pick(HA_ROWS, "preempt", "preempt_delay", "notify_master", "notify_backup", "notify_fault"), vals)
+    vals.update(role=role, vips=tuple(vips))
+    return HAConfig(**vals)
 
 
-def _sync(ctx: Reader, t: Table) -> SyncConfig | None:
-    p = "sync"
-    ctx.keys(t, p, SYNC_KEYS)
-    interface = ctx.get_str(t, "interface", p)
-    if interface is None and "interface" not in t:
-        ctx.err(_p(p, "interface"), "missing: the interface the sync daemon sends and listens on")
-    if interface and len(interface.encode()) >= IP_VS_IFNAME_MAXLEN:
-        ctx.err(
-            _p(p, "interface"), f"must be at most {IP_VS_IFNAME_MAXLEN - 1} bytes, got {_show(interface)}"
-        )
-    group = ""
-    if "group" in t:
-        a = ctx.ip(t["group"], _p(p, "group"), unicast=False)
-        if a is not None:
-            if not ipaddress.ip_address(a[1]).is_multicast:
-                ctx.err(_p(p, "group"), f"must be a multicast address, got {_show(t['group'])}")
-            group = a[1]
-    thr = t.get("sync_threshold", [3, 0])
+# --- [sync] --------------------------------------------------------------------------------------
+
+
+def _sync_interface(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    if key not in tbl:
+        r.err(_p(path, key), "missing: the interface the sync daemon sends and listens on")
+    return _ifname(r, tbl, key, path, None, vals) or default
+
+
+def _group(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    if key not in tbl:
+        return default
+    a = r.ip(tbl[key], _p(path, key), unicast=False)
+    if a is None:
+        return default
+    if not ipaddress.ip_address(a[1]).is_multicast:
+        r.err(_p(path, key), f"must be a multicast address, got {_show(tbl[key])}")
+    return a[1]
+
+
+def _threshold(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    thr = tbl.get(key, list(default))
     if (
         not isinstance(thr, list)
         or len(thr) != 2
         or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= INT32_MAX for x in thr)
     ):
-        ctx.err(
-            _p(p, "sync_threshold"),
+        r.err(
+            _p(path, key),
             f"must be [threshold, period] (two non-negative integers), got {_show(thr)}",
         )
-        thr = [3, 0]
+        return default
     elif thr[1] and thr[0] >= thr[1]:
-        ctx.err(
-            _p(p, "sync_threshold"),
+        r.err(
+            _p(path, key),
             f"threshold must be below period unless period is 0 (the kernel refuses it), got {thr}",
         )
-        thr = [3, 0]
-    return SyncConfig(
-        interface=interface or "",
-        syncid=ctx.get_int(t, "syncid", p, 0, 255, 0),
-        maxlen=ctx.get_int(t, "maxlen", p, 0, 65535, 0),
-        group=group,
-        port=ctx.get_int(t, "port", p, 0, 65535, 0),
-        ttl=ctx.get_int(t, "ttl", p, 0, 255, 0),
-        backup_always=ctx.get_bool(t, "backup_always", p, False),
-        on_fault=ctx.choice(t, "on_fault", p, SYNC_ON_FAULT, "backup"),
-        manage_sysctls=ctx.get_bool(t, "manage_sysctls", p, True),
-        sync_threshold=(thr[0], thr[1]),
-        sync_refresh_period=ctx.duration(t, "sync_refresh_period", p, 10, whole=True, hi=INT32_MAX // 1000),
-        sync_retries=ctx.get_int(t, "sync_retries", p, 0, 3, 0),
-        sync_persist_mode=ctx.get_int(t, "sync_persist_mode", p, 0, 1, 0),
-        sync_version=ctx.get_int(t, "sync_version", p, 0, 1, 1),
-        sync_ports=ctx.get_int(t, "sync_ports", p, 1, 1024, None),
-        sync_qlen_max=ctx.get_int(t, "sync_qlen_max", p, 1, INT32_MAX, None),
-        sync_sock_size=ctx.get_int(t, "sync_sock_size", p, 0, INT32_MAX, None),
-    )
+        return default
+    return (thr[0], thr[1])
 
 
-def _api(ctx: Reader, t: Table) -> APIConfig:
-    ctx.keys(t, "api", API_KEYS)
-    sock = ctx.get_str(t, "socket", "api", "/run/lvsd/lvsd.sock")
+SYNC_ROWS = (
+    Key("interface", _sync_interface, "", doc="the interface the sync daemon sends and listens on"),
+    Key("group", _group, "", doc='multicast group ("" = the kernel\'s: 224.0.0.81 / ff02::81)'),
+    Key("sync_threshold", _threshold, (3, 0), doc="[threshold, period] (net.ipv4.vs.sync_threshold)"),
+    Key("syncid", INT(0, 255), 0, doc="sync id (0 = every id)"),
+    Key("maxlen", INT(0, 65535), 0, doc="largest sync message (0 = the kernel's)"),
+    Key("port", INT(0, 65535), 0, doc="UDP port (0 = the kernel's, 8848)"),
+    Key("ttl", INT(0, 255), 0, doc="multicast TTL (0 = the kernel's, 1)"),
+    Key("backup_always", BOOL, False, doc="also run the backup daemon while master"),
+    Key("on_fault", Choice(SYNC_ON_FAULT), "backup", doc="in fault: run the backup daemon, or none"),
+    Key("manage_sysctls", BOOL, True, doc="write the sync_* sysctls below"),
+    Key("sync_refresh_period", Duration(0, INT32_MAX // 1000, whole=True), 10, doc="net.ipv4.vs sysctl"),
+    Key("sync_retries", INT(0, 3), 0, doc="net.ipv4.vs sysctl"),
+    Key("sync_persist_mode", INT(0, 1), 0, doc="net.ipv4.vs sysctl"),
+    Key("sync_version", INT(0, 1), 1, doc="net.ipv4.vs sysctl"),
+    Key("sync_ports", INT(1, 1024), None, doc="net.ipv4.vs sysctl (unset = leave the kernel's)"),
+    Key("sync_qlen_max", INT(1, INT32_MAX), None, doc="net.ipv4.vs sysctl (unset = leave the kernel's)"),
+    Key("sync_sock_size", INT(0, INT32_MAX), None, doc="net.ipv4.vs sysctl (unset = leave the kernel's)"),
+)
+_SYNC = _d(SYNC_ROWS)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    """``[sync]``: the kernel connection-sync daemon run by role, and the sync sysctls.
+
+    Sysctl fields None = leave the kernel's value. The defaults make every connection reach the
+    backup (handshake-only and idle ones included): threshold 3, period 0, refresh every 10 s."""
+
+    interface: str
+    syncid: int = _SYNC["syncid"]
+    maxlen: int = _SYNC["maxlen"]
+    group: str = _SYNC["group"]
+    port: int = _SYNC["port"]
+    ttl: int = _SYNC["ttl"]
+    backup_always: bool = _SYNC["backup_always"]
+    on_fault: str = _SYNC["on_fault"]
+    manage_sysctls: bool = _SYNC["manage_sysctls"]
+    sync_threshold: tuple[int, int] = _SYNC["sync_threshold"]
+    sync_refresh_period: int = _SYNC["sync_refresh_period"]
+    sync_retries: int = _SYNC["sync_retries"]
+    sync_persist_mode: int = _SYNC["sync_persist_mode"]
+    sync_version: int = _SYNC["sync_version"]
+    sync_ports: int | None = _SYNC["sync_ports"]
+    sync_qlen_max: int | None = _SYNC["sync_qlen_max"]
+    sync_sock_size: int | None = _SYNC["sync_sock_size"]
+
+    def daemon(self, state: int) -> SyncDaemon:
+        """The kernel sync daemon value for ``DaemonState.MASTER`` or ``BACKUP``."""
+        return SyncDaemon(
+            state=int(DaemonState(state)),
+            mcast_ifn=self.interface,
+            syncid=self.syncid,
+            sync_maxlen=self.maxlen,
+            mcast_group=self.group,
+            mcast_port=self.port,
+            mcast_ttl=self.ttl,
+        )
+
+    def daemons_for(self, role: str) -> tuple[SyncDaemon, ...]:
+        """Which sync daemons should run in ``role`` (master/backup/fault)."""
+        if role == "master":
+            if self.backup_always:
+                return (self.daemon(DaemonState.MASTER), self.daemon(DaemonState.BACKUP))
+            return (self.daemon(DaemonState.MASTER),)
+        if role == "backup" or (role == "fault" and self.on_fault == "backup"):
+            return (self.daemon(DaemonState.BACKUP),)
+        return ()
+
+    def sysctls(self) -> dict[str, str]:
+        """net.ipv4.vs.* name -> value text to write ({} if manage_sysctls is false)."""
+        if not self.manage_sysctls:
+            return {}
+        out = {
+            "sync_threshold": f"{self.sync_threshold[0]} {self.sync_threshold[1]}",
+            "sync_refresh_period": str(self.sync_refresh_period),
+            "sync_retries": str(self.sync_retries),
+            "sync_persist_mode": str(self.sync_persist_mode),
+            "sync_version": str(self.sync_version),
+        }
+        for name in ("sync_ports", "sync_qlen_max", "sync_sock_size"):
+            v = getattr(self, name)
+            if v is not None:
+                out[name] = str(v)
+        return out
+
+
+def _sync(r: Reader, t: Table) -> SyncConfig | None:
+    r.keys(t, "sync", SYNC_KEYS)
+    return SyncConfig(**read_rows(r, t, "sync", SYNC_ROWS))
+
+
+# --- [api], [metrics] ------------------------------------------------------------------------------
+
+
+def _socket(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    sock = r.get_str(tbl, key, path, default)
     if not sock.startswith("/") or len(sock.encode()) > 107:
-        ctx.err("api.socket", f"must be an absolute path of at most 107 bytes, got {_show(sock)}")
-    mode = t.get("mode", "0660")
+        r.err(_p(path, key), f"must be an absolute path of at most 107 bytes, got {_show(sock)}")
+    return sock
+
+
+def _mode(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    mode = tbl.get(key, f"{default:04o}")
     if isinstance(mode, str) and re.fullmatch(r"0?[0-7]{3}", mode):
-        mode = int(mode, 8)
-    else:
-        ctx.err("api.mode", f'must be an octal permission string such as "0660", got {_show(mode)}')
-        mode = 0o660
-    return APIConfig(sock, mode)
+        return int(mode, 8)
+    r.err(_p(path, key), f'must be an octal permission string such as "0660", got {_show(mode)}')
+    return default
 
 
-def _metrics(ctx: Reader, t: Table) -> MetricsConfig:
-    ctx.keys(t, "metrics", METRICS_KEYS)
-    listen = ctx.get_str(t, "listen", "metrics")
+API_ROWS = (
+    Key("socket", _socket, "/run/lvsd/lvsd.sock", doc="the control socket lvsctl talks to"),
+    Key("mode", _mode, 0o660, doc='its permissions, an octal string such as "0660"'),
+)
+_API = _d(API_ROWS)
+
+
+@dataclass(frozen=True, slots=True)
+class APIConfig:
+    """``[api]``: the control socket lvsctl talks to."""
+
+    socket: str = _API["socket"]
+    mode: int = _API["mode"]
+
+
+def _api(r: Reader, t: Table) -> APIConfig:
+    r.keys(t, "api", API_KEYS)
+    return APIConfig(**read_rows(r, t, "api", API_ROWS))
+
+
+def _listen(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    """``"address:port"`` -> (text, address, port); None = not set or invalid."""
+    listen = r.get_str(tbl, key, path)
     if listen is None:
-        return MetricsConfig()
+        return default
     hp = _split_hostport(listen)
     port = _parse_port(hp[1]) if hp and hp[1] is not None else None
     if hp is None or port is None or port == 0:
-        ctx.err("metrics.listen", f'must be "address:port" (IPv6: "[address]:port"), got {_show(listen)}')
-        return MetricsConfig()
+        r.err(_p(path, key), f'must be "address:port" (IPv6: "[address]:port"), got {_show(listen)}')
+        return default
     host = hp[0]
     if host:
-        a = ctx.ip(host, "metrics.listen", unicast=False)  # "0.0.0.0" / "::" = every address
+        a = r.ip(host, _p(path, key), unicast=False)  # "0.0.0.0" / "::" = every address
         if a is None:
-            return MetricsConfig()
+            return default
         host = a[1]
     else:
         host = "0.0.0.0"
-    return MetricsConfig(listen, host, port)
+    return listen, host, port
 
+
+METRICS_ROWS = (Key("listen", _listen, None, doc='serve /metrics on "address:port" (unset = only the API)'),)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[metrics]``: Prometheus text over HTTP on ``listen`` ("addr:port"); None = only via the API socket."""
+
+    listen: str | None = None
+    address: str | None = None
+    port: int | None = None
+
+
+def _metrics(r: Reader, t: Table) -> MetricsConfig:
+    r.keys(t, "metrics", METRICS_KEYS)
+    v = read_rows(r, t, "metrics", METRICS_ROWS)["listen"]
+    return MetricsConfig() if v is None else MetricsConfig(*v)
+
+
+DAEMON_KEYS = names(DAEMON_ROWS)
+IPVS_KEYS = names(IPVS_ROWS)
+TIMEOUT_KEYS = names(TIMEOUT_ROWS)
+HA_KEYS = names(HA_ROWS)
+SYNC_KEYS = names(SYNC_ROWS)
+API_KEYS = names(API_ROWS)
+METRICS_KEYS = names(METRICS_ROWS)

@@ -1,46 +1,46 @@
-"""Services, servers and the sorry server: the inheritance layers and the cross-field rules.
-
-Inheritance: a server key not set on the server comes from its service, then ``[defaults]``, then
-the built-in default. ``check`` is inherited as a whole (a server's ``check`` replaces its
-service's; ``check = []`` means no check).
+"""Services, servers and the sorry server: the keys whose rules span several keys (vip, fwmark,
+address, port, name, ...) and the cross-field rules. The inheritable keys are rows in ``layers``.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
-from typing import Any
 
 from lvsd.ipvs.model import (
     AF_INET,
     AF_INET6,
-    DEFAULT_PERSISTENT_TIMEOUT,
-    IP_VS_SCHEDNAME_MAXLEN,
-    PERSISTENCE_ENGINES,
-    SCHEDULERS,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
-    SVC_F_SCHED1,
-    SVC_F_SCHED2,
-    SVC_F_SCHED3,
-    TUN_F_CSUM,
     TUN_F_NOCSUM,
-    TUN_F_REMCSUM,
     Destination,
     DestKey,
-    Forward,
     Protocol,
     Service,
     ServiceKey,
     TunType,
 )
 
-from .checks import parse_checks
-from .model import ON_FAILURE, ServerConfig, ServiceConfig
+from .keys import row
+from .layers import (
+    BUILTIN_SERVER,
+    BUILTIN_SERVICE,
+    FAMILIES,
+    FORWARDS,
+    SCHED_FLAGS,
+    SERVER_KEYS,
+    SERVICE_INHERITED,
+    SERVICE_KEYS,
+    SERVICE_ONLY,
+    SORRY_KEYS,
+    SORRY_ROWS,
+    server_layer,
+    service_layer,
+    tunnel,
+)
+from .model import ServerConfig, ServiceConfig
 from .reader import (
     _IPV4_RE,
-    INT32_MAX,
     UINT32_MAX,
     Reader,
     Table,
@@ -53,240 +53,12 @@ from .reader import (
     system_resolver,
 )
 
-FORWARDS = {"dr": Forward.ROUTE, "tun": Forward.TUNNEL, "nat": Forward.MASQ}
-FORWARD_NAMES = {v: k for k, v in FORWARDS.items()}
 _FWD_INT = {k: int(v) for k, v in FORWARDS.items()}
-FAMILIES = {"inet": AF_INET, "inet6": AF_INET6}
-TUN_TYPES = {"ipip": TunType.IPIP, "gue": TunType.GUE, "gre": TunType.GRE}
-TUN_CSUM = {"none": TUN_F_NOCSUM, "csum": TUN_F_CSUM, "remcsum": TUN_F_REMCSUM}
-SCHED_FLAGS = {
-    "flag-1": (SVC_F_SCHED1, None),
-    "flag-2": (SVC_F_SCHED2, None),
-    "flag-3": (SVC_F_SCHED3, None),
-    "sh-fallback": (SVC_F_SCHED1, "sh"),
-    "sh-port": (SVC_F_SCHED2, "sh"),
-    "mh-fallback": (SVC_F_SCHED1, "mh"),
-    "mh-port": (SVC_F_SCHED2, "mh"),
-}
-
-#: keys a server may set, and that a service or [defaults] may set for its servers
-SERVER_INHERITED = (
-    "forward",
-    "weight",
-    "thresholds",
-    "tunnel",
-    "check",
-    "on_failure",
-    "notify_up",
-    "notify_down",
-)
-SERVER_ONLY = ("address", "port", "enabled")
-#: service keys [defaults] may also set
-SERVICE_INHERITED = (
-    "protocol",
-    "family",
-    "scheduler",
-    "persistence",
-    "sched_flags",
-    "one_packet",
-    "quorum",
-    "hysteresis",
-    "quorum_up",
-    "quorum_down",
-)
-SERVICE_ONLY = ("name", "vip", "fwmark", "server", "sorry_server")
-SERVICE_KEYS = SERVICE_ONLY + SERVICE_INHERITED + SERVER_INHERITED
-DEFAULTS_KEYS = SERVICE_INHERITED + SERVER_INHERITED
-SERVER_KEYS = SERVER_ONLY + SERVER_INHERITED
 _SERVER_KEYSET = frozenset(SERVER_KEYS)
+_SORRY_WEIGHT = row(SORRY_ROWS, "weight")
 _SERVICE_KEYS_ELSEWHERE = {k: "a service key" for k in SERVICE_ONLY + SERVICE_INHERITED}
-PERSISTENCE_KEYS = ("timeout", "netmask", "engine")
-THRESHOLD_KEYS = ("upper", "lower")
-TUNNEL_KEYS = ("type", "port", "csum")
-SORRY_KEYS = ("address", "port", "forward", "weight", "tunnel")
-
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,63}")
 _HOST_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
-
-
-# --- layers: the keys a server inherits --------------------------------------------------------
-
-
-def _tunnel(ctx: Reader, tbl: Table, path: str) -> tuple[int, int, int] | None:
-    t = ctx.table(tbl, "tunnel", path)
-    if t is None:
-        return None
-    p = _p(path, "tunnel")
-    ctx.keys(t, p, TUNNEL_KEYS)
-    tname = ctx.choice(t, "type", p, tuple(TUN_TYPES), "ipip")
-    tport = ctx.get_int(t, "port", p, 1, 65535)
-    csum = ctx.choice(t, "csum", p, tuple(TUN_CSUM))
-    if tname == "gue" and tport is None and "port" not in t:
-        ctx.err(_p(p, "port"), 'missing: type "gue" needs the tunnel destination port')
-    if tname != "gue" and tport is not None:
-        ctx.err(_p(p, "port"), f'only with type "gue" (type is "{tname}")')
-    if tname == "ipip" and csum is not None:
-        ctx.err(_p(p, "csum"), 'only with type "gue" or "gre" (type is "ipip")')
-    if tname == "gre" and csum == "remcsum":
-        ctx.err(_p(p, "csum"), 'remcsum only with type "gue"')
-    return TUN_TYPES[tname], tport or 0, TUN_CSUM.get(csum or "none", 0)
-
-
-def _server_layer(ctx: Reader, tbl: Table, path: str) -> dict[str, Any]:
-    """The inheritable server keys set in ``tbl``, validated."""
-    out: Table[str, Any] = {}
-    if "forward" in tbl:
-        f = ctx.choice(tbl, "forward", path, tuple(FORWARDS))
-        if f is not None:
-            out["forward"] = f
-    if "weight" in tbl:
-        w = ctx.get_int(tbl, "weight", path, 0, INT32_MAX)
-        if w is not None:
-            out["weight"] = w
-    if "thresholds" in tbl:
-        t = ctx.table(tbl, "thresholds", path)
-        if t is not None:
-            p = _p(path, "thresholds")
-            ctx.keys(t, p, THRESHOLD_KEYS)
-            up = ctx.get_int(t, "upper", p, 0, UINT32_MAX, 0)
-            lo = ctx.get_int(t, "lower", p, 0, UINT32_MAX, 0)
-            if lo > up:
-                ctx.err(_p(p, "lower"), f"must not exceed upper ({up}; the kernel refuses it), got {lo}")
-            out["thresholds"] = (up, lo)
-    if "tunnel" in tbl:
-        t = _tunnel(ctx, tbl, path)
-        if t is not None:
-            out["tunnel"] = t
-    if "check" in tbl:
-        c = parse_checks(ctx, tbl, path)
-        if c is not None:
-            out["check"] = c
-    if "on_failure" in tbl:
-        o = ctx.choice(tbl, "on_failure", path, ON_FAILURE)
-        if o is not None:
-            out["on_failure"] = o
-    for hook in ("notify_up", "notify_down"):
-        if hook in tbl:
-            a = ctx.argv(tbl, hook, path)
-            if a is not None:
-                out[hook] = a
-    return out
-
-
-def _service_layer(ctx: Reader, tbl: Table, path: str) -> dict[str, Any]:
-    """The inheritable service keys set in ``tbl`` (service or [defaults]), validated."""
-    out: Table[str, Any] = {}
-    if "protocol" in tbl:
-        v = ctx.choice(tbl, "protocol", path, ("tcp", "udp", "sctp"))
-        if v is not None:
-            out["protocol"] = v
-    if "family" in tbl:
-        v = ctx.choice(tbl, "family", path, tuple(FAMILIES))
-        if v is not None:
-            out["family"] = v
-    if "scheduler" in tbl:
-        v = ctx.get_str(tbl, "scheduler", path)
-        if v is not None:
-            if v not in SCHEDULERS:
-                if not re.fullmatch(r"[a-z][a-z0-9_]*", v) or len(v) >= IP_VS_SCHEDNAME_MAXLEN:
-                    close = difflib.get_close_matches(v, SCHEDULERS, n=1, cutoff=0.6)
-                    hint = f' (did you mean "{close[0]}"?)' if close else ""
-                    ctx.err(
-                        _p(path, "scheduler"),
-                        f"must be a scheduler name such as {', '.join(SCHEDULERS)}, got {_show(v)}{hint}",
-                    )
-                    v = None
-                else:
-                    close = difflib.get_close_matches(v, SCHEDULERS, n=1, cutoff=0.75)
-                    if close:  # an unknown module name one typo away from a known one
-                        ctx.err(
-                            _p(path, "scheduler"),
-                            f'unknown scheduler {_show(v)} (did you mean "{close[0]}"?)',
-                        )
-                        v = None
-            if v is not None:
-                out["scheduler"] = v
-    if "persistence" in tbl:
-        v = tbl["persistence"]
-        p = _p(path, "persistence")
-        if v is False:
-            out["persistence"] = None
-        elif v is True:
-            out["persistence"] = (DEFAULT_PERSISTENT_TIMEOUT, None, "")
-        elif not isinstance(v, dict):
-            ctx.err(p, f"must be a table {{ timeout, netmask, engine }}, true or false, got {_tname(v)}")
-        else:
-            ctx.keys(v, p, PERSISTENCE_KEYS)
-            timeout = ctx.duration(
-                v, "timeout", p, DEFAULT_PERSISTENT_TIMEOUT, lo=1, whole=True, hi=UINT32_MAX
-            )
-            netmask = v.get("netmask")  # checked against the family when the service is built
-            if netmask is not None and (isinstance(netmask, bool) or not isinstance(netmask, int | str)):
-                ctx.err(
-                    _p(p, "netmask"), f"must be a dotted IPv4 mask or a prefix length, got {_tname(netmask)}"
-                )
-                netmask = None
-            engine = ctx.choice(v, "engine", p, PERSISTENCE_ENGINES, "")
-            out["persistence"] = (timeout, netmask, engine)
-    if "sched_flags" in tbl:
-        v = tbl["sched_flags"]
-        p = _p(path, "sched_flags")
-        if isinstance(v, str):
-            v = [v]
-        if not isinstance(v, list):
-            ctx.err(p, f"must be a list of flags ({', '.join(SCHED_FLAGS)}), got {_tname(v)}")
-        else:
-            flags = []
-            for i, f in enumerate(v):
-                if not isinstance(f, str) or f not in SCHED_FLAGS:
-                    close = difflib.get_close_matches(f, SCHED_FLAGS, n=1) if isinstance(f, str) else []
-                    hint = f' (did you mean "{close[0]}"?)' if close else ""
-                    ctx.err(_p(p, i), f"must be one of {', '.join(SCHED_FLAGS)}, got {_show(f)}{hint}")
-                else:
-                    flags.append(f)
-            out["sched_flags"] = tuple(flags)
-    if "one_packet" in tbl:
-        v = ctx.get_bool(tbl, "one_packet", path)
-        if v is not None:
-            out["one_packet"] = v
-    if "quorum" in tbl:
-        v = ctx.get_int(tbl, "quorum", path, 0, INT32_MAX)
-        if v is not None:
-            out["quorum"] = v
-    if "hysteresis" in tbl:
-        v = ctx.get_int(tbl, "hysteresis", path, 0, INT32_MAX)
-        if v is not None:
-            out["hysteresis"] = v
-    for hook in ("quorum_up", "quorum_down"):
-        if hook in tbl:
-            a = ctx.argv(tbl, hook, path)
-            if a is not None:
-                out[hook] = a
-    return out
-
-
-BUILTIN_SERVER = {
-    "forward": "dr",
-    "weight": 1,
-    "thresholds": (0, 0),
-    "tunnel": None,
-    "check": (),
-    "on_failure": "remove",
-    "notify_up": (),
-    "notify_down": (),
-}
-BUILTIN_SERVICE = {
-    "protocol": "tcp",
-    "family": "inet",
-    "scheduler": "wlc",
-    "persistence": None,
-    "sched_flags": (),
-    "one_packet": False,
-    "quorum": 1,
-    "hysteresis": 0,
-    "quorum_up": (),
-    "quorum_down": (),
-}
 
 
 # --- services -----------------------------------------------------------------------------------
@@ -369,8 +141,8 @@ class _Builder:
                 "port": "a server key; the service's port goes in vip",
             },
         )
-        svc_layer = _service_layer(ctx, tbl, path)
-        srv_layer = _server_layer(ctx, tbl, path)
+        svc_layer = service_layer(ctx, tbl, path)
+        srv_layer = server_layer(ctx, tbl, path)
         s = {**self.dsvc, **svc_layer}
         sl = {**self.dsrv, **srv_layer}
 
@@ -567,7 +339,7 @@ class _Builder:
             return None
         if not _SERVER_KEYSET.issuperset(st):
             ctx.keys(st, path, SERVER_KEYS, _SERVICE_KEYS_ELSEWHERE)
-        layer = _server_layer(ctx, st, path)
+        layer = server_layer(ctx, st, path)
         m = {**inherited, **layer} if layer else inherited
         enabled = st.get("enabled", True)
         if enabled is not True:
@@ -644,8 +416,9 @@ class _Builder:
         vport = skey.port if skey else 0
         port = ctx.get_int(t, "port", p, 0, 65535, vport)
         fwd = ctx.choice(t, "forward", p, tuple(FORWARDS), inherited["forward"])
-        weight = ctx.get_int(t, "weight", p, 1, INT32_MAX, 1)
-        tun = _tunnel(ctx, t, p) if "tunnel" in t else None
+        w = _SORRY_WEIGHT
+        weight = w.kind(ctx, t, w.name, p, w.default, {})
+        tun = tunnel(ctx, t, "tunnel", p, None, {}) if "tunnel" in t else None
         if tun is not None and fwd != "tun":
             ctx.err(_p(p, "tunnel"), f'only with forward = "tun" (forward is "{fwd}")')
         if addr is None or skey is None:
