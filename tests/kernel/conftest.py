@@ -4,14 +4,18 @@ On a host without IPVS every test here is skipped with the command that runs the
 (``tests/kernel/vm.sh tests/kernel/run.sh``), unless LVSD_KERNEL_REQUIRED=1 (run.sh sets it):
 then the run stops with the reason, so a kernel suite can never pass by skipping. Fixtures: ``lab`` (a netns.Lab torn down after
 the test), ``ipvs`` (the NetlinkBackend on this namespace's table, checked empty before and
-emptied after, so one test's leftovers never pass or fail the next).
+emptied after, so one test's leftovers never pass or fail the next), ``as_nobody`` (runs Python
+code as uid 65534 with lvsd importable, wherever the checkout lies).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,3 +74,51 @@ def ipvs() -> Iterator[object]:
             backend.flush()
         finally:
             backend.close()
+
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def as_nobody() -> Iterator[Callable[[str], str]]:
+    """A runner of Python code as uid/gid 65534 without capabilities, returning its stdout.
+
+    Such a process cannot read a checkout (or its venv) under a 0700 directory: a clone under
+    /root or a ``mktemp -d`` directory. So the lvsd package is copied to a world-readable
+    temporary directory, and the venv's base interpreter runs the code isolated (``-I``: no
+    PYTHONPATH, no cwd on sys.path) with that directory first on sys.path. Skips, saying why,
+    when the base interpreter itself is out of uid 65534's reach.
+    """
+    import lvsd
+
+    python = os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+    setpriv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all"]
+    top = tempfile.mkdtemp(prefix="lvsd-nobody-")  # under /tmp, not pytest's 0700 tmp_path
+    try:
+        shutil.copytree(
+            Path(lvsd.__file__).parent,
+            Path(top, "lvsd"),
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
+        for d, _dirs, files in os.walk(top):
+            os.chmod(d, 0o755)
+            for f in files:
+                os.chmod(os.path.join(d, f), 0o644)
+
+        def run(code: str) -> str:
+            p = subprocess.run(
+                [*setpriv, python, "-I", "-c", f"import sys; sys.path.insert(0, {top!r})\n{code}"],
+                capture_output=True, text=True, cwd=top, timeout=120,
+            )  # fmt: skip
+            if p.returncode:
+                raise AssertionError(f"as uid {NOBODY}: {python} -> {p.returncode}: {p.stderr.strip()}")
+            return p.stdout
+
+        probe = subprocess.run(
+            [*setpriv, python, "-I", "-c", "pass"], capture_output=True, text=True, cwd=top
+        )
+        if probe.returncode:
+            pytest.skip(f"uid {NOBODY} cannot run this interpreter ({python}): {probe.stderr.strip()}")
+        yield run
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
