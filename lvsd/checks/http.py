@@ -349,7 +349,7 @@ class HTTPChecker(StreamChecker):
         if s is None:
             return
         try:
-            s.do_handshake()  # type: ignore[attr-defined]
+            s.do_handshake()
         except ssl.SSLWantReadError:
             self._watch(_IN, self._handshake)
             return
@@ -411,7 +411,7 @@ class HTTPChecker(StreamChecker):
                     return
             if self._feed(data):
                 return
-            if not self.tls or not s.pending():  # type: ignore[attr-defined]
+            if not self.tls or not s.pending():
                 return
 
     def _feed(self, data: bytes) -> bool:

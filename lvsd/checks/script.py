@@ -113,15 +113,10 @@ class ScriptChecker(Checker):
         import subprocess
 
         cfg = self.cfg
-        kw: dict[str, object] = {}
-        if cfg.user is not None:
-            kw["user"] = cfg.user
-        if cfg.group is not None:
-            kw["group"] = cfg.group
         try:
             proc = await asyncio.create_subprocess_exec(
                 *cfg.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, close_fds=True, env=self.env, **kw,
+                start_new_session=True, close_fds=True, env=self.env, user=cfg.user, group=cfg.group,
             )
         except asyncio.CancelledError:
             raise

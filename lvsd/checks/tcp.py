@@ -74,9 +74,9 @@ class StreamChecker(SocketProbe):
 
     phase = "connect"
     #: the C socket type: no Python-level __init__ per probe (https needs socket.socket for ssl)
-    socket_type = _socket.socket
+    socket_type: type[_socket.socket] | type[socket.socket] = _socket.socket
 
-    def _open(self) -> socket.socket:
+    def _open(self) -> _socket.socket | socket.socket:
         s = self.socket_type(self.family, _STREAM)
         s.setsockopt(_SOL_SOCKET, _SO_LINGER, _LINGER0)
         bind = self.cfg.bind

@@ -99,10 +99,11 @@ def _connect(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dic
         return None, None
     p = _p(path, key)
     hp = _split_hostport(v)
-    if hp is None or hp[1] is None:
+    port_text = hp[1] if hp is not None else None
+    if hp is None or port_text is None:
         r.err(p, f'must be "address:port", "[v6 address]:port" or ":port", got {_show(v)}')
         return None, None
-    host, port_text = hp
+    host = hp[0]
     port = _parse_port(port_text)
     if port is None or port == 0:
         r.err(p, f"port must be 1..65535, got {_show(port_text)}")

@@ -56,7 +56,7 @@ from .services import _Builder
 try:  # tomli's compiled wheels parse ~2.5x faster than the stdlib's pure-Python tomllib
     import tomli as _toml
 except ImportError:  # pragma: no cover - depends on the environment
-    import tomllib as _toml  # type: ignore[no-redef]
+    import tomllib as _toml  # type: ignore[no-redef,import-not-found,unused-ignore]  # 3.11+ stdlib
 
 __all__ = [
     "API_KEYS",

@@ -305,7 +305,7 @@ def _not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | Non
         return "a multicast address"
     if ip.version == 4 and ip == _BROADCAST:
         return "the broadcast address"
-    if ip.version == 6 and ip.scope_id:  # type: ignore[union-attr]
+    if ip.version == 6 and ip.scope_id:
         return "scoped (%zone): not supported by IPVS"
     return None
 
@@ -347,7 +347,7 @@ def system_resolver(host: str, af: int | None) -> list[str]:
         return []
     out: list[str] = []
     for info in infos:
-        addr = str(ipaddress.ip_address(info[4][0].split("%")[0]))
+        addr = str(ipaddress.ip_address(str(info[4][0]).split("%")[0]))
         if addr not in out:
             out.append(addr)
     return out

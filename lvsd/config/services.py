@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Any
 
 from lvsd.ipvs.model import (
     AF_INET,
@@ -67,7 +68,7 @@ _HOST_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-
 class _Builder:
     """Builds services and servers from layers; holds cross-service state (names, keys)."""
 
-    def __init__(self, ctx: Reader, defaults_service: dict, defaults_server: dict) -> None:
+    def __init__(self, ctx: Reader, defaults_service: dict[str, Any], defaults_server: dict[str, Any]) -> None:
         self.ctx = ctx
         self.dsvc = {**BUILTIN_SERVICE, **defaults_service}
         self.dsrv = {**BUILTIN_SERVER, **defaults_server}
@@ -121,7 +122,7 @@ class _Builder:
         if not isinstance(tbl, dict):
             ctx.err(f"service[{index}]", f"must be a table ([[service]]), got {_tname(tbl)}")
             return None
-        name = tbl.get("name")
+        name: Any = tbl.get("name")  # a str once it is named or made up below
         named = isinstance(name, str) and bool(_NAME_RE.fullmatch(name))
         path = f"service[{name}]" if named else f"service[{index}]"
         if name is not None and not named:
@@ -329,7 +330,7 @@ class _Builder:
         path: str,
         svc_name: str,
         skey: ServiceKey | None,
-        inherited: dict,
+        inherited: dict[str, Any],
         seen: dict[DestKey, int],
         index: int,
     ) -> ServerConfig | None:
@@ -401,7 +402,7 @@ class _Builder:
         )
 
     def sorry(
-        self, tbl: Table, path: str, skey: ServiceKey | None, inherited: dict, seen: dict
+        self, tbl: Table, path: str, skey: ServiceKey | None, inherited: dict[str, Any], seen: dict[DestKey, int]
     ) -> Destination | None:
         ctx = self.ctx
         p = _p(path, "sorry_server")
