@@ -200,7 +200,8 @@ def options(parser: argparse.ArgumentParser) -> list[str]:
             continue
         meta = ""
         if a.nargs != 0:
-            meta = a.metavar or ("{" + ",".join(a.choices) + "}" if a.choices else a.dest.upper())
+            choices = "{" + ",".join(map(str, a.choices)) + "}" if a.choices else a.dest.upper()
+            meta = a.metavar if isinstance(a.metavar, str) else choices
             meta = f"[{meta}]" if a.nargs == "?" else meta
         names = ", ".join(f"\\fB{_esc(o, code=True)}\\fR" + (f" \\fI{_esc(meta)}\\fR" if meta else "")
                           for o in a.option_strings)
