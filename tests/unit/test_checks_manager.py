@@ -138,6 +138,37 @@ def test_identical_checks_are_one_probe() -> None:
     assert len(shared) == 1 and {s.sid[0] for s in shared[0].servers} == {"a", "b"}
 
 
+def test_equal_check_values_share_a_probe_per_target() -> None:
+    """Sharing is by value: equal check objects built apart are one probe against one target;
+    a check whose connect points elsewhere, or another check type, is a probe of its own."""
+    from lvsd.checks.tcp import TCPCheck
+    from lvsd.checks.udp import UDPCheck
+    from lvsd.ipvs.model import DestKey
+
+    a = TCPCheck(interval=60.0, timeout=1.0)
+    b = TCPCheck(interval=60.0, timeout=1.0)
+    assert a is not b and a == b and hash(a) == hash(b)
+    moved = TCPCheck(interval=60.0, timeout=1.0, connect_port=81)  # same server, other port
+    udp = UDPCheck(interval=60.0, timeout=1.0, send=b"x")
+
+    def srv(port: int, checks):
+        return type("Srv", (), {"key": DestKey.of("127.0.0.1", port), "checks": checks})()
+
+    svc1 = type("Svc", (), {"name": "one", "servers": (srv(80, (a,)), srv(81, (a,)))})()
+    svc2 = type("Svc", (), {"name": "two", "servers": (srv(80, (b, moved, udp)),)})()
+    cfg = type("Cfg", (), {"services": (svc1, svc2)})()
+
+    async def main():
+        m = CheckManager(lambda sid, h: None)
+        await m.start(cfg)
+        probes = sorted((p.cfg.type, p.checker.port, sorted(s.sid[0] for s in p.servers)) for p in m.probes.values())
+        await m.stop()
+        return probes
+
+    # a == b against :80 is one probe; against :81 a and moved differ (moved's connect is a key)
+    assert run(main()) == [("tcp", 80, ["one", "two"]), ("tcp", 81, ["one"]), ("tcp", 81, ["two"]), ("udp", 80, ["two"])]
+
+
 def test_reload_keeps_unchanged_state_and_timers() -> None:
     p1, p2 = free_port(), free_port()
     l1, l2 = listen(p1), listen(p2)

@@ -10,9 +10,12 @@ import re
 
 import pytest
 
-import lvsd.config.load as L
+from lvsd.checks.registry import CHECK_TYPES, check_class
 from lvsd.cli import lvsctl
 from lvsd.cli.lvsadm_parse import OPTIONS
+from lvsd.config import layers, sections
+from lvsd.config.checks import COMMON_KEYS, NET_KEYS, NetCheckConfig
+from lvsd.config.keys import Key, names
 from lvsd.daemon import main as lvsd_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,17 +41,17 @@ def _code_words(text: str) -> set[str]:
     return {w for span in re.findall(r"`([^`\n]+)`", text) for w in re.findall(r"[A-Za-z_][\w.-]*", span)}
 
 
-CONFIG_SECTIONS = {
-    "`[daemon]`": L.DAEMON_KEYS,
-    "`[ipvs]`": L.IPVS_KEYS + L.TIMEOUT_KEYS,
+#: the key rows (lvsd.config.keys.Key) of each section of configuration.md
+CONFIG_SECTIONS: dict[str, tuple[Key, ...]] = {
+    "`[daemon]`": sections.DAEMON_ROWS,
+    "`[ipvs]`": sections.IPVS_ROWS + sections.TIMEOUT_ROWS,
     "`[defaults]`": (),
-    "`[[service]]`": L.SERVICE_ONLY + L.SERVICE_INHERITED + L.PERSISTENCE_KEYS + L.SORRY_KEYS,
-    "`[[service.server]]`": L.SERVER_KEYS + L.THRESHOLD_KEYS + L.TUNNEL_KEYS,
-    "Health checks": L.ALL_CHECK_KEYS,
-    "`[ha]`": L.HA_KEYS,
-    "`[sync]`": L.SYNC_KEYS,
-    "`[api]`": L.API_KEYS,
-    "`[metrics]`": L.METRICS_KEYS,
+    "`[[service]]`": layers.SERVICE_ROWS + layers.SERVICE_WIDE_ROWS + layers.PERSISTENCE_ROWS + layers.SORRY_ROWS,
+    "`[[service.server]]`": layers.SERVER_ROWS + layers.SERVER_WIDE_ROWS + layers.THRESHOLD_ROWS + layers.TUNNEL_ROWS,
+    "`[ha]`": sections.HA_ROWS,
+    "`[sync]`": sections.SYNC_ROWS,
+    "`[api]`": sections.API_ROWS,
+    "`[metrics]`": sections.METRICS_ROWS,
 }
 
 
@@ -56,18 +59,48 @@ CONFIG_SECTIONS = {
 def test_every_config_key_is_documented_in_its_section(heading: str) -> None:
     words = _code_words(_section(_read("docs", "configuration.md"), heading))
     words |= {w.rsplit(".", 1)[-1] for w in words}  # `persistence.timeout` names `timeout`
-    assert [k for k in CONFIG_SECTIONS[heading] if k not in words] == []
+    assert [k for k in names(CONFIG_SECTIONS[heading]) if k not in words] == []
 
 
 def test_every_top_level_table_has_a_section() -> None:
     headings = re.findall(r"^## `\[+([\w.]+)\]+`", _read("docs", "configuration.md"), re.M)
-    assert set(L.TOP_KEYS) <= set(headings)
+    assert set(sections.TOP_KEYS) <= set(headings)
 
 
-def test_every_check_type_has_a_section() -> None:
+def _check_sections() -> dict[str, str]:
+    """Check type -> the text of its ``### `type` ...`` subsection of "Health checks"."""
     text = _section(_read("docs", "configuration.md"), "Health checks")
-    for t in L.CHECK_KEYS:
-        assert re.search(rf"^### .*`{t}`", text, re.M), t
+    out = {}
+    for t in CHECK_TYPES:
+        # the type's own heading names only types: "### `tcp`", "### `http` and `https`"
+        own = [h for h in re.findall(r"^### ((?:`\w+`(?: and )?)+)$", text, re.M) if f"`{t}`" in h]
+        assert own, f"no section for check type {t}"
+        out[t] = _section(text, own[0])
+    return out
+
+
+@pytest.mark.parametrize("ctype", CHECK_TYPES)
+def test_every_check_key_is_documented_under_its_type(ctype: str) -> None:
+    """The registry's rows of each type: common keys under "Keys of every check", network keys
+    under "Network checks", the type's own keys in its own section."""
+    health = _section(_read("docs", "configuration.md"), "Health checks")
+    cls = check_class(ctype)
+    own = [k for k in cls.rows(ctype) if k not in COMMON_KEYS + NET_KEYS]
+    places = [(_section(health, "Keys of every check"), COMMON_KEYS), (_check_sections()[ctype], tuple(own))]
+    if issubclass(cls, NetCheckConfig):
+        places.append((_section(health, "Network checks"), NET_KEYS))
+    for text, rows in places:
+        words = _code_words(text)
+        assert [k for k in names(rows) if k not in words] == [], ctype
+
+
+def _every_row() -> list[Key]:
+    rows = [k for rs in CONFIG_SECTIONS.values() for k in rs]
+    return rows + [k for t in CHECK_TYPES for k in check_class(t).rows(t)]
+
+
+def test_every_key_row_has_a_one_line_doc() -> None:
+    assert [k.name for k in _every_row() if not k.doc or "\n" in k.doc] == []
 
 
 def _env_vars_in(*paths: str) -> set[str]:
