@@ -90,6 +90,9 @@ def _print_status(s: dict[str, Any]) -> None:
     r = s["reconcile"]
     print(f"kernel:   last reconcile {'ok' if r['ok'] else 'FAILING'} ({r['duration'] * 1000:.1f} ms), "
           f"{sum(r['ops'].values())} ops applied, {sum(r['errors'].values())} refused, {r['repairs']} repairs")
+    for ref in r.get("refused", []):
+        print(f"refused:  {ref['service']}: {ref['op']}: {ref['error']} "
+              f"({ref['count']} times, retry in {ref['retry_in']:.0f}s)")
     rl = s["reload"]
     if rl["count"]:
         print(f"reload:   {'ok' if rl['ok'] else 'FAILED: ' + rl['error']}")

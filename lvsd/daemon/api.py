@@ -15,11 +15,13 @@ import os
 import socket
 import stat
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from lvsd.daemon import metrics
+from lvsd.daemon.limits import METRICS_CACHE_SECONDS
 
 if TYPE_CHECKING:
     from lvsd.config.model import Config
@@ -44,6 +46,7 @@ class ControlAPI:
         self._path: str | None = None
         self._sock: socket.socket | None = None
         self._metrics_sock: socket.socket | None = None
+        self._metrics_cache: tuple[float, bytes] | None = None  # (monotonic time, rendered page)
 
     def claim(self, cfg: Config) -> None:
         """Bind the API socket and the [metrics] port now, before the daemon touches the kernel: a
@@ -139,6 +142,8 @@ class ControlAPI:
                 "ops": dict(st.ops),
                 "errors": dict(st.op_errors),
                 "repairs": st.repairs,
+                "refused": d.reconciler.refused_report(),
+                "refusals": _refusals_by_service(st.refusals),
             },
             "reload": {
                 "ok": st.last_reload_ok,
@@ -206,8 +211,22 @@ class ControlAPI:
         return web.json_response({"ok": True, "role": role})
 
     async def metrics(self, request: web.Request) -> web.Response:
-        text = metrics.render(self.d)
-        return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE})
+        """The exposition, rendered at most once per METRICS_CACHE_SECONDS: scrapers in a loop
+        cost one render a second, not one per request (rendering 10,000 servers competes with
+        the checks for the loop)."""
+        now = time.monotonic()
+        cached = self._metrics_cache
+        if cached is None or now - cached[0] >= METRICS_CACHE_SECONDS:
+            cached = self._metrics_cache = (now, metrics.render(self.d).encode())
+        return web.Response(body=cached[1], headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
+def _refusals_by_service(counts: Mapping[tuple[str, str], int]) -> dict[str, dict[str, int]]:
+    """Refused ops counted since start, by service then op kind."""
+    out: dict[str, dict[str, int]] = {}
+    for (service, kind), n in sorted(counts.items()):
+        out.setdefault(service, {})[kind] = n
+    return out
 
 
 def _count_health(d: Daemon) -> dict[str, int]:

@@ -81,7 +81,8 @@ class Daemon:
         self._runner = BoundedFrequency(MIN_INTERVAL, config.daemon.resync or 1e9)
         self._waiter: asyncio.Future[None] | None = None  # the loop task's sleep; resolved by _kick()
         self._full = True  # next reconcile compares the whole table
-        self._dirty: dict[str, str] = {}  # service name -> why (health transitions)
+        self._dirty: dict[str, dict[str, str]] = {}  # service name -> server -> why (health transitions)
+        self._retry: asyncio.TimerHandle | None = None  # the full pass that retries refused ops
         self._stop_requested = False
         self._reload_waiters: list[asyncio.Future[tuple[bool, str]]] = []
         self._reload_requested = False
@@ -149,7 +150,7 @@ class Daemon:
         why = f"{h.state.name}" + (f" weight {h.weight}" if h.weight is not None else "")
         if h.reason:
             why += f": {h.reason}"
-        self._dirty[name] = f"{name} {sid[1]} {why}"
+        self._dirty.setdefault(name, {})[str(sid[1])] = f"{name} {sid[1]} {why}"
         self._runner.request()
         self._kick()
         if prev is None or prev.state is not h.state:
@@ -288,6 +289,9 @@ class Daemon:
         on_stop = "keep" if failed else self.config.daemon.on_stop
         self.notifier.stopping(f"stopping (on_stop={on_stop})")
         log.info("stopping (on_stop=%s)", on_stop)
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -371,17 +375,20 @@ class Daemon:
         dirty, self._dirty = self._dirty, {}
         if full:
             self._full = False
-        ok = self.reconciler.reconcile(full, dirty, cause)
+        rec = self.reconciler
+        ok = rec.reconcile(full, dirty, cause)
         if not ok:
             self._full = True
         self._runner.finished(loop.time(), ok)
+        self._schedule_retry(loop)
         st = self.stats
-        if ok != st.last_reconcile_ok:
+        complete = ok and not rec.refused  # every op the plan wanted is in the kernel
+        if complete != st.last_reconcile_ok:
             refused = sum(st.op_errors.values())
             self.notifier.status(
-                self.status_line() if ok else f"kernel update failing ({refused} ops refused so far), retrying"
+                self.status_line() if complete else f"kernel update failing ({refused} ops refused so far), retrying"
             )
-        st.last_reconcile_ok = ok
+        st.last_reconcile_ok = complete
         if not ok:
             log.info("retrying in %.1fs", self._runner.backoff)
         waiters, self._reconcile_waiters = self._reconcile_waiters, []
@@ -389,6 +396,18 @@ class Daemon:
             if not fut.done():
                 fut.set_result(ok)
         return ok
+
+    def _schedule_retry(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A full pass when the earliest refused op's backoff ends (its own retry: health changes
+        of every service keep being applied in between)."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        at = self.reconciler.retry_at()
+        if at is None:
+            return
+        delay = max(0.0, at - time.monotonic())
+        self._retry = loop.call_later(delay, self.request_resync)
 
     async def wait_reconciled(self) -> bool:
         """Wait for the end of the next reconcile pass; its result (for tests and tools)."""
@@ -470,6 +489,8 @@ class Daemon:
             parts.append(f"role {self.role}")
         if not self.stats.last_reload_ok:
             parts.append("last reload FAILED")
+        if self.reconciler.refused:
+            parts.append(f"{len(self.reconciler.refused)} kernel ops refused")
         return "; ".join(parts)
 
     def server_states(self) -> list[dict[str, Any]]:

@@ -69,6 +69,15 @@ def render(d: Daemon) -> str:
     o.family("lvsd_kernel_op_errors_total", "counter", "IPVS writes the kernel refused, by kind.")
     for k, n in sorted(st.op_errors.items()):
         o.sample("lvsd_kernel_op_errors_total", n, kind=k)
+    o.family("lvsd_kernel_op_refusals_total", "counter", "IPVS writes the kernel refused, by service and kind.")
+    for (svc, k), n in sorted(st.refusals.items()):
+        o.sample("lvsd_kernel_op_refusals_total", n, service=svc, kind=k)
+    o.family("lvsd_kernel_ops_refused", "gauge", "IPVS writes refused and awaiting their retry, by service.")
+    waiting: dict[str, int] = {}
+    for refusal in d.reconciler.refused.values():
+        waiting[refusal.service] = waiting.get(refusal.service, 0) + 1
+    for svc, n in sorted(waiting.items()):
+        o.sample("lvsd_kernel_ops_refused", n, service=svc)
     o.family("lvsd_resync_repairs_total", "counter", "Reconciles (periodic resyncs, or a refused health change) that found and repaired outside edits.")
     o.sample("lvsd_resync_repairs_total", st.repairs)
     o.family("lvsd_reloads_total", "counter", "Config reloads by result.")

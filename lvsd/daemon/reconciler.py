@@ -6,6 +6,10 @@ the last full pass read and every write since made them; exact because lvsd is t
 of its services). A full pass is one dump, one plan, one batched ``Backend.apply``; a pass for
 the services a health change concerns plans against the view, so it costs no kernel read. If the
 kernel refuses that delta the view is dropped and a full pass repairs from a fresh dump at once.
+An op the kernel refuses never holds back the others: the rest of its batch is applied (a batch
+with an invalid value is split, so only that op is left out), the refusal is logged with its
+service, counted and kept in ``refused``, and the op is retried with backoff (``retry_at``) while
+every other service's changes keep flowing.
 It never decides *when* to run: the daemon's loop (``lvsd.daemon.daemon``) does, and is the only
 caller of ``reconcile``.
 """
@@ -25,6 +29,7 @@ from lvsd.config.model import Config, ServerId, ServiceConfig
 from lvsd.core.health import ServerHealth
 from lvsd.core.plan import Plan, describe, plan, retired
 from lvsd.daemon.hooks import Hooks
+from lvsd.daemon.limits import REFUSED_RETRY_INITIAL, REFUSED_RETRY_MAX
 from lvsd.ipvs.backend import Backend, BatchError, IPVSError, Op
 from lvsd.ipvs.model import ServiceEntry, ServiceKey, ValueInvalid
 
@@ -52,6 +57,27 @@ class Stats:
     last_reload_error: str = ""
     repairs: int = 0  # resyncs (or refused deltas) that found the kernel different from what lvsd wrote
     role_changes: int = 0
+    refusals: Counter[tuple[str, str]] = field(default_factory=Counter)  # refused ops by (service, kind)
+
+
+@dataclass
+class Refusal:
+    """An op the kernel refused, kept until it is applied or no longer wanted."""
+
+    service: str  # the service's name (its key if the config does not name it)
+    error: str
+    errno: int
+    count: int = 1
+    first: float = field(default_factory=time.time)  # wall time of the first refusal
+    retry_at: float = 0.0  # monotonic time before which the op is not sent again
+    backoff: float = REFUSED_RETRY_INITIAL
+
+    def refused_again(self, error: str, err: int, now: float) -> None:
+        """One more refusal: double the wait before the next try."""
+        self.count += 1
+        self.error, self.errno = error, err
+        self.backoff = min(REFUSED_RETRY_MAX, self.backoff * 2)
+        self.retry_at = now + self.backoff
 
 
 def recorded_services(path: str) -> tuple[set[ServiceKey], str]:
@@ -91,8 +117,11 @@ class Reconciler:
         #: the managed services as the kernel has them, kept by lvsd (None = unknown: read the kernel)
         self.view: dict[ServiceKey, ServiceEntry] | None = None
         self.by_name: dict[str, ServiceConfig] = {s.name: s for s in config.services}
+        self.by_key: dict[ServiceKey, ServiceConfig] = {s.key: s for s in config.services}
         self._recorded_as: tuple[str, frozenset[ServiceKey]] | None = None  # what record() last wrote
         self._record_error = ""
+        #: ops the kernel refused, awaiting their retry (see ``apply``)
+        self.refused: dict[Op, Refusal] = {}
 
     # ------------------------------------------------------------------ start, reload, stop
 
@@ -114,7 +143,7 @@ class Reconciler:
             if ops:
                 log.info("on_start=flush: removing %d managed services before configuring", len(ops))
                 self.view = None
-                self.apply(ops, "on_start=flush")
+                self.apply(ops, "on_start=flush")  # a refused delete is logged; the first pass retries it
         else:
             adopted = [k for k in actual if k in self.managed and k not in gone]
             if adopted:
@@ -125,6 +154,7 @@ class Reconciler:
         full pass that follows deletes them."""
         self.config = new
         self.by_name = {s.name: s for s in new.services}
+        self.by_key = {s.key: s for s in new.services}
         self.managed |= {s.key for s in new.services}
         self.record()
         self.quorum = {n: v for n, v in self.quorum.items() if n in self.by_name}
@@ -136,13 +166,17 @@ class Reconciler:
         if ops:
             log.info("%s: removing %d managed services", why, len(ops))
             self.view = None
-            self.apply(ops, why)
+            refused = self.apply(ops, why)
+            if refused:
+                raise IPVSError(refused[0], self.refused[refused[0]].errno, f"{len(refused)} deletes refused")
 
     # ------------------------------------------------------------------ one pass
 
-    def reconcile(self, full: bool, dirty: Mapping[str, str], cause: str) -> bool:
-        """One pass: the whole table (``full``), else the ``dirty`` services (name -> why).
-        Returns True on success; a failure is logged (op by op), drops the view, never raises."""
+    def reconcile(self, full: bool, dirty: Mapping[str, Mapping[str, str]], cause: str) -> bool:
+        """One pass: the whole table (``full``), else the ``dirty`` services (name -> server ->
+        why). Returns False if the pass failed as a whole (the kernel unreachable, a bug): logged,
+        view dropped, never raises. Ops the kernel refused one by one do not fail the pass: they
+        are in ``refused``, retried from ``retry_at()``."""
         t0 = time.perf_counter()
         ok = True
         try:
@@ -156,8 +190,7 @@ class Reconciler:
         except (IPVSError, OSError, ValueInvalid) as e:
             ok = False
             self.view = None
-            if not getattr(e, "lvsd_logged", False):  # apply() logged refused ops one by one
-                log.error("reconcile failed: %s", e)
+            log.error("reconcile failed: %s", e)
         except Exception as e:  # a bug must not end the loop: log it and retry with backoff
             ok = False
             self.view = None
@@ -170,37 +203,47 @@ class Reconciler:
         st.last_reconcile_duration = dt
         return ok
 
-    def _full_pass(self, cause: str) -> None:
+    def _full_pass(self, cause: str, hold: bool = True) -> None:
         """Compare the whole table with a fresh dump and apply the difference; on success lvsd's
-        view of its services is exactly the desired table (raises on failure, view dropped)."""
+        view of its services is exactly the desired table but for refused ops' services (raises
+        on failure, view dropped). ``hold=False`` sends even ops waiting for their retry."""
         self.view = None
         p = self.plan_full()
-        if cause == "resync" and p.ops:
+        if cause == "resync" and any(op not in self.refused for op in p.ops):  # refused ops are no news
             self.stats.repairs += 1
             log.warning("resync: kernel differs from the desired table (edited outside lvsd?), repairing")
-        if p.ops:
-            self.apply(p.ops, cause)
+        refused = self.apply(p.ops, cause, hold=hold) if p.ops else []
+        self._forget_refusals(set(p.ops), None)
         self.view = p.desired
+        for op in refused:  # those services differ from the plan: read them from the kernel next time
+            if op.key is not None:
+                self.view.pop(op.key, None)
 
-    def _services_pass(self, dirty: Mapping[str, str]) -> bool:
+    def _services_pass(self, dirty: Mapping[str, Mapping[str, str]]) -> bool:
         """Plan and apply the dirty services; if the view proves wrong, repair with a full pass.
         Returns whether a full pass ran."""
         ops, desired, cached = self.plan_services(set(dirty))
-        why = "; ".join(dirty.values()) if len(dirty) <= 3 else f"{len(dirty)} services changed health"
+        keys = {self.by_name[n].key: n for n in dirty if n in self.by_name}
         try:
-            if ops:
-                self.apply(ops, why)
+            refused = self.apply(ops, _reasons(dirty, keys)) if ops else []
         except (IPVSError, OSError):
             if not cached:
                 raise
-            # lvsd's view was wrong (an outside edit since the last resync): compare with the
-            # kernel now instead of waiting for the retry backoff
+            refused = ops
+        if refused and cached:
+            # lvsd's view may be wrong (an outside edit since the last resync): compare with the
+            # kernel now instead of waiting for the retry backoff (what the kernel still refuses
+            # then is a genuine refusal, kept for its retry)
             log.warning("kernel differs from lvsd's view (edited outside lvsd?): full reconcile")
             self.stats.repairs += 1
-            self._full_pass("repair")
+            self._full_pass("repair", hold=False)
             return True
+        self._forget_refusals(set(ops), set(keys))
         if self.view is not None:
             self.view.update(desired)
+            for op in refused:
+                if op.key is not None:
+                    self.view.pop(op.key, None)
         return False
 
     def plan_full(self) -> Plan:
@@ -269,32 +312,134 @@ class Reconciler:
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, ops: list[Op], why: str) -> None:
-        """Apply one batch, logging what changed and why; on failure log each refused op, count
-        it, and raise (the exception marked as logged)."""
+    def apply(self, ops: list[Op], why: str | Callable[[Op], str], hold: bool = True) -> list[Op]:
+        """Apply what the kernel takes of ``ops``, logging each change with its reason (``why``,
+        or ``why(op)``); return the ops it refused, each logged with its service, counted and
+        kept in ``refused`` for a retry with backoff. An op still waiting for its retry is not
+        sent (unless ``hold`` is False). Raises only if the batch could not be sent at all (IPVSError, OSError)."""
+        now = time.monotonic()
+        held = [op for op in ops if hold and (r := self.refused.get(op)) is not None and r.retry_at > now]
+        if held:
+            skip = set(held)
+            ops = [op for op in ops if op not in skip]
+        failed: list[tuple[Op, IPVSError | ValueInvalid]] = []
         try:
-            self.backend.apply(ops)  # logged afterwards: formatting lines is not on the latency path
+            if ops:
+                self.backend.apply(ops)  # logged afterwards: formatting lines is not on the latency path
+            applied = ops
         except BatchError as e:
-            _log_ops(e.applied, why)
-            for op in e.applied:
-                self.stats.ops[op.kind.value] += 1
-            for op, err in e.failed[:LOG_OPS_MAX]:
-                self.stats.op_errors[op.kind.value] += 1
-                log.error("kernel refused %s: %s", describe(op), err.strerror)
-            if len(e.failed) > LOG_OPS_MAX:
-                log.error("... and %d more refused ops", len(e.failed) - LOG_OPS_MAX)
-            e.lvsd_logged = True  # type: ignore[attr-defined]  # a marker for reconcile(), not a field
-            raise
+            applied = list(e.applied)
+            failed.extend(e.failed)
+        except ValueInvalid:
+            # one bad value refuses the whole batch before anything is sent: leave the invalid
+            # ops out (refused each with its own error) and send the rest
+            applied, failed = self._apply_valid(ops)
         except IPVSError as e:
-            failed = e.op if isinstance(e.op, Op) else None
-            self.stats.op_errors[failed.kind.value if failed else "unknown"] += 1
-            log.error("kernel refused %s: %s", describe(failed) if failed else e.op, e.strerror)
-            e.lvsd_logged = True  # type: ignore[attr-defined]  # a marker for reconcile(), not a field
-            raise
-        _log_ops(ops, why)
-        stats = self.stats.ops
+            if len(ops) != 1 or e.op != ops[0]:
+                raise  # the batch could not be sent at all: the pass fails, retried with backoff
+            applied, failed = [], [(ops[0], e)]
+        _log_ops(applied, why)
+        counts = self.stats.ops
+        for op in applied:
+            counts[op.kind.value] += 1
+            self.refused.pop(op, None)
+        for i, (op, err) in enumerate(failed):
+            self._refused(op, err, now, log_it=i < LOG_OPS_MAX)
+        if len(failed) > LOG_OPS_MAX:
+            log.error("... and %d more refused ops", len(failed) - LOG_OPS_MAX)
+        return [op for op, _ in failed]
+
+    def _apply_valid(self, ops: list[Op]) -> tuple[list[Op], list[tuple[Op, IPVSError | ValueInvalid]]]:
+        """Split a batch that failed validation: the invalid ops are refused, the rest sent (one
+        by one if the backend still refuses the batch's validation)."""
+        good: list[Op] = []
+        failed: list[tuple[Op, IPVSError | ValueInvalid]] = []
         for op in ops:
-            stats[op.kind.value] += 1
+            try:
+                op.validate()
+            except ValueInvalid as e:
+                failed.append((op, e))
+            else:
+                good.append(op)
+        if not good:
+            return [], failed
+        try:
+            self.backend.apply(good)
+        except BatchError as e:
+            return list(e.applied), failed + list(e.failed)
+        except ValueInvalid:
+            applied: list[Op] = []
+            for op in good:  # the backend validates more than Op.validate: op by op
+                try:
+                    self.backend.apply([op])
+                except (ValueInvalid, IPVSError) as e:
+                    if isinstance(e, IPVSError) and e.op != op:
+                        raise
+                    failed.append((op, e))
+                else:
+                    applied.append(op)
+            return applied, failed
+        except IPVSError as e:
+            if len(good) != 1 or e.op != good[0]:
+                raise
+            return [], failed + [(good[0], e)]
+        return good, failed
+
+    def _refused(self, op: Op, err: IPVSError | ValueInvalid, now: float, log_it: bool) -> None:
+        """Count, keep and log one refused op."""
+        if isinstance(err, IPVSError):
+            code, text = err.errno, err.strerror
+        else:
+            code, text = errno.EINVAL, str(err)
+        service = self.service_name(op)
+        self.stats.op_errors[op.kind.value] += 1
+        self.stats.refusals[(service, op.kind.value)] += 1
+        r = self.refused.get(op)
+        if r is None:
+            r = self.refused[op] = Refusal(
+                service, text, code, retry_at=now + REFUSED_RETRY_INITIAL, backoff=REFUSED_RETRY_INITIAL
+            )
+        else:
+            r.refused_again(text, code, now)
+        if log_it:
+            log.error(
+                "kernel refused %s (service %s): %s; retry in %gs (refused %d times)",
+                describe(op), service, text, r.backoff, r.count,
+            )
+
+    def _forget_refusals(self, planned: set[Op], services: set[ServiceKey] | None) -> None:
+        """Drop refusals of ops a pass no longer wants (a reload fixed the value, a server left):
+        every op not planned, or only those of ``services``."""
+        for op in list(self.refused):
+            if op not in planned and (services is None or op.key in services):
+                del self.refused[op]
+
+    def refused_report(self) -> list[dict[str, object]]:
+        """The ops the kernel refuses now, for /status: service, op, error, count, retry."""
+        now = time.monotonic()
+        return [
+            {
+                "service": r.service,
+                "kind": op.kind.value,
+                "op": describe(op),
+                "error": r.error,
+                "count": r.count,
+                "since": round(r.first, 3),
+                "retry_in": round(max(0.0, r.retry_at - now), 3),
+            }
+            for op, r in sorted(self.refused.items(), key=lambda kv: (kv[1].service, describe(kv[0])))
+        ]
+
+    def retry_at(self) -> float | None:
+        """Monotonic time of the earliest refused op's retry (None: nothing refused)."""
+        return min((r.retry_at for r in self.refused.values()), default=None)
+
+    def service_name(self, op: Op) -> str:
+        """The config's name for an op's service (its key if unnamed, "-" for global ops)."""
+        if op.key is None:
+            return "-"
+        svc = self.by_key.get(op.key)
+        return svc.name if svc is not None else str(op.key)
 
     # ------------------------------------------------------------------ the managed services' record
 
@@ -334,16 +479,36 @@ class Reconciler:
             self._record_error = str(e)
 
 
-def _log_ops(ops: list[Op], why: str) -> None:
-    """What a batch changed: one line per op, or a summary for a big batch (ops at debug)."""
+def _reasons(dirty: Mapping[str, Mapping[str, str]], keys: Mapping[ServiceKey, str]) -> Callable[[Op], str]:
+    """Each op's own reason: its server's health event, else its service's events (an op for a
+    server that did not change, e.g. the sorry server, is there because of them)."""
+
+    def why(op: Op) -> str:
+        name = keys.get(op.key) if op.key is not None else None
+        events = dirty.get(name, {}) if name is not None else {}
+        if op.dest is not None and (own := events.get(str(op.dest.key))):
+            return own
+        if events:
+            shown = "; ".join(list(events.values())[:3])
+            return shown + (f"; and {len(events) - 3} more" if len(events) > 3 else "")
+        return f"{len(dirty)} services changed health"
+
+    return why
+
+
+def _log_ops(ops: list[Op], why: str | Callable[[Op], str]) -> None:
+    """What a batch changed: one line per op with its reason, or a summary for a big batch
+    (ops at debug)."""
     if not ops or not log.isEnabledFor(logging.INFO):
         return
+    reason = why if callable(why) else (lambda op: why)
     if len(ops) <= LOG_OPS_MAX:
         for op in ops:
-            log.info("%s (%s)", describe(op), why)
+            log.info("%s (%s)", describe(op), reason(op))
         return
     summary = Counter(op.kind.value for op in ops)
-    log.info("applied %d ops (%s) (%s)", len(ops), ", ".join(f"{n} {k}" for k, n in summary.items()), why)
+    label = why if isinstance(why, str) else "health changes"
+    log.info("applied %d ops (%s) (%s)", len(ops), ", ".join(f"{n} {k}" for k, n in summary.items()), label)
     if log.isEnabledFor(logging.DEBUG):
         for op in ops:
-            log.debug("%s", describe(op))
+            log.debug("%s (%s)", describe(op), reason(op))

@@ -195,17 +195,35 @@ def test_a_refused_delta_falls_back_to_a_full_reconcile_at_once(tmp_path: Path) 
     run(body, tmp_path)
 
 
-def test_a_failing_kernel_drops_the_view_and_retries_in_full(tmp_path: Path) -> None:
+def test_a_refused_delta_is_repaired_in_full_then_retried_with_backoff(tmp_path: Path) -> None:
     async def body(d: Daemon, checks: Checks, b: Backend) -> None:
-        b.fail_next = 2  # the delta and the fallback full pass both refused
+        b.fail_next = 2  # the delta and the repairing full pass both refused
         checks.set(B, DOWN)
-        assert not await d.wait_reconciled()
-        assert d.reconciler.view is None
+        assert await d.wait_reconciled()  # one refused op does not fail the pass
+        assert WEB not in (d.reconciler.view or {})  # its service is read from the kernel next time
         assert b.weights() == {A: 3, B: 2, C: 4}
+        assert [r.count for r in d.reconciler.refused.values()] == [2]
         reads = b.reads
         assert await d.wait_reconciled()  # the retry (after the backoff) is a full reconcile
         assert b.reads > reads
         assert b.weights() == {A: 3, C: 4}
+        assert not d.reconciler.refused
+        assert d.reconciler.view == MemoryBackend.dump(b)
+
+    run(body, tmp_path)
+
+
+def test_a_failing_kernel_drops_the_view_and_retries_in_full(tmp_path: Path) -> None:
+    async def body(d: Daemon, checks: Checks, b: Backend) -> None:
+        b.fail_next = 1
+        d.request_resync()  # a full pass of several ops, the whole batch refused: the pass fails
+        b.outside([Op.edit_dest(WEB, Destination(B, Forward.MASQ, 9)), Op.edit_dest(WEB, Destination(C, Forward.MASQ, 9))])
+        assert not await d.wait_reconciled()
+        assert d.reconciler.view is None
+        reads = b.reads
+        assert await d.wait_reconciled()  # the retry (after the backoff) is a full reconcile
+        assert b.reads > reads
+        assert b.weights() == {A: 3, B: 2, C: 4}
         assert d.reconciler.view == MemoryBackend.dump(b)
 
     run(body, tmp_path)
