@@ -97,6 +97,9 @@ class Int:
     hi: int
 
     def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        v = tbl.get(key)
+        if v.__class__ is int and self.lo <= v <= self.hi:  # the common case, without the getter's call
+            return v
         return r.get_int(tbl, key, path, self.lo, self.hi, default)
 
 
@@ -105,6 +108,9 @@ class Bool:
     """true or false."""
 
     def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        v = tbl.get(key)
+        if v is True or v is False:
+            return v
         return r.get_bool(tbl, key, path, default)
 
 
@@ -125,6 +131,9 @@ class Choice:
     choices: tuple[str, ...]
 
     def __call__(self, r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+        v = tbl.get(key)
+        if v.__class__ is str and v in self.choices:
+            return v
         return r.choice(tbl, key, path, self.choices, default)
 
 
