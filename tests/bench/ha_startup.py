@@ -69,7 +69,7 @@ def run_once(mode: str, tmp: str) -> tuple[float, float]:
     cmd = ["ip", "netns", "exec", NS, sys.executable, "-m", "lvsd.daemon.main", "-f", path, "--backend", "memory"]
     env = dict(os.environ, NOTIFY_SOCKET=nsock, PYTHONPATH=ROOT)
     t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.DEVNULL)  # cwd: this tree's lvsd
     try:
         while b"READY=1" not in s.recv(4096):
             pass
@@ -103,6 +103,7 @@ def imports_pyroute2(mode: str, tmp: str) -> bool:
         capture_output=True,
         text=True,
         env=dict(os.environ, PYTHONPATH=ROOT),
+        cwd=ROOT,
         check=True,
     ).stdout
     return out.strip().endswith("True")

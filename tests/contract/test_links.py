@@ -109,13 +109,16 @@ def run(coro: Awaitable[None]) -> None:
 
 async def expect(events: asyncio.Queue[LinkEvent], pred: Callable[[LinkEvent], bool], what: str) -> LinkEvent:
     """The first event matching ``pred`` (others are skipped); fails after 10 s."""
+
+    async def first() -> LinkEvent:
+        while True:
+            ev = await events.get()
+            if pred(ev):
+                return ev
+
     try:
-        async with asyncio.timeout(10):
-            while True:
-                ev = await events.get()
-                if pred(ev):
-                    return ev
-    except TimeoutError:
+        return await asyncio.wait_for(first(), 10)
+    except asyncio.TimeoutError:
         raise AssertionError(f"no event: {what}") from None
 
 
