@@ -37,10 +37,12 @@ class LabError(RuntimeError):
     """A setup command failed; the message names the command and its stderr."""
 
 
-def sh(*argv: str, check: bool = True, timeout: float = CMD_TIMEOUT) -> str:
-    """Run a command (no shell), return its stdout; LabError with its stderr if it fails."""
+def sh(*argv: str, check: bool = True, timeout: float = CMD_TIMEOUT, input: str | None = None) -> str:
+    """Run a command (no shell), ``input`` on its stdin (else none), return its stdout; LabError
+    with its stderr if it fails. The one ``sh`` of the kernel tests."""
+    stdin = subprocess.DEVNULL if input is None else None
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=stdin, input=input)
     except subprocess.TimeoutExpired:
         raise LabError(f"{' '.join(argv)}: timed out after {timeout}s") from None
     if check and r.returncode != 0:
@@ -49,6 +51,7 @@ def sh(*argv: str, check: bool = True, timeout: float = CMD_TIMEOUT) -> str:
 
 
 def _setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open at ``fd``."""
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"setns: {os.strerror(e)}")

@@ -9,16 +9,15 @@ with setns() for the module, so the VM's root IPVS table is never touched.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
 import struct
-import subprocess
 import time
 from dataclasses import replace
 
 import pytest
+from netns import _setns, sh  # tests/kernel/conftest.py puts tests/kernel on sys.path
 
 from lvsd.ipvs import genl
 from lvsd.ipvs import netlink as nl
@@ -46,21 +45,6 @@ from lvsd.ipvs.model import (
 pytestmark = pytest.mark.kernel
 
 NS = "lvnl"
-CLONE_NEWNET = 0x40000000
-
-
-def sh(*args: str, check: bool = True, input: str | None = None) -> str:
-    p = subprocess.run(args, capture_output=True, text=True, input=input, timeout=120)
-    if check and p.returncode:
-        raise AssertionError(f"{' '.join(args)} -> {p.returncode}: {p.stderr.strip()}")
-    return p.stdout
-
-
-def _setns(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
 
 
 @pytest.fixture(scope="module")
