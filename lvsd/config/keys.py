@@ -2,7 +2,7 @@
 
 A row's kind reads and validates its value through the ``Reader`` (with today's messages) and
 returns the row's default when the key is absent or wrong. ``read_rows`` reads a table by its rows
-(sections, checks); ``read_layer`` reads only the keys a table sets (what a server inherits from
+(sections, checks); a ``Layer`` reads only the keys a table sets (what a server inherits from
 its service and ``[defaults]``). Unknown keys are reported by ``Reader.keys`` from the row names,
 with a did-you-mean. Cross-field rules stay plain code next to the rows that need them.
 """
@@ -74,16 +74,25 @@ def read_rows(
 UNSET: Any = object()
 
 
-def read_layer(r: Reader, tbl: Table, path: str, rows: Sequence[Key]) -> dict[str, Any]:
-    """The valid values of the rows ``tbl`` sets (an inheritance layer: absent keys inherit)."""
-    out: dict[str, Any] = {}
-    for k in rows:
-        name = k.name
-        if name in tbl:
-            v = k.kind(r, tbl, name, path, UNSET, out)
-            if v is not UNSET:
-                out[name] = v
-    return out
+class Layer:
+    """Rows read as an inheritance layer: only the keys a table sets, valid ones kept (absent
+    keys inherit from the layer below). Name/kind pairs are kept apart: this runs per server."""
+
+    __slots__ = ("rows", "_pairs")
+
+    def __init__(self, rows: Sequence[Key]) -> None:
+        self.rows = tuple(rows)
+        self._pairs = tuple((k.name, k.kind) for k in rows)
+
+    def read(self, r: Reader, tbl: Table, path: str) -> dict[str, Any]:
+        """The valid values of the rows ``tbl`` sets, in row order."""
+        out: dict[str, Any] = {}
+        for name, kind in self._pairs:
+            if name in tbl:
+                v = kind(r, tbl, name, path, UNSET, out)
+                if v is not UNSET:
+                    out[name] = v
+        return out
 
 
 # --- kinds -----------------------------------------------------------------------------------------

@@ -43,8 +43,8 @@ from .keys import (
     Choice,
     Duration,
     Key,
+    Layer,
     names,
-    read_layer,
     read_rows,
 )
 from .reader import INT32_MAX, UINT32_MAX, Reader, Table, _p, _show, _tname
@@ -251,11 +251,7 @@ BUILTIN_SERVER = {k.name: k.default for k in SERVER_WIDE_ROWS}
 BUILTIN_SERVICE = {k.name: k.default for k in SERVICE_WIDE_ROWS}
 
 
-def server_layer(r: Reader, tbl: Table, path: str) -> dict[str, Any]:
-    """The inheritable server keys set in ``tbl`` (server, service or [defaults]), validated."""
-    return read_layer(r, tbl, path, SERVER_WIDE_ROWS)
-
-
-def service_layer(r: Reader, tbl: Table, path: str) -> dict[str, Any]:
-    """The inheritable service keys set in ``tbl`` (service or [defaults]), validated."""
-    return read_layer(r, tbl, path, SERVICE_WIDE_ROWS)
+#: the inheritable server keys set in a table (server, service or [defaults]), validated
+server_layer = Layer(SERVER_WIDE_ROWS).read
+#: the inheritable service keys set in a table (service or [defaults]), validated
+service_layer = Layer(SERVICE_WIDE_ROWS).read
