@@ -1,7 +1,8 @@
 """Run an operator's hook (notify_up, quorum_down, notify_master, ...) without ever blocking lvsd.
 
 One runner for every hook: argv only (never a shell), its own process group so a timeout kills
-whatever it started, stdin closed, output kept only to report its last line.
+whatever it started, stdin closed, output read to its end but only its last HOOK_OUTPUT_MAX
+bytes kept (a hook printing without end costs no memory), its last line reported escaped.
 """
 
 from __future__ import annotations
@@ -13,25 +14,36 @@ import signal
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 
+from lvsd.daemon.limits import HOOK_LINE_MAX, HOOK_OUTPUT_MAX
+
 log = logging.getLogger("lvsd")
 
 
 async def run_hook(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> str:
     """Run argv with env added to lvsd's own; return "ok", "exit N[: last line]",
-    "killed after T s" or "cannot run PROG: why". Cancelling it kills the hook's group."""
+    "killed after T s" or "cannot run PROG: why". Cancelling it kills the hook's group.
+
+    The output goes to a pipe of lvsd's own (not asyncio's: its ``wait()`` waits for the pipes
+    to close, so a killed hook whose output was no longer read, or a child that escaped its
+    group, could hold lvsd's task for ever): read as it comes, its tail kept, closed at the end."""
+    rfd, wfd = os.pipe()
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             env={**os.environ, **env},
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stdout=wfd,
+            stderr=wfd,
             start_new_session=True,  # its own process group, killed whole at the timeout
         )
     except OSError as e:
+        os.close(rfd)
         return f"cannot run {argv[0]}: {e.strerror or e}"
+    finally:
+        os.close(wfd)
+    tail = _Tail(rfd, HOOK_OUTPUT_MAX)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        await asyncio.wait_for(asyncio.gather(tail.eof, proc.wait()), timeout)
     except asyncio.TimeoutError:
         _kill_group(proc.pid)  # and the children still holding its output pipe
         await proc.wait()
@@ -40,10 +52,64 @@ async def run_hook(argv: Sequence[str], env: Mapping[str, str], timeout: float) 
         _kill_group(proc.pid)
         await proc.wait()
         raise
+    finally:
+        tail.close()
     if proc.returncode == 0:
         return "ok"
-    lines = out.decode(errors="replace").strip().splitlines()
-    return f"exit {proc.returncode}" + (f": {lines[-1][:200]}" if lines else "")
+    last = last_line(tail.data)
+    return f"exit {proc.returncode}" + (f": {last}" if last else "")
+
+
+class _Tail:
+    """Reads a non-blocking pipe from the event loop to its end, keeping its last ``limit`` bytes."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd, self.limit = fd, limit
+        self.data = b""
+        self.loop = asyncio.get_running_loop()
+        self.eof: asyncio.Future[None] = self.loop.create_future()
+        os.set_blocking(fd, False)
+        self.loop.add_reader(fd, self._read)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.loop.remove_reader(self.fd)
+            if not self.eof.done():
+                self.eof.set_result(None)
+            return
+        self.data = (self.data + chunk)[-self.limit :]
+
+    def close(self) -> None:
+        """Stop reading and close the pipe (a process still writing gets EPIPE)."""
+        if self.fd >= 0:
+            self.loop.remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+        if not self.eof.done():
+            self.eof.cancel()
+
+
+def last_line(out: bytes) -> str:
+    """The last non-blank line of a hook's output, for the log: control characters escaped
+    (a terminal escape or a carriage return cannot rewrite the log), at most HOOK_LINE_MAX
+    characters."""
+    lines = [ln for ln in out.decode(errors="replace").split("\n") if ln.strip()]
+    if not lines:
+        return ""
+    return escape(lines[-1].strip())[:HOOK_LINE_MAX]
+
+
+def escape(text: str) -> str:
+    """``text`` with every non-printable character shown as its Python escape (\\x1b, \\r, \\u2028)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _kill_group(pid: int) -> None:

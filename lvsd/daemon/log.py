@@ -12,18 +12,28 @@ import os
 import sys
 import time
 
+#: C0 controls and DEL shown escaped: a message carrying a terminal escape or a carriage return
+#: (a hook's output, a check's reply) cannot rewrite or hide other lines of the log
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+
+def one_line(msg: str) -> str:
+    """A message as one log line: its lines joined by spaces, control characters escaped."""
+    return " ".join(msg.splitlines()).translate(_CONTROLS)
+
+
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
 class _JournalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        msg = " ".join(record.getMessage().splitlines())
+        msg = one_line(record.getMessage())
         return f"<{_PRIORITY.get(record.levelno, 6)}>{msg}"
 
 
 class _TerminalFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        msg = " ".join(record.getMessage().splitlines())
+        msg = one_line(record.getMessage())
         t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         return f"{t}.{int(record.msecs):03d}Z {record.levelname.lower()} {msg}"
 
