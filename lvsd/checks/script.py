@@ -79,8 +79,8 @@ class ScriptCheck(CheckConfig):
 
     type: str = "script"
     argv: Argv = KEYS[0].default
-    user: str | int | None = None  # a name, or a numeric id as an int (None = lvsd's own)
-    group: str | int | None = None
+    user: str | int | None = KEYS[1].default  # a name, or a numeric id as an int (None = lvsd's own)
+    group: str | int | None = KEYS[2].default
     dynamic_weight: bool = KEYS[3].default
 
     def checker(self, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Done) -> Checker:

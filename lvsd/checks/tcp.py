@@ -45,8 +45,8 @@ class TCPCheck(NetCheckConfig):
     )
 
     type: str = "tcp"
-    send: bytes | None = None
-    expect: bytes | None = None
+    send: bytes | None = KEYS[0].default
+    expect: bytes | None = KEYS[1].default
 
     def checker(self, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Done) -> Checker:
         return TCPChecker(self, addr, port, loop, done)

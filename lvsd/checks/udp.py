@@ -47,8 +47,8 @@ class UDPCheck(NetCheckConfig):
     )
 
     type: str = "udp"
-    send: bytes = b""
-    expect: bytes | None = None
+    send: bytes = KEYS[0].default
+    expect: bytes | None = KEYS[1].default
 
     def checker(self, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Done) -> Checker:
         return UDPChecker(self, addr, port, loop, done)

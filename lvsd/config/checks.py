@@ -132,9 +132,9 @@ class NetCheckConfig(CheckConfig):
     """A check that talks to the network. ``connect_address``/``connect_port`` None = the
     server's own; ``bind`` is the source address (None = the kernel picks)."""
 
-    connect_address: str | None = None
+    connect_address: str | None = None  # these two are the ``connect`` row (default: unset)
     connect_port: int | None = None
-    bind: str | None = None
+    bind: str | None = NET_KEYS[1].default
 
     @classmethod
     def rows(cls, ctype: str) -> tuple[Key, ...]:

@@ -60,6 +60,15 @@ def pick(rows: Sequence[Key], *wanted: str) -> tuple[Key, ...]:
     return tuple(row(rows, n) for n in wanted)
 
 
+def read_table(
+    r: Reader, tbl: Table, path: str, rows: Sequence[Key], elsewhere: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A table read by its rows: every key not a row is reported (with a did-you-mean, or where
+    it belongs per ``elsewhere``), then every row's value as ``read_rows``."""
+    r.keys(tbl, path, names(rows), elsewhere)
+    return read_rows(r, tbl, path, rows)
+
+
 def read_rows(
     r: Reader, tbl: Table, path: str, rows: Sequence[Key], vals: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from .keys import (
     Key,
     Layer,
     names,
-    read_rows,
+    read_table,
 )
 from .reader import INT32_MAX, UINT32_MAX, Reader, Table, _p, _show, _tname
 
@@ -80,8 +80,7 @@ def tunnel(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[
     if t is None:
         return default
     p = _p(path, key)
-    r.keys(t, p, TUNNEL_KEYS)
-    v = read_rows(r, t, p, TUNNEL_ROWS)
+    v = read_table(r, t, p, TUNNEL_ROWS)
     tname, tport, csum = v["type"], v["port"], v["csum"]
     if tname == "gue" and tport is None and "port" not in t:
         r.err(_p(p, "port"), 'missing: type "gue" needs the tunnel destination port')
@@ -105,8 +104,7 @@ def _thresholds(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: 
     if t is None:
         return default
     p = _p(path, key)
-    r.keys(t, p, THRESHOLD_KEYS)
-    v = read_rows(r, t, p, THRESHOLD_ROWS)
+    v = read_table(r, t, p, THRESHOLD_ROWS)
     up, lo = v["upper"], v["lower"]
     if lo > up:
         r.err(_p(p, "lower"), f"must not exceed upper ({up}; the kernel refuses it), got {lo}")
@@ -140,8 +138,7 @@ def _persistence(r: Reader, tbl: Table, key: str, path: str, default: Any, vals:
     if not isinstance(v, dict):
         r.err(p, f"must be a table {{ timeout, netmask, engine }}, true or false, got {_tname(v)}")
         return default
-    r.keys(v, p, PERSISTENCE_KEYS)
-    got = read_rows(r, v, p, PERSISTENCE_ROWS)
+    got = read_table(r, v, p, PERSISTENCE_ROWS)
     return (got["timeout"], got["netmask"], got["engine"])
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from lvsd.ipvs.model import AF_INET, AF_INET6, IP_VS_IFNAME_MAXLEN, DaemonState, SyncDaemon, Timeouts
 
-from .keys import ARGV, BOOL, CODE, INT, Choice, Duration, Key, names, pick, read_rows
+from .keys import ARGV, BOOL, CODE, INT, Choice, Duration, Key, names, pick, read_rows, read_table
 from .reader import (
     INT32_MAX,
     Reader,
@@ -90,8 +90,7 @@ class DaemonConfig:
 
 
 def _daemon(r: Reader, t: Table) -> DaemonConfig:
-    r.keys(t, "daemon", DAEMON_KEYS)
-    return DaemonConfig(**read_rows(r, t, "daemon", DAEMON_ROWS))
+    return DaemonConfig(**read_table(r, t, "daemon", DAEMON_ROWS))
 
 
 # --- [ipvs] --------------------------------------------------------------------------------------
@@ -118,8 +117,7 @@ def _ipvs(r: Reader, t: Table) -> IPVSConfig:
     if tt is None:
         return IPVSConfig()
     p = "ipvs.timeouts"
-    r.keys(tt, p, TIMEOUT_KEYS)
-    vals = read_rows(r, tt, p, TIMEOUT_ROWS)
+    vals = read_table(r, tt, p, TIMEOUT_ROWS)
     if not tt:
         return IPVSConfig()
     return IPVSConfig(Timeouts(*vals.values()))
@@ -378,8 +376,7 @@ class SyncConfig:
 
 
 def _sync(r: Reader, t: Table) -> SyncConfig | None:
-    r.keys(t, "sync", SYNC_KEYS)
-    return SyncConfig(**read_rows(r, t, "sync", SYNC_ROWS))
+    return SyncConfig(**read_table(r, t, "sync", SYNC_ROWS))
 
 
 # --- [api], [metrics] ------------------------------------------------------------------------------
@@ -416,8 +413,7 @@ class APIConfig:
 
 
 def _api(r: Reader, t: Table) -> APIConfig:
-    r.keys(t, "api", API_KEYS)
-    return APIConfig(**read_rows(r, t, "api", API_ROWS))
+    return APIConfig(**read_table(r, t, "api", API_ROWS))
 
 
 def _listen(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
@@ -454,8 +450,7 @@ class MetricsConfig:
 
 
 def _metrics(r: Reader, t: Table) -> MetricsConfig:
-    r.keys(t, "metrics", METRICS_KEYS)
-    v = read_rows(r, t, "metrics", METRICS_ROWS)["listen"]
+    v = read_table(r, t, "metrics", METRICS_ROWS)["listen"]
     return MetricsConfig() if v is None else MetricsConfig(*v)
 
 

@@ -30,6 +30,7 @@ from .layers import (
     FORWARDS,
     SCHED_FLAGS,
     SERVER_KEYS,
+    SERVER_ROWS,
     SERVICE_INHERITED,
     SERVICE_KEYS,
     SERVICE_ONLY,
@@ -57,6 +58,7 @@ from .reader import (
 _FWD_INT = {k: int(v) for k, v in FORWARDS.items()}
 _SERVER_KEYSET = frozenset(SERVER_KEYS)
 _SORRY_WEIGHT = row(SORRY_ROWS, "weight")
+_ENABLED = row(SERVER_ROWS, "enabled")
 _SERVICE_KEYS_ELSEWHERE = {k: "a service key" for k in SERVICE_ONLY + SERVICE_INHERITED}
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,63}")
 _HOST_RE = re.compile(r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
@@ -342,9 +344,11 @@ class _Builder:
             ctx.keys(st, path, SERVER_KEYS, _SERVICE_KEYS_ELSEWHERE)
         layer = server_layer(ctx, st, path)
         m = {**inherited, **layer} if layer else inherited
-        enabled = st.get("enabled", True)
-        if enabled is not True:
-            enabled = ctx.get_bool(st, "enabled", path, True)
+        enabled = st.get("enabled")
+        if enabled is None:
+            enabled = _ENABLED.default
+        elif enabled is not True:
+            enabled = _ENABLED.kind(ctx, st, "enabled", path, _ENABLED.default, {})
         if "address" not in st:
             ctx.err(_p(path, "address"), "missing")
             addr = None
