@@ -185,16 +185,15 @@ def _check(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[
 
 # --- the rows ---------------------------------------------------------------------------------------
 
-#: a service's own keys (read by services.Builder: their rules span several keys)
-SERVICE_ROWS = (
+#: every key of a [[service]], [[service.server]] or [defaults] table; the level says which
+#: tables may set it and how it inherits. Keys of level SERVICE and SERVER are read by
+#: services.Builder (their rules span several keys); the others through the layers below.
+ROWS = (
     Key("name", CODE, None, SERVICE, "the service's name (default: protocol/vip or fwmark/N)"),
     Key("vip", CODE, None, SERVICE, '"address:port" of the virtual service'),
     Key("fwmark", CODE, None, SERVICE, "a firewall-mark service (instead of vip)"),
     Key("server", CODE, (), SERVICE, "the real servers, [[service.server]]"),
     Key("sorry_server", CODE, None, SERVICE, "added while the servers up are below quorum"),
-)
-#: keys a service or [defaults] may set: service <- [defaults] <- built-in
-SERVICE_WIDE_ROWS = (
     Key("protocol", Choice(("tcp", "udp", "sctp")), "tcp", SERVICE_WIDE, "tcp, udp or sctp"),
     Key("family", Choice(tuple(FAMILIES)), "inet", SERVICE_WIDE, "inet or inet6 (fwmark services)"),
     Key("scheduler", _scheduler, "wlc", SERVICE_WIDE, "the IPVS scheduler"),
@@ -205,15 +204,9 @@ SERVICE_WIDE_ROWS = (
     Key("hysteresis", INT(0, INT32_MAX), 0, SERVICE_WIDE, "quorum is back at quorum + hysteresis"),
     Key("quorum_up", ARGV, (), SERVICE_WIDE, "run when quorum is regained"),
     Key("quorum_down", ARGV, (), SERVICE_WIDE, "run when quorum is lost"),
-)
-#: a server's own keys
-SERVER_ROWS = (
     Key("address", CODE, None, SERVER, "the server's IP address or hostname (required)"),
     Key("port", CODE, None, SERVER, "the server's port (default: the vip's)"),
     Key("enabled", BOOL, True, SERVER, "false: configured but left out of the kernel"),
-)
-#: keys a server, its service or [defaults] may set: server <- service <- [defaults] <- built-in
-SERVER_WIDE_ROWS = (
     Key("forward", Choice(tuple(FORWARDS)), "dr", SERVER_WIDE, "dr, tun or nat"),
     Key("weight", INT(0, INT32_MAX), 1, SERVER_WIDE, "the server's weight (0 = no new connections)"),
     Key("thresholds", _thresholds, (0, 0), SERVER_WIDE, "{ upper, lower } connection thresholds"),
@@ -223,6 +216,13 @@ SERVER_WIDE_ROWS = (
     Key("notify_up", ARGV, (), SERVER_WIDE, "run when the server comes up"),
     Key("notify_down", ARGV, (), SERVER_WIDE, "run when the server goes down"),
 )
+SERVICE_ROWS = tuple(k for k in ROWS if k.level == SERVICE)
+#: keys a service or [defaults] may set: service <- [defaults] <- built-in
+SERVICE_WIDE_ROWS = tuple(k for k in ROWS if k.level == SERVICE_WIDE)
+SERVER_ROWS = tuple(k for k in ROWS if k.level == SERVER)
+#: keys a server, its service or [defaults] may set: server <- service <- [defaults] <- built-in
+SERVER_WIDE_ROWS = tuple(k for k in ROWS if k.level == SERVER_WIDE)
+
 #: a sorry server (its forward defaults to its service's servers')
 SORRY_ROWS = (
     Key("address", CODE, None, doc="the sorry server's IP address or hostname (required)"),
@@ -238,6 +238,8 @@ SERVICE_INHERITED = names(SERVICE_WIDE_ROWS)
 SERVICE_ONLY = names(SERVICE_ROWS)
 SERVICE_KEYS = SERVICE_ONLY + SERVICE_INHERITED + SERVER_INHERITED
 DEFAULTS_KEYS = SERVICE_INHERITED + SERVER_INHERITED
+#: for a key [defaults] cannot take: where it goes instead
+DEFAULTS_ELSEWHERE = {k.name: f"set it per {k.level}" for k in ROWS if k.level in (SERVICE, SERVER)}
 SERVER_KEYS = SERVER_ONLY + SERVER_INHERITED
 PERSISTENCE_KEYS = names(PERSISTENCE_ROWS)
 THRESHOLD_KEYS = names(THRESHOLD_ROWS)

@@ -18,6 +18,7 @@ from typing import Any
 
 from .checks import check_keys
 from .layers import (
+    DEFAULTS_ELSEWHERE,
     DEFAULTS_KEYS,
     PERSISTENCE_KEYS,
     SERVER_INHERITED,
@@ -130,12 +131,7 @@ def build_config(
     daemon = _daemon(ctx, section("daemon"))
     ipvs = _ipvs(ctx, section("ipvs"))
     dt = section("defaults")
-    ctx.keys(
-        dt,
-        "defaults",
-        DEFAULTS_KEYS,
-        {k: "set it per service" for k in SERVICE_ONLY} | {k: "set it per server" for k in SERVER_ONLY},
-    )
+    ctx.keys(dt, "defaults", DEFAULTS_KEYS, DEFAULTS_ELSEWHERE)
     d_svc = service_layer(ctx, dt, "defaults")
     d_srv = server_layer(ctx, dt, "defaults")
     if "tunnel" in d_srv and d_srv.get("forward", "dr") != "tun":
