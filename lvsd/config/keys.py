@@ -1,10 +1,10 @@
 """The key table: one ``Key`` row per config key (name, kind, default, level, one-line doc).
 
 A row's kind reads and validates its value through the ``Reader`` (with today's messages) and
-returns the row's default when the key is absent or wrong. ``read_rows`` reads a table by its rows
-(sections, checks); a ``Layer`` reads only the keys a table sets (what a server inherits from
-its service and ``[defaults]``). Unknown keys are reported by ``Reader.keys`` from the row names,
-with a did-you-mean. Cross-field rules stay plain code next to the rows that need them.
+returns the row's default when the key is absent or wrong. ``read_table`` reads a table by its
+rows: every key that is no row is reported (with a did-you-mean), then every row's value in row
+order (``read_rows``). A ``Layer`` reads only the keys a table sets (what a server inherits from
+its service and ``[defaults]``). Cross-field rules stay plain code next to the rows that need them.
 """
 
 from __future__ import annotations
