@@ -3,13 +3,16 @@
 ``GET /status``, ``GET /services``, ``POST /reload``, ``POST /role {"role": ...}``,
 ``GET /metrics``. The socket is created with the configured mode (0660 by default) inside
 systemd's RuntimeDirectory; a stale socket left by a crash is replaced, a live one (another lvsd
-answering on it) is an error.
+answering on it) is an error. Both listeners are served within the limits of
+``lvsd.daemon.listeners`` (connection cap, header and idle timeouts, a descriptor reserve for the
+checks); a malformed request is answered 4xx and logged in one line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -21,7 +24,16 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from lvsd.daemon import metrics
-from lvsd.daemon.limits import METRICS_CACHE_SECONDS
+from lvsd.daemon.limits import (
+    BODY_TIMEOUT,
+    CONTROL_MAX_CONNECTIONS,
+    IDLE_TIMEOUT,
+    LINGER_TIME,
+    MAX_BODY,
+    METRICS_CACHE_SECONDS,
+    METRICS_MAX_CONNECTIONS,
+)
+from lvsd.daemon.listeners import Listener
 
 if TYPE_CHECKING:
     from lvsd.config.model import Config
@@ -36,6 +48,26 @@ class APIError(Exception):
     """The API cannot start (socket in use, bad path)."""
 
 
+class _OneLine(logging.Filter):
+    """aiohttp's log of a request it could not handle (a malformed request line, header or
+    body): one warning line naming what was wrong, not an error with a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            what = " ".join(str(exc).split())[:300] or type(exc).__name__
+            record.msg, record.args = "control API: bad request: %s", (what,)
+            record.exc_info = record.exc_text = None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+#: the logger aiohttp reports request errors to (a child of lvsd's: same handler, one line)
+_server_log = logging.getLogger("lvsd.api")
+_server_log.addFilter(_OneLine())
+
+
 class ControlAPI:
     """Serves the daemon's state and accepts reload/role requests."""
 
@@ -47,6 +79,8 @@ class ControlAPI:
         self._sock: socket.socket | None = None
         self._metrics_sock: socket.socket | None = None
         self._metrics_cache: tuple[float, bytes] | None = None  # (monotonic time, rendered page)
+        self.control = Listener("control socket", CONTROL_MAX_CONNECTIONS)
+        self.metrics_listener = Listener("metrics listener", METRICS_MAX_CONNECTIONS)
 
     def claim(self, cfg: Config) -> None:
         """Bind the API socket and the [metrics] port now, before the daemon touches the kernel: a
@@ -71,7 +105,7 @@ class ControlAPI:
             self._metrics_sock = sock
 
     def _app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self.control.middleware()], client_max_size=MAX_BODY)
         app.router.add_get("/status", self.status)
         app.router.add_get("/services", self.services)
         app.router.add_post("/reload", self.reload)
@@ -81,29 +115,31 @@ class ControlAPI:
 
     async def start(self, cfg: Config) -> None:
         """Listen on the API socket (and on [metrics] listen, if set)."""
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        self._runner = _runner(self._app())
         await self._runner.setup()
         path = cfg.api.socket
         self.claim(cfg)
         if path:
             sock, self._sock = self._sock, None
             assert sock is not None
-            await web.SockSite(self._runner, sock).start()
+            await self.control.start(sock, self._runner)
             log.info("control API on %s", path)
         listen = _metrics_listen(cfg)
         if listen is not None:
             # TCP serves /metrics only: reload and role stay on the unix socket's permissions
-            app = web.Application()
+            app = web.Application(middlewares=[self.metrics_listener.middleware()], client_max_size=MAX_BODY)
             app.router.add_get("/metrics", self.metrics)
-            self._metrics_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            self._metrics_runner = _runner(app)
             await self._metrics_runner.setup()
             host, port = listen
             msock, self._metrics_sock = self._metrics_sock, None
             assert msock is not None
-            await web.SockSite(self._metrics_runner, msock).start()
+            await self.metrics_listener.start(msock, self._metrics_runner)
             log.info("metrics on http://%s:%d/metrics", host, port)
 
     async def stop(self) -> None:
+        await self.control.close()
+        await self.metrics_listener.close()
         for runner in (self._runner, self._metrics_runner):
             if runner is not None:
                 await runner.cleanup()
@@ -192,8 +228,14 @@ class ControlAPI:
         return web.json_response({"ok": ok, "message": msg}, status=200 if ok else 422)
 
     async def role(self, request: web.Request) -> web.Response:
+        if (request.content_length or 0) > MAX_BODY:
+            return _closing(web.json_response({"ok": False, "message": "request body too large"}, status=413))
         try:
-            data = await request.json()
+            raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+        except asyncio.TimeoutError:
+            return _closing(web.json_response({"ok": False, "message": "request body too slow"}, status=408))
+        try:
+            data = json.loads(raw)
             role = data["role"]
         except Exception:
             return web.json_response({"ok": False, "message": 'body must be {"role": "master|backup|fault"}'}, status=400)
@@ -227,6 +269,25 @@ def _refusals_by_service(counts: Mapping[tuple[str, str], int]) -> dict[str, dic
     for (service, kind), n in sorted(counts.items()):
         out.setdefault(service, {})[kind] = n
     return out
+
+
+def _closing(resp: web.Response) -> web.Response:
+    """``resp``, closing the connection after it (its request's body was not read whole)."""
+    resp.force_close()
+    return resp
+
+
+def _runner(app: web.Application) -> web.AppRunner:
+    """An AppRunner with lvsd's limits: keep-alive closed after IDLE_TIMEOUT, an unread body
+    discarded for at most LINGER_TIME, errors in one line."""
+    return web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=IDLE_TIMEOUT,
+        lingering_time=LINGER_TIME,
+        logger=_server_log,
+    )
 
 
 def _count_health(d: Daemon) -> dict[str, int]:

@@ -23,7 +23,9 @@ from lvsd.core.desired import server_health
 from lvsd.core.health import Health, ServerHealth
 from lvsd.core.plan import describe, summarize_change
 from lvsd.core.runner import BoundedFrequency
+from lvsd.daemon import early
 from lvsd.daemon.hooks import Hooks
+from lvsd.daemon.listeners import loop_exception_handler
 from lvsd.daemon.notify import Notifier, watchdog_interval
 from lvsd.daemon.reconciler import Reconciler, Stats, recorded_services
 from lvsd.ipvs.backend import Backend, IPVSError
@@ -191,9 +193,12 @@ class Daemon:
         """Start, serve until asked to stop, stop. Returns the exit status."""
         loop = asyncio.get_running_loop()
         if self._install_signals:
+            loop.set_exception_handler(loop_exception_handler)  # out of descriptors: throttled lines
             loop.add_signal_handler(signal.SIGHUP, self._sighup)
             loop.add_signal_handler(signal.SIGTERM, self.request_stop)
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
+            if early.take():  # a SIGHUP before the loop ran: reload once started
+                self._sighup()
         try:
             try:
                 await self.start()
@@ -211,6 +216,7 @@ class Daemon:
             if self._install_signals:
                 for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+                early.install()  # a SIGHUP while stopping is ignored, not fatal
         await self.stop()
         return 0
 

@@ -19,8 +19,10 @@ IDLE_TIMEOUT = 15.0
 HEADER_TIMEOUT = 5.0
 #: Seconds to read a request body (POST /role); a slower client gets 408.
 BODY_TIMEOUT = 5.0
-#: Largest request body accepted (bytes); a bigger one gets 413.
+#: Largest request body accepted (bytes); a bigger one gets 413 and the connection is closed.
 MAX_BODY = 64 * 1024
+#: Seconds an unread request body is still read and discarded after an error answer.
+LINGER_TIME = 1.0
 #: Descriptors kept for health checks, hooks and the kernel socket: a listener refuses a new
 #: connection once the process's descriptors are within this many of its limit (RLIMIT_NOFILE).
 FD_RESERVE = 256

@@ -134,12 +134,14 @@ def run(path: str, backend_name: str, state: str | None, log_level: str | None) 
 
     from lvsd.daemon.api import APIError
     from lvsd.daemon.daemon import Daemon, StartError
+    from lvsd.daemon.listeners import raise_nofile
     from lvsd.daemon.log import setup_logging
 
     cfg = _load(path)
     if cfg is None:
         return EX_CONFIG
     log = setup_logging(log_level or cfg.daemon.log_level)
+    raise_nofile()
     try:
         backend = open_backend(backend_name, state)
     except (BackendUnavailable, IPVSError, OSError) as e:
@@ -162,6 +164,9 @@ def run(path: str, backend_name: str, state: str | None, log_level: str | None) 
 
 def main(argv: list[str] | None = None) -> int:
     """Console script ``lvsd``."""
+    from lvsd.daemon import early
+
+    early.install()  # first: a SIGHUP while lvsd starts is queued, not fatal
     parser = _parser()
     args = parser.parse_args(argv)
     if args.state and args.backend != "memory":  # else a trial run would rewrite the real kernel table
