@@ -97,8 +97,10 @@ def recorded_services(path: str) -> tuple[set[ServiceKey], str]:
         return keys, ""
     except FileNotFoundError:
         return set(), ""
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return set(), f"{path} unreadable ({e})"
+    except RecursionError:
+        return set(), f"{path} unreadable (nested too deeply)"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return set(), f"{path} unreadable ({' '.join(str(e).split())[:200]})"
 
 
 class Reconciler:
@@ -118,7 +120,9 @@ class Reconciler:
         self.view: dict[ServiceKey, ServiceEntry] | None = None
         self.by_name: dict[str, ServiceConfig] = {s.name: s for s in config.services}
         self.by_key: dict[ServiceKey, ServiceConfig] = {s.key: s for s in config.services}
-        self._recorded_as: tuple[str, frozenset[ServiceKey]] | None = None  # what record() last wrote
+        #: what record() last wrote, and the file's identity then (a changed file is rewritten)
+        self._recorded_as: tuple[str, frozenset[ServiceKey]] | None = None
+        self._recorded_stat: tuple[int, int, int] | None = None
         self._record_error = ""
         #: ops the kernel refused, awaiting their retry (see ``apply``)
         self.refused: dict[Op, Refusal] = {}
@@ -456,10 +460,13 @@ class Reconciler:
         return keys
 
     def record(self) -> None:
-        """Write the managed services to daemon.state_file when they changed (atomically: a new
-        file renamed over the old). A failure is logged, never fatal."""
+        """Write the managed services to daemon.state_file when they changed, or when the file
+        is no longer the one lvsd wrote (corrupted, truncated, removed): atomically, a new file
+        renamed over the old. A failure is logged, never fatal."""
         path = self.config.daemon.state_file
-        if not path or (path, self.managed) == self._recorded_as:
+        if not path:
+            return
+        if (path, self.managed) == self._recorded_as and _stat_of(path) == self._recorded_stat:
             return  # every full reconcile (each resync) comes here: compare, sort only to write
         keys = frozenset(self.managed)
         doc = {"services": [[k.af, k.protocol, k.addr, k.port, k.fwmark] for k in sorted(keys)]}
@@ -473,10 +480,20 @@ class Reconciler:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
             self._recorded_as = (path, keys)
+            self._recorded_stat = _stat_of(path)
         except OSError as e:
             if self._record_error != str(e):
                 log.warning("cannot write daemon.state_file %s: %s", path, e.strerror or e)
             self._record_error = str(e)
+
+
+def _stat_of(path: str) -> tuple[int, int, int] | None:
+    """A file's identity and version (inode, size, mtime in ns); None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _reasons(dirty: Mapping[str, Mapping[str, str]], keys: Mapping[ServiceKey, str]) -> Callable[[Op], str]:

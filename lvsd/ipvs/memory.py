@@ -297,8 +297,12 @@ class MemoryBackend(Backend):
             doc = json.loads(text)
         except json.JSONDecodeError as e:
             raise BackendUnavailable(f"{where}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        except RecursionError:
+            raise BackendUnavailable(f"{where}: not valid JSON (nested too deeply)") from None
         try:
             return _state_from_json(doc)
+        except RecursionError:
+            raise BackendUnavailable(f"{where}: bad content: nested too deeply") from None
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"missing {e}" if isinstance(e, KeyError) else str(e)
             raise BackendUnavailable(f"{where}: bad content: {what}") from None
