@@ -43,7 +43,7 @@ def _qtype(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[
     qtype = tbl.get(key, default)
     if isinstance(qtype, str) and qtype.upper() in DNS_QTYPES:
         return qtype.upper()
-    if isinstance(qtype, str) and re.fullmatch(r"TYPE\d{1,5}", qtype.upper()) and int(qtype[4:]) < 65536:
+    if isinstance(qtype, str) and re.fullmatch(r"TYPE[0-9]{1,5}", qtype.upper()) and int(qtype[4:]) < 65536:
         return qtype.upper()
     r.err(_p(path, key), f"must be one of {', '.join(DNS_QTYPES)} or TYPEnn, got {_show(qtype)}")
     return default

@@ -108,6 +108,11 @@ def _sni(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[st
     return sni if sni is not None else vals["host"]
 
 
+def _digits(s: str) -> bool:
+    """ASCII digits only, short enough for int(): "²" and a 5000-digit string are not numbers."""
+    return s.isascii() and s.isdigit() and len(s) <= 9
+
+
 def _status(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
     v = tbl.get(key)
     if v is None:
@@ -125,7 +130,7 @@ def _status(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict
         elif isinstance(it, str):
             a, sep, b = it.partition("-")
             a, b = a.strip(), b.strip()
-            if not a.isdigit() or (sep and not b.isdigit()):
+            if not _digits(a) or (sep and not _digits(b)):
                 r.err(ip, f'must be a status code or a range like "200-299", got {_show(it)}')
                 continue
             lo, hi = int(a), int(b) if sep else int(a)

@@ -45,7 +45,7 @@ def _principal(lookup: Callable[[str], object]) -> Any:
         v = c.get(key)
         if v is None:
             return None
-        if isinstance(v, str) and v.isdigit():
+        if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) <= 12:  # "²" is no id
             v = int(v)
         if isinstance(v, int) and not isinstance(v, bool):
             if not 0 <= v <= 0xFFFFFFFE:

@@ -155,7 +155,7 @@ class NetCheckConfig(CheckConfig):
 
 def bytes_kind(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
     """A string sent or expected on the wire, as UTF-8 bytes (may be empty)."""
-    v = r.get_str(tbl, key, path, nonempty=False)
+    v = r.get_str(tbl, key, path, nonempty=False, nul_ok=True)  # a payload may hold NUL
     return default if v is None else v.encode("utf-8")
 
 

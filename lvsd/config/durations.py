@@ -15,10 +15,15 @@ def parse_duration(value: object) -> float:
     """Seconds from a number (seconds) or a string of number+unit parts (us, ms, s, m, h, d).
 
     Raises ValueError with a one-line reason for anything else (negative, NaN, bool, no unit).
+    A value too large for a float is ``inf``: the caller's range check refuses it.
     """
     if isinstance(value, bool):
         raise ValueError(f'must be a duration such as "2s" or "500ms", got {_show(value)}')
     if isinstance(value, int | float):
+        if isinstance(value, int) and value.bit_length() > 1000:  # float() would overflow: inf
+            if value < 0:
+                raise ValueError(f"must be a non-negative duration, got {show_number(value)}")
+            return math.inf  # above every key's range: the caller says "must be at most ..."
         f = float(value)
         if not math.isfinite(f) or f < 0:
             raise ValueError(f"must be a non-negative duration, got {value!r}")
@@ -35,7 +40,19 @@ def parse_duration(value: object) -> float:
     total = 0.0
     for num, unit in _PART.findall(text):
         total += float(num) * _UNITS[unit]
-    return total
+    return total  # "999...9s" is inf: above every key's range (the caller says so)
+
+
+#: integers longer than this are shown by their length (Python refuses str() above 4300 digits)
+_SHOW_DIGITS = 40
+
+
+def show_number(v: int | float) -> str:
+    """A number as a message shows it: a very long integer as its sign and digit count."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > _SHOW_DIGITS * 3:
+        digits = int(v.bit_length() * 0.30103) + 1
+        return f"{'a negative' if v < 0 else 'an'} integer of about {digits} digits"
+    return repr(v)
 
 
 def _show(v: object) -> str:
@@ -43,6 +60,8 @@ def _show(v: object) -> str:
         return "true" if v else "false"
     if isinstance(v, str):
         return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, int | float):
+        return show_number(v)
     return repr(v)
 
 

@@ -13,7 +13,10 @@ import from here are re-exported.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
+import stat
 from typing import Any
 
 from .checks import check_keys
@@ -34,7 +37,7 @@ from .layers import (
     service_layer,
 )
 from .model import Config, DefaultsConfig, ServiceConfig
-from .reader import ConfigError, Reader, Resolver, Table, _tname
+from .reader import ConfigError, Reader, Resolver, Table, _p, _tname
 from .reader import system_resolver as system_resolver
 from .sections import (
     API_KEYS,
@@ -89,6 +92,15 @@ __all__ = [
 
 DEFAULT_PATH = "/etc/lvsd/lvsd.toml"
 
+#: the largest config file read (bytes): 10,000 servers take about 1 MiB, so this is far above
+#: any real config; a larger file (or /dev/zero) is refused before it costs memory
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: tables and arrays nested deeper than this are refused (a real config nests 5 levels at most);
+#: deeper, the validator's own recursion would hit Python's limit
+MAX_DEPTH = 32
+
+log = logging.getLogger("lvsd")
+
 
 def __getattr__(name: str) -> Any:
     """``CHECK_KEYS`` (type -> its keys) and ``ALL_CHECK_KEYS`` import every check type: computed
@@ -112,10 +124,40 @@ def _toml_error(e: Exception, source: str) -> str:
 # --- entry points ---------------------------------------------------------------------------------
 
 
+def _too_deep(data: Table) -> str | None:
+    """The path of the first value nested deeper than MAX_DEPTH, or None (walked without recursion)."""
+    stack: list[tuple[str, object, int]] = [("", data, 0)]
+    while stack:
+        path, v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return path
+        if isinstance(v, dict):
+            stack.extend((_p(path, k), x, depth + 1) for k, x in v.items())
+        elif isinstance(v, list):
+            stack.extend((_p(path, i), x, depth + 1) for i, x in enumerate(v))
+    return None
+
+
 def build_config(
     data: Table, source: str = "<string>", resolver: Resolver | None = None, check_files: bool = True
 ) -> Config:
-    """Validate a parsed TOML document and build the Config; ConfigError lists every problem."""
+    """Validate a parsed TOML document and build the Config; ConfigError lists every problem.
+
+    Nothing else leaves here: a validator bug is logged with its traceback and reported as one
+    ``source: ...`` line, so ``--check-config`` and a reload never see a traceback."""
+    deep = _too_deep(data)
+    if deep is not None:
+        raise ConfigError([f"{deep}: nested more than {MAX_DEPTH} levels deep"])
+    try:
+        return _build(data, source, resolver, check_files)
+    except ConfigError:
+        raise
+    except Exception as e:  # a bug: the file is still refused as a whole, with one line
+        log.error("validating %s failed unexpectedly", source, exc_info=True)
+        raise ConfigError([f"{source}: internal error while validating ({type(e).__name__}: {e})"]) from None
+
+
+def _build(data: Table, source: str, resolver: Resolver | None, check_files: bool) -> Config:
     ctx = Reader(resolver, check_files)
     ctx.keys(data, "", TOP_KEYS)
 
@@ -184,6 +226,10 @@ def parse_config(
             data = _toml.loads(text)
         except _toml.TOMLDecodeError as e:
             raise ConfigError([_toml_error(e, source)]) from None
+        except RecursionError as e:  # tomli's nesting limits (its own message), or the stdlib's stack
+            raise ConfigError([f"{source}: TOML syntax error: {str(e) or 'nested too deeply'}"]) from None
+        except ValueError as e:  # an integer of more than 4300 digits
+            raise ConfigError([f"{source}: TOML syntax error: {str(e).split(':')[0]}"]) from None
         _last_parse = (text, data)
     return build_config(data, source, resolver, check_files)
 
@@ -198,15 +244,40 @@ def clear_parse_cache() -> None:
     _last_parse = None
 
 
+def read_config_file(path: str, limit: int = MAX_CONFIG_BYTES) -> bytes:
+    """The bytes of the regular file at ``path``, at most ``limit`` of them. Never blocks: a FIFO,
+    a device (/dev/zero) or a directory is refused at once, and so is a file above the limit."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+            raise ConfigError([f"{path}: not a regular file ({kind})"])
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:  # the file may grow after fstat: read at most limit + 1 bytes
+            b = os.read(fd, min(1 << 20, limit + 1 - size))
+            if not b:
+                break
+            chunks.append(b)
+            size += len(b)
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise ConfigError([f"{path}: larger than {limit // (1024 * 1024)} MiB: not a config file"])
+    return b"".join(chunks)
+
+
 def load_config(
     path: str = DEFAULT_PATH, resolver: Resolver | None = None, check_files: bool = True
 ) -> Config:
     """Read, parse and validate the file at ``path``."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise ConfigError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    raw = read_config_file(path)
     try:
         text = raw.decode("utf-8-sig")  # a BOM left by some editors is not a syntax error
     except UnicodeDecodeError as e:

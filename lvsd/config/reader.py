@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from lvsd.ipvs.model import AF_INET, AF_INET6
 
-from .durations import parse_duration
+from .durations import parse_duration, show_number
 
 if TYPE_CHECKING:
     from .checks import CheckConfig
@@ -82,13 +82,26 @@ def _tname(v: object) -> str:
 def _show(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, int | float):
+        return show_number(v)  # a 5000-digit integer has no repr()
     if isinstance(v, str):
+        if len(v) > _SHOW_CHARS:
+            return f"{json.dumps(v[:_SHOW_CHARS], ensure_ascii=False)}... ({len(v)} characters)"
         return json.dumps(v, ensure_ascii=False)  # quoted, control characters escaped: one line
     if isinstance(v, dict):
         return "a table"
     if isinstance(v, list):
         return "an array"
     return repr(v)
+
+
+def _secs(x: float) -> str:
+    """A bound in seconds as a message shows it: whole numbers exactly (2147483, not 2.14748e+06)."""
+    return str(int(x)) if x == int(x) else f"{x:g}"
+
+
+#: a string longer than this is shown cut, with its length (a message stays a readable line)
+_SHOW_CHARS = 200
 
 
 def _quote_list(items: Sequence[str]) -> str:
@@ -151,7 +164,7 @@ class Reader:
             self.err(_p(path, key), f"must be an integer, got {_tname(v)} {_show(v)}")
             return default
         if not lo <= v <= hi:
-            self.err(_p(path, key), f"must be {lo}..{hi}, got {v}")
+            self.err(_p(path, key), f"must be {lo}..{hi}, got {show_number(v)}")
             return default
         return v
 
@@ -164,7 +177,10 @@ class Reader:
             return default
         return v
 
-    def get_str(self, tbl: Table, key: str, path: str, default: Any = None, nonempty: bool = True) -> Any:
+    def get_str(
+        self, tbl: Table, key: str, path: str, default: Any = None, nonempty: bool = True, nul_ok: bool = False
+    ) -> Any:
+        """A string; ``nul_ok``: it may hold NUL (bytes sent on the wire), else a NUL is an error."""
         v = tbl.get(key)
         if v is None:
             return default
@@ -173,6 +189,9 @@ class Reader:
             return default
         if nonempty and not v:
             self.err(_p(path, key), "must not be empty")
+            return default
+        if not nul_ok and "\0" in v:  # a NUL reaches the OS as a ValueError (user, path, name)
+            self.err(_p(path, key), "must not contain NUL")
             return default
         return v
 
@@ -208,11 +227,11 @@ class Reader:
         except ValueError as e:
             self.err(_p(path, key), str(e))
             return default
-        if whole and d != math.floor(d):
+        if whole and math.isfinite(d) and d != math.floor(d):
             self.err(_p(path, key), f"must be a whole number of seconds, got {_show(v)}")
             return default
         if d < lo or d > hi:
-            what = f"at least {lo:g}s" if d < lo else f"at most {hi:g}s"
+            what = f"at least {_secs(lo)}s" if d < lo else f"at most {_secs(hi)}s"
             self.err(_p(path, key), f"must be {what}, got {_show(v)}")
             return default
         return int(d) if whole else d
@@ -332,7 +351,7 @@ def _split_hostport(text: str) -> tuple[str, str | None] | None:
 
 
 def _parse_port(text: str) -> int | None:
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 5:  # "²" and 5000 digits are no port
         return None
     n = int(text)
     return n if 0 <= n <= 65535 else None

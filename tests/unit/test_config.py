@@ -1141,7 +1141,7 @@ def test_api_and_metrics():
 )
 def test_example_configs_are_valid(path):
     c = load_config(path, check_files=False)
-    assert c.services
+    assert c.services or os.path.basename(path) == "package.toml"  # the package ships no service
     try:
         load_config(path)
     except ConfigError as e:  # only files that exist on a real director may be missing here
