@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Collection
 from typing import Any
 
 from .checks import check_keys
@@ -87,6 +88,8 @@ __all__ = [
     "clear_parse_cache",
     "load_config",
     "parse_config",
+    "read_config_file",
+    "refuse_empty",
     "system_resolver",
 ]
 
@@ -242,6 +245,22 @@ def clear_parse_cache() -> None:
     """Forget the remembered parse (benchmarks of a cold parse call this before each run)."""
     global _last_parse
     _last_parse = None
+
+
+def refuse_empty(config: Config, managed: Collection[object]) -> str | None:
+    """Why ``config`` must not replace a running one that manages ``managed`` services, or None.
+
+    A config of no service while services are managed is what an emptied or truncated file looks
+    like (a full disk, an editor crash): applying it would delete every managed service. It is
+    refused unless it says ``[daemon] allow_empty = true``. A config that names any service was
+    written on purpose and is applied as it is."""
+    if config.services or config.daemon.allow_empty or not managed:
+        return None
+    n = len(managed)
+    return (
+        f"{config.source}: no [[service]]: applying it would remove every managed service ({n}); "
+        "set [daemon] allow_empty = true if that is meant"
+    )
 
 
 def read_config_file(path: str, limit: int = MAX_CONFIG_BYTES) -> bytes:

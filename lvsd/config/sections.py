@@ -56,7 +56,7 @@ def _ifname(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict
 
 
 def _state_file(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
-    v = r.get_str(tbl, key, path, default)
+    v = r.get_str(tbl, key, path, default, nonempty=False)  # "" = no state file, as documented
     if v and (not v.startswith("/") or v.endswith("/") or "\0" in v):
         r.err(_p(path, key), f'must be an absolute file path, or "" for none, got {_show(v)}')
         return default
@@ -70,6 +70,7 @@ DAEMON_ROWS = (
     Key("log_level", Choice(LOG_LEVELS), "info", doc="debug, info, warning or error"),
     Key("hook_timeout", Duration(0.01, 3600), 10.0, doc="a notify hook running longer is killed"),
     Key("state_file", _state_file, "", doc="where lvsd records the services it manages (\"\" = nowhere)"),
+    Key("allow_empty", BOOL, False, doc="a config of no service may remove every managed service"),
 )
 _DAEMON = _d(DAEMON_ROWS)
 
@@ -79,7 +80,8 @@ class DaemonConfig:
     """``[daemon]``: start/stop behaviour, resync period, logging.
 
     ``state_file``: at start, a service recorded there that the config no longer names (removed
-    while lvsd was stopped) is deleted."""
+    while lvsd was stopped) is deleted. ``allow_empty``: a config of no service may remove every
+    managed service (else such a reload or start is refused: an emptied or truncated file)."""
 
     on_start: str = _DAEMON["on_start"]
     on_stop: str = _DAEMON["on_stop"]
@@ -87,6 +89,7 @@ class DaemonConfig:
     log_level: str = _DAEMON["log_level"]
     hook_timeout: float = _DAEMON["hook_timeout"]
     state_file: str = _DAEMON["state_file"]
+    allow_empty: bool = _DAEMON["allow_empty"]
 
 
 def _daemon(r: Reader, t: Table) -> DaemonConfig:

@@ -240,6 +240,14 @@ class Daemon:
 
             self.api = ControlAPI(self)
             self.api.claim(cfg)  # a live socket = another lvsd: stop before touching the kernel
+        if not cfg.services and not cfg.daemon.allow_empty:  # would it delete what lvsd recorded?
+            from lvsd.config.load import refuse_empty
+            from lvsd.core.plan import retired
+
+            rc = self.reconciler
+            why = refuse_empty(cfg, retired(rc.managed, rc.recorded(), self.backend.dump()))
+            if why:
+                raise StartError(why)
         self.reconciler.adopt()
         await self._start_checks(cfg)
         self._reconcile(full=True, cause="start")
@@ -443,6 +451,14 @@ class Daemon:
             return self._reload_failed(msg)
         except OSError as e:
             return self._reload_failed(f"reload failed, keeping the running config: {path}: {e.strerror or e}")
+        except Exception as e:  # a loader bug must not end the daemon: log it once, keep running
+            log.error("reload: unexpected error reading %s", path, exc_info=True)
+            return self._reload_failed(f"reload failed, keeping the running config: {path}: {type(e).__name__}: {e}")
+        from lvsd.config.load import refuse_empty
+
+        why = refuse_empty(new, self.reconciler.managed)  # an emptied or truncated file
+        if why:
+            return self._reload_failed(f"reload refused, keeping the running config: {why}")
         old = self.config
         if new == old:
             st.reloads["noop"] += 1
