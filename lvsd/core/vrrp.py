@@ -172,7 +172,11 @@ def decode(data: bytes, src: str, dst: str) -> Advert:
         interval = (rsvd_int & 0xFF) * 100
     else:
         msg = bytes(data[:need])
-        if inet_checksum(pseudo_header(src, dst, need) + msg) != 0:
+        try:
+            pseudo = pseudo_header(src, dst, need)
+        except ValueError:  # a destination of another family than the source, or no address
+            raise MalformedAdvert(f"bad destination address {dst!r} for source {src!r}") from None
+        if inet_checksum(pseudo + msg) != 0:
             raise MalformedAdvert("bad checksum")
         interval = rsvd_int & 0x0FFF
     if interval == 0:
