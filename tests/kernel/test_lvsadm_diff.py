@@ -14,7 +14,6 @@ process. Run in the VM: ``tests/kernel/vm.sh python -m pytest -m kernel tests/ke
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
 import shlex
@@ -23,24 +22,13 @@ import subprocess
 import sys
 
 import pytest
+from netns import _setns  # tests/kernel/conftest.py puts tests/kernel on sys.path
 
 pytestmark = pytest.mark.kernel
 
 REF = "lvsadm-ref"
 LVS = "lvsadm-lvs"
-CLONE_NEWNET = 0x40000000
 SCHEDULER_MODULES = "ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_wlc ip_vs_lblc ip_vs_lblcr ip_vs_dh ip_vs_sh ip_vs_sed ip_vs_nq ip_vs_fo ip_vs_ovf ip_vs_mh ip_vs_pe_sip"
-
-
-def _setns(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, os.strerror(e))
-    finally:
-        os.close(fd)
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +41,18 @@ def env():
         subprocess.run(["ip", "netns", "add", ns], check=True)
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
-    _setns(f"/run/netns/{LVS}")
+    there = os.open(f"/run/netns/{LVS}", os.O_RDONLY)
+    try:
+        _setns(there)
+    finally:
+        os.close(there)
     try:
         yield Differ()
     finally:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.setns(home, CLONE_NEWNET)
-        os.close(home)
+        try:
+            _setns(home)
+        finally:
+            os.close(home)
         for ns in (REF, LVS):
             subprocess.run(["ip", "netns", "exec", ns, "ipvsadm", "--stop-daemon", "master"], capture_output=True)
             subprocess.run(["ip", "netns", "exec", ns, "ipvsadm", "--stop-daemon", "backup"], capture_output=True)
