@@ -47,7 +47,7 @@ from .keys import (
     names,
     read_table,
 )
-from .reader import INT32_MAX, UINT32_MAX, Reader, Table, _p, _show, _tname
+from .reader import INT32_MAX, PERSISTENCE_MAX, Reader, Table, _p, _show, _tname
 
 FORWARDS = {"dr": Forward.ROUTE, "tun": Forward.TUNNEL, "nat": Forward.MASQ}
 FORWARD_NAMES = {v: k for k, v in FORWARDS.items()}
@@ -94,8 +94,9 @@ def tunnel(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[
 
 
 THRESHOLD_ROWS = (
-    Key("upper", INT(0, UINT32_MAX), 0, doc="stop new connections above this many (0 = no limit)"),
-    Key("lower", INT(0, UINT32_MAX), 0, doc="accept again below this many"),
+    # u32 on the wire, but the kernel refuses an upper threshold above INT_MAX (EINVAL, 6.1)
+    Key("upper", INT(0, INT32_MAX), 0, doc="stop new connections above this many (0 = no limit)"),
+    Key("lower", INT(0, INT32_MAX), 0, doc="accept again below this many"),
 )
 
 
@@ -121,7 +122,7 @@ def _netmask(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dic
 
 
 PERSISTENCE_ROWS = (
-    Key("timeout", Duration(1, UINT32_MAX, whole=True), DEFAULT_PERSISTENT_TIMEOUT, doc="how long"),
+    Key("timeout", Duration(1, PERSISTENCE_MAX, whole=True), DEFAULT_PERSISTENT_TIMEOUT, doc="how long"),
     Key("netmask", _netmask, None, doc="clients in one mask (IPv4) or prefix (IPv6) share a server"),
     Key("engine", Choice(PERSISTENCE_ENGINES), "", doc='a persistence engine ("sip"), UDP only'),
 )

@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 
 INT32_MAX = 0x7FFFFFFF
 UINT32_MAX = 0xFFFFFFFF
+#: the highest CONFIG_HZ Debian and Ubuntu ship (Debian: 250; Ubuntu's generic kernel since 24.04
+#: and its lowlatency one: 1000). The kernel keeps some timeouts in jiffies (seconds * HZ): a
+#: bound divided by this holds on every such kernel.
+MAX_HZ = 1000
+#: persistence timeout: u32 jiffies (ip_vs_service.timeout); above this it wraps at HZ=1000
+PERSISTENCE_MAX = UINT32_MAX // MAX_HZ
+#: ipvs timeouts and net.ipv4.vs.sync_refresh_period: int jiffies; ip_vs_set_timeout refuses
+#: more than INT_MAX / HZ, proc_dointvec_jiffies too
+JIFFIES_INT_MAX = INT32_MAX // MAX_HZ
 
 #: resolver(hostname, family or None) -> addresses (canonical text), in preference order
 Resolver = Callable[[str, "int | None"], Sequence[str]]

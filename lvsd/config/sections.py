@@ -17,6 +17,7 @@ from lvsd.ipvs.model import AF_INET, AF_INET6, IP_VS_IFNAME_MAXLEN, DaemonState,
 from .keys import ARGV, BOOL, CODE, INT, Choice, Duration, Key, names, pick, read_rows, read_table
 from .reader import (
     INT32_MAX,
+    JIFFIES_INT_MAX,
     Reader,
     Table,
     _not_unicast,
@@ -100,9 +101,9 @@ def _daemon(r: Reader, t: Table) -> DaemonConfig:
 
 IPVS_ROWS = (Key("timeouts", CODE, None, doc="{ tcp, tcpfin, udp }: the kernel's connection timeouts"),)
 TIMEOUT_ROWS = (
-    Key("tcp", Duration(0, INT32_MAX, whole=True), 0, doc="established TCP (0 = leave the kernel's)"),
-    Key("tcpfin", Duration(0, INT32_MAX, whole=True), 0, doc="TCP after FIN (0 = leave the kernel's)"),
-    Key("udp", Duration(0, INT32_MAX, whole=True), 0, doc="UDP (0 = leave the kernel's)"),
+    Key("tcp", Duration(0, JIFFIES_INT_MAX, whole=True), 0, doc="established TCP (0 = leave the kernel's)"),
+    Key("tcpfin", Duration(0, JIFFIES_INT_MAX, whole=True), 0, doc="TCP after FIN (0 = leave the kernel's)"),
+    Key("udp", Duration(0, JIFFIES_INT_MAX, whole=True), 0, doc="UDP (0 = leave the kernel's)"),
 )
 
 
@@ -291,22 +292,44 @@ def _threshold(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: d
     return (thr[0], thr[1])
 
 
+#: the sync message length the kernel keeps as given for both roles: a backup raises a smaller one
+#: to 1024, and either caps it at 65535 minus the IP/UDP headers (48 bytes over IPv6)
+SYNC_MAXLEN = (1024, 65535 - 48)
+
+
+def _maxlen(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    v = r.get_int(tbl, key, path, 0, 65535, default)
+    if v and not SYNC_MAXLEN[0] <= v <= SYNC_MAXLEN[1]:
+        lo, hi = SYNC_MAXLEN
+        r.err(_p(path, key), f"must be 0 or {lo}..{hi} (the kernel changes other values), got {v}")
+        return default
+    return v
+
+
+def _sync_ports(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    v = r.get_int(tbl, key, path, 1, 1024, default)
+    if v is not None and v & (v - 1):
+        r.err(_p(path, key), f"must be a power of two (the kernel refuses others), got {v}")
+        return default
+    return v
+
+
 SYNC_ROWS = (
     Key("interface", _sync_interface, "", doc="the interface the sync daemon sends and listens on"),
     Key("group", _group, "", doc='multicast group ("" = the kernel\'s: 224.0.0.81 / ff02::81)'),
     Key("sync_threshold", _threshold, (3, 0), doc="[threshold, period] (net.ipv4.vs.sync_threshold)"),
     Key("syncid", INT(0, 255), 0, doc="sync id (0 = every id)"),
-    Key("maxlen", INT(0, 65535), 0, doc="largest sync message (0 = the kernel's)"),
+    Key("maxlen", _maxlen, 0, doc="largest sync message (0 = the kernel's)"),
     Key("port", INT(0, 65535), 0, doc="UDP port (0 = the kernel's, 8848)"),
     Key("ttl", INT(0, 255), 0, doc="multicast TTL (0 = the kernel's, 1)"),
     Key("backup_always", BOOL, False, doc="also run the backup daemon while master"),
     Key("on_fault", Choice(SYNC_ON_FAULT), "backup", doc="in fault: run the backup daemon, or none"),
     Key("manage_sysctls", BOOL, True, doc="write the sync_* sysctls below"),
-    Key("sync_refresh_period", Duration(0, INT32_MAX // 1000, whole=True), 10, doc="net.ipv4.vs sysctl"),
+    Key("sync_refresh_period", Duration(0, JIFFIES_INT_MAX, whole=True), 10, doc="net.ipv4.vs sysctl"),
     Key("sync_retries", INT(0, 3), 0, doc="net.ipv4.vs sysctl"),
     Key("sync_persist_mode", INT(0, 1), 0, doc="net.ipv4.vs sysctl"),
     Key("sync_version", INT(0, 1), 1, doc="net.ipv4.vs sysctl"),
-    Key("sync_ports", INT(1, 1024), None, doc="net.ipv4.vs sysctl (unset = leave the kernel's)"),
+    Key("sync_ports", _sync_ports, None, doc="net.ipv4.vs sysctl (unset = leave the kernel's)"),
     Key("sync_qlen_max", INT(1, INT32_MAX), None, doc="net.ipv4.vs sysctl (unset = leave the kernel's)"),
     Key("sync_sock_size", INT(0, INT32_MAX), None, doc="net.ipv4.vs sysctl (unset = leave the kernel's)"),
 )

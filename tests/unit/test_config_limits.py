@@ -248,3 +248,97 @@ def test_fifo_is_refused_without_blocking(tmp_path):
     t.start()
     t.join(30)  # generous: the call returns at once or hangs forever
     assert out == [[f"{fifo}: not a regular file (a FIFO)"]]
+
+
+# --- numeric ranges are the kernel's ---------------------------------------------------------------
+
+#: (where, key, highest value the kernel keeps as given, the message for one above); the kernel
+#: side of each bound is proven in tests/kernel/test_config_kernel.py
+KERNEL_BOUNDS = [
+    (("service", 0, "server", 0, "thresholds"), "upper", 2**31 - 1, "must be 0..2147483647"),
+    (("service", 0, "server", 0, "thresholds"), "lower", 10, "must be 0..2147483647"),
+    (("service", 0, "server", 0), "weight", 2**31 - 1, "must be 0..2147483647"),
+    (("service", 0, "sorry_server"), "weight", 2**31 - 1, "must be 1..2147483647"),
+    (("service", 0, "persistence"), "timeout", 4294967, "must be at most 4294967s"),
+    (("ipvs", "timeouts"), "tcp", 2147483, "must be at most 2147483s"),
+    (("ipvs", "timeouts"), "tcpfin", 2147483, "must be at most 2147483s"),
+    (("ipvs", "timeouts"), "udp", 2147483, "must be at most 2147483s"),
+    (("sync",), "sync_refresh_period", 2147483, "must be at most 2147483s"),
+    (("sync",), "maxlen", 65487, "must be 0 or 1024..65487 (the kernel changes other values)"),
+    (("sync",), "syncid", 255, "must be 0..255"),
+    (("sync",), "port", 65535, "must be 0..65535"),
+    (("sync",), "ttl", 255, "must be 0..255"),
+    (("sync",), "sync_qlen_max", 2**31 - 1, "must be 1..2147483647"),
+    (("sync",), "sync_sock_size", 2**31 - 1, "must be 0..2147483647"),
+    (("sync",), "sync_retries", 3, "must be 0..3"),
+    (("service", 1, "server", 0, "tunnel"), "port", 65535, "must be 1..65535"),
+]
+#: how an error names each place of KERNEL_BOUNDS
+SHOWN = {
+    ("service", 0, "server", 0, "thresholds"): "service[web].server[0].thresholds",
+    ("service", 0, "server", 0): "service[web].server[0]",
+    ("service", 0, "sorry_server"): "service[web].sorry_server",
+    ("service", 0, "persistence"): "service[web].persistence",
+    ("ipvs", "timeouts"): "ipvs.timeouts",
+    ("sync",): "sync",
+    ("service", 1, "server", 0, "tunnel"): "service[tun].server[0].tunnel",
+}
+
+
+@pytest.mark.parametrize("where,key,top,msg", KERNEL_BOUNDS, ids=[f"{SHOWN[w]}.{k}" for w, k, *_ in KERNEL_BOUNDS])
+def test_numeric_key_range_is_the_kernels(where, key, top, msg):
+    """The highest value the kernel keeps is accepted; one above is a config error in today's format."""
+    assert outcome(place(base(), where, key, top)) == "ok"
+    above = 2**31 if key == "lower" else top + 1
+    want = f"{SHOWN[where]}.{key}: {msg}, got {above}"
+    assert want in outcome(place(base(), where, key, above)).split("\n")
+
+
+def test_fwmark_range_is_the_kernels():
+    doc = base()
+    doc["service"][0] = {"name": "fw", "fwmark": 2**32 - 1, "server": [{"address": "192.0.2.2"}]}
+    assert outcome(doc) == "ok"
+    doc["service"][0]["fwmark"] = 2**32
+    assert "service[fw].fwmark: must be 1..4294967295, got 4294967296" in outcome(doc).split("\n")
+
+
+def test_sync_ports_must_be_a_power_of_two():
+    for n in (1, 2, 4, 512, 1024):
+        assert outcome(place(base(), ("sync",), "sync_ports", n)) == "ok"
+    for n in (3, 6, 1000, 1023):
+        assert outcome(place(base(), ("sync",), "sync_ports", n)) == (
+            f"sync.sync_ports: must be a power of two (the kernel refuses others), got {n}"
+        )
+
+
+def test_sync_maxlen_low_values_the_backup_would_raise_are_refused():
+    assert outcome(place(base(), ("sync",), "maxlen", 0)) == "ok"
+    assert outcome(place(base(), ("sync",), "maxlen", 1024)) == "ok"
+    assert outcome(place(base(), ("sync",), "maxlen", 1023)).endswith("must be 0 or 1024..65487 (the kernel changes other values), got 1023")
+
+
+def test_boundary_values_read_back_unchanged_from_the_memory_backend():
+    """The memory backend models the kernel's wraps and refusals (HZ=250, INT_MAX checks): the
+    highest accepted values apply and dump back as configured."""
+    from lvsd.ipvs.backend import Op
+    from lvsd.ipvs.memory import MemoryBackend
+
+    doc = base()
+    doc["service"][0]["persistence"]["timeout"] = 4294967
+    doc["service"][0]["server"][0]["thresholds"] = {"upper": 2**31 - 1, "lower": 2**31 - 1}
+    doc["service"][0]["server"][0]["weight"] = 2**31 - 1
+    doc["ipvs"]["timeouts"] = {"tcp": 2147483, "tcpfin": 2147483, "udp": 2147483}
+    cfg = build_config(doc, resolver=resolver, check_files=False)
+    b = MemoryBackend()
+    ops = []
+    for s in cfg.services:
+        ops.append(Op.add_service(s.service))
+        ops.extend(Op.add_dest(s.key, srv.dest) for srv in s.servers)
+    assert cfg.ipvs.timeouts is not None
+    ops.append(Op.set_timeouts(cfg.ipvs.timeouts))
+    b.apply(ops)
+    got = b.dump()
+    for s in cfg.services:
+        assert got[s.key].service == s.service
+        assert got[s.key].dests == {srv.key: srv.dest for srv in s.servers}
+    assert b.timeouts() == cfg.ipvs.timeouts
