@@ -110,53 +110,100 @@ def build_query(qid: int, name: str, qtype: int) -> bytes:
 
 
 def read_name(msg: bytes, pos: int) -> tuple[str, int]:
-    """Decode a possibly compressed name at pos; return (name, position after it)."""
+    """Decode a possibly compressed name at pos; return (name, position after it).
+
+    Raises ValueError for anything that is no well-formed name: past the end, a reserved label
+    type, a pointer that does not point back (the only way to loop), more than 255 bytes."""
     labels: list[str] = []
     end = -1
-    for _ in range(128):  # bounded: no pointer loops
+    size = 1
+    lowest = pos  # a pointer must go strictly back from where it is
+    while True:
+        if pos >= len(msg):
+            raise ValueError("name runs past the end")
         n = msg[pos]
         if n & 0xC0 == 0xC0:
+            if pos + 1 >= len(msg):
+                raise ValueError("name pointer cut short")
+            target = ((n & 0x3F) << 8) | msg[pos + 1]
             if end < 0:
                 end = pos + 2
-            pos = ((n & 0x3F) << 8) | msg[pos + 1]
+            if target >= lowest:
+                raise ValueError("name pointer does not point back")
+            pos = lowest = target
             continue
+        if n & 0xC0:
+            raise ValueError(f"reserved label type 0x{n & 0xC0:02x}")
         if n == 0:
             return ".".join(labels), (end if end >= 0 else pos + 1)
+        if pos + 1 + n > len(msg):
+            raise ValueError("label runs past the end")
+        size += n + 1
+        if size > 255:
+            raise ValueError("name longer than 255 bytes")
         labels.append(msg[pos + 1:pos + 1 + n].decode("ascii", "replace"))
         pos += 1 + n
-    raise ValueError("dns name pointer loop")
+
+
+def _rdata_text(msg: bytes, rtype: int, pos: int, rdlen: int) -> str:
+    """An answer's data in text form (as ``expect`` names it)."""
+    rd = msg[pos:pos + rdlen]
+    if rtype == 1 and rdlen == 4:
+        return str(ipaddress.IPv4Address(rd))
+    if rtype == 28 and rdlen == 16:
+        return str(ipaddress.IPv6Address(rd))
+    if rtype in (2, 5, 12):
+        return read_name(msg, pos)[0]
+    if rtype == 15 and rdlen >= 3:
+        return f"{struct.unpack_from('!H', msg, pos)[0]} {read_name(msg, pos + 2)[0]}"
+    if rtype == 16:
+        i, parts = 0, []
+        while i < len(rd):
+            if i + 1 + rd[i] > len(rd):
+                raise ValueError("TXT string runs past its record")
+            parts.append(rd[i + 1:i + 1 + rd[i]].decode("utf-8", "replace"))
+            i += 1 + rd[i]
+        return "".join(parts)
+    return rd.hex()
+
+
+def parse_reply(msg: bytes) -> tuple[list[tuple[str, int, int]], list[str]]:
+    """(questions as (name, type, class), the answers' data in text form) of a whole message.
+
+    Every section is walked (authority and additional records too) and the message must end
+    where the last record does: anything else raises ValueError with a one-line reason."""
+    if len(msg) < 12:
+        raise ValueError(f"{len(msg)} bytes, shorter than a header")
+    qd, an, ns, ar = struct.unpack_from("!HHHH", msg, 4)
+    pos = 12
+    questions: list[tuple[str, int, int]] = []
+    for _ in range(qd):
+        name, pos = read_name(msg, pos)
+        if pos + 4 > len(msg):
+            raise ValueError("question cut short")
+        qtype, qclass = struct.unpack_from("!HH", msg, pos)
+        questions.append((name, qtype, qclass))
+        pos += 4
+    out: list[str] = []
+    for i in range(an + ns + ar):
+        _, pos = read_name(msg, pos)
+        if pos + 10 > len(msg):
+            raise ValueError("record header cut short")
+        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", msg, pos)
+        pos += 10
+        if pos + rdlen > len(msg):
+            raise ValueError("record data runs past the end")
+        if i < an:
+            out.append(_rdata_text(msg, rtype, pos, rdlen))
+        pos += rdlen
+    if pos != len(msg):
+        raise ValueError(f"{len(msg) - pos} bytes after the last record")
+    return questions, out
 
 
 def answers(msg: bytes, qdcount: int, ancount: int) -> list[str]:
-    """The answer section's data in text form."""
-    pos = 12
-    for _ in range(qdcount):
-        _, pos = read_name(msg, pos)
-        pos += 4
-    out: list[str] = []
-    for _ in range(ancount):
-        _, pos = read_name(msg, pos)
-        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", msg, pos)
-        pos += 10
-        rd = msg[pos:pos + rdlen]
-        if rtype == 1 and rdlen == 4:
-            out.append(str(ipaddress.IPv4Address(rd)))
-        elif rtype == 28 and rdlen == 16:
-            out.append(str(ipaddress.IPv6Address(rd)))
-        elif rtype in (2, 5, 12):
-            out.append(read_name(msg, pos)[0])
-        elif rtype == 15:
-            out.append(f"{struct.unpack_from('!H', msg, pos)[0]} {read_name(msg, pos + 2)[0]}")
-        elif rtype == 16:
-            i, parts = 0, []
-            while i < len(rd):
-                parts.append(rd[i + 1:i + 1 + rd[i]].decode("utf-8", "replace"))
-                i += 1 + rd[i]
-            out.append("".join(parts))
-        else:
-            out.append(rd.hex())
-        pos += rdlen
-    return out
+    """The answer section's data in text form (ValueError if the message is malformed)."""
+    return parse_reply(msg)[1]
 
 
 class DNSChecker(DatagramChecker):
@@ -183,22 +230,35 @@ class DNSChecker(DatagramChecker):
         return struct.pack("!HHHHHH", self.qid, 0x0100, 1, 0, 0, 0) + self.question
 
     def judge(self, data: bytes) -> tuple[bool, str] | None:
+        """Up only for a well-formed reply to this query: our ID, the response bit, a standard
+        query, our question echoed, every record inside the message; then rcode and ``expect``.
+        A reply with another ID is a late answer to an earlier query: ignored."""
         if len(data) < 12:
-            return None
-        qid, flags, qd, an, _ns, _ar = struct.unpack_from("!HHHHHH", data)
-        if qid != self.qid or not flags & 0x8000:
+            return False, f"dns reply is not DNS: {len(data)} bytes, shorter than a header"
+        qid, flags = struct.unpack_from("!HH", data)
+        if qid != self.qid:
             return None  # not our reply
+        if not flags & 0x8000:
+            return False, "dns reply is not a response (QR bit clear: the query echoed back?)"
+        if (flags >> 11) & 0xF:
+            return False, f"dns reply has opcode {(flags >> 11) & 0xF}, not a standard query"
+        try:
+            questions, got = parse_reply(data)
+        except (ValueError, IndexError, struct.error) as e:
+            return False, f"dns malformed reply: {e}"
         rcode = flags & 0xF
         name = RCODE_NAMES.get(rcode, str(rcode))
+        if questions or rcode == 0:  # an error reply may leave the question out (RFC 6891 6.1.3)
+            want_q = (self.cfg.name.rstrip(".").lower(), self.qtype, 1)
+            if len(questions) != 1 or (questions[0][0].lower(), questions[0][1], questions[0][2]) != want_q:
+                shown = f"{questions[0][0]} type {questions[0][1]}" if questions else "none"
+                return False, f"dns reply answers another question ({shown}), not {self.cfg.name} {self.cfg.qtype}"
         if rcode != self.rcode:
             return False, f"dns rcode {name} for {self.cfg.name} {self.cfg.qtype}"
         want = self.cfg.expect
         if want:
-            try:
-                got = answers(data, qd, an)
-            except (ValueError, IndexError, struct.error):
-                return False, "dns malformed reply"
-            missing = [w for w in want if w.rstrip(".").lower() not in {g.rstrip(".").lower() for g in got}]
+            have = {g.rstrip(".").lower() for g in got}
+            missing = [w for w in want if w.rstrip(".").lower() not in have]
             if missing:
                 return False, f"dns {self.cfg.name} {self.cfg.qtype}: {missing[0]} not in answers {got[:4]}"
-        return True, f"dns {name}, {an} answers"
+        return True, f"dns {name}, {len(got)} answers"

@@ -131,3 +131,103 @@ def test_sync_daemon_values_are_accepted(ipvs, mode):
         )
     finally:
         ipvs.apply([Op.stop_daemon(daemon.state)])
+
+
+# --- the config's numeric ranges are the kernel's: the highest accepted value is kept unchanged ----
+
+BOUNDS = """
+[ipvs]
+timeouts = { tcp = 2147483, tcpfin = 2147483, udp = 2147483 }
+
+[[service]]
+name = "top"
+vip = "192.0.2.70:80"
+persistence = { timeout = 4294967 }
+  [[service.server]]
+  address = "192.0.2.71"
+  weight = 2147483647
+  thresholds = { upper = 2147483647, lower = 2147483647 }
+  [[service.server]]
+  address = "192.0.2.72"
+  forward = "tun"
+  tunnel = { type = "gue", port = 65535 }
+  [service.sorry_server]
+  address = "192.0.2.73"
+  weight = 2147483647
+
+[[service]]
+name = "fwtop"
+fwmark = 4294967295
+persistence = { timeout = 4294967 }
+  [[service.server]]
+  address = "192.0.2.74"
+"""
+
+
+def test_highest_accepted_values_are_kept_by_the_kernel(ipvs):
+    """Each kernel-bound key at the top of its range (ranges computed for HZ up to 1000) applies
+    and dumps back exactly; one above is a config error (tests/unit/test_config_limits.py)."""
+    cfg = parse_config(BOUNDS, check_files=False)
+    saved = ipvs.timeouts()
+    try:
+        ops = []
+        want = {}
+        for s in cfg.services:
+            dests = {srv.key: srv.dest for srv in s.servers}
+            if s.sorry_server is not None:
+                dests[s.sorry_server.key] = s.sorry_server
+            want[s.key] = (s.service, dests)
+            ops.append(Op.add_service(s.service))
+            ops.extend(Op.add_dest(s.key, d) for d in dests.values())
+        assert cfg.ipvs.timeouts is not None
+        ops.append(Op.set_timeouts(cfg.ipvs.timeouts))
+        ipvs.apply(ops)
+        got = ipvs.dump()
+        for key, (svc, dests) in want.items():
+            assert got[key].service == svc, key
+            assert got[key].service.timeout == 4294967
+            assert got[key].dests == dests, key
+        assert ipvs.timeouts() == cfg.ipvs.timeouts
+    finally:
+        ipvs.set_timeouts(saved)
+
+
+SYSCTL = "/proc/sys/net/ipv4/vs"
+
+
+def test_highest_sync_sysctls_are_kept_by_the_kernel():
+    """sync_refresh_period (jiffies), sync_ports (a power of two), sync_qlen_max, sync_sock_size
+    and sync_threshold at the top of the config's ranges: written and read back unchanged."""
+    cfg = parse_config(
+        '[sync]\ninterface = "lo"\nsync_refresh_period = 2147483\nsync_ports = 1024\n'
+        "sync_qlen_max = 2147483647\nsync_sock_size = 2147483647\nsync_threshold = [2147483646, 2147483647]\n"
+    )
+    assert cfg.sync is not None
+    wanted = cfg.sync.sysctls()
+    saved = {k: open(f"{SYSCTL}/{k}").read() for k in wanted}
+    try:
+        for k, v in wanted.items():
+            with open(f"{SYSCTL}/{k}", "w") as f:
+                f.write(v)
+        got = {k: " ".join(open(f"{SYSCTL}/{k}").read().split()) for k in wanted}
+        assert got == wanted
+    finally:
+        for k, v in saved.items():
+            with open(f"{SYSCTL}/{k}", "w") as f:
+                f.write(v)
+
+
+@pytest.mark.parametrize("mode", ["master", "backup"])
+@pytest.mark.parametrize("maxlen", [1024, 65487])
+def test_sync_maxlen_bounds_are_kept_by_the_kernel(ipvs, mode, maxlen):
+    """Both ends of sync.maxlen's range read back unchanged in both roles (a backup raises less
+    than 1024; both cap at 65535 minus the headers)."""
+    cfg = parse_config(f'[sync]\ninterface = "lo"\nmaxlen = {maxlen}\n[ha]\nrole = "{mode}"')
+    assert cfg.sync is not None
+    (daemon,) = cfg.sync.daemons_for(mode)
+    ipvs.apply([Op.start_daemon(daemon)])
+    try:
+        (running,) = ipvs.daemons()
+        assert running.sync_maxlen == maxlen
+    finally:
+        ipvs.apply([Op.stop_daemon(daemon.state)])
