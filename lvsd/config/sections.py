@@ -426,6 +426,7 @@ def _mode(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[s
 API_ROWS = (
     Key("socket", _socket, "/run/lvsd/lvsd.sock", doc="the control socket lvsctl talks to"),
     Key("mode", _mode, 0o660, doc='its permissions, an octal string such as "0660"'),
+    Key("allow_world", BOOL, False, doc="allow a mode that lets every local user connect (o+w)"),
 )
 _API = _d(API_ROWS)
 
@@ -436,10 +437,20 @@ class APIConfig:
 
     socket: str = _API["socket"]
     mode: int = _API["mode"]
+    allow_world: bool = _API["allow_world"]
 
 
 def _api(r: Reader, t: Table) -> APIConfig:
-    return APIConfig(**read_table(r, t, "api", API_ROWS))
+    """Connecting to a unix socket needs write permission on it, nothing else: a mode with the
+    others' write bit lets every local user reload, change the role or drain servers."""
+    vals = read_table(r, t, "api", API_ROWS)
+    if vals["mode"] & 0o002 and not vals["allow_world"]:
+        r.err(
+            _p("api", "mode"),
+            f'"{vals["mode"]:04o}" lets every local user control lvsd (reload, role, drain): '
+            'use "0660" and a group, or set allow_world = true',
+        )
+    return APIConfig(**vals)
 
 
 def _listen(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:

@@ -342,3 +342,23 @@ def test_boundary_values_read_back_unchanged_from_the_memory_backend():
         assert got[s.key].service == s.service
         assert got[s.key].dests == {srv.key: srv.dest for srv in s.servers}
     assert b.timeouts() == cfg.ipvs.timeouts
+
+
+# --- [api] mode: a world-writable control socket is refused unless said -----------------------------
+
+
+@pytest.mark.parametrize("mode", range(0o1000))
+def test_api_mode_letting_every_local_user_connect_needs_allow_world(mode):
+    """Every mode: the others' write bit (what connect() needs) is refused without allow_world."""
+    text = f"{mode:04o}"
+    got = outcome(place(base(), ("api",), "mode", text))
+    if mode & 0o002:
+        assert got == (
+            f'api.mode: "{text}" lets every local user control lvsd (reload, role, drain): '
+            'use "0660" and a group, or set allow_world = true'
+        )
+        doc = place(base(), ("api",), "mode", text)
+        doc["api"]["allow_world"] = True
+        assert outcome(doc) == "ok"
+    else:
+        assert got == "ok"
