@@ -17,6 +17,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -80,8 +81,9 @@ def _address(msg: Any) -> Address | None:
 class PyrouteLinks:
     """The port on the kernel (see ``lvsd.daemon.links.Links``). Create it in the event loop."""
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, event_rcvbuf: int = 1 << 20) -> None:
         self.netns = netns
+        self.event_rcvbuf = event_rcvbuf  # the event socket's receive buffer (bytes)
         with in_netns(netns):
             self._ipr = AsyncIPRoute()
             self._ipr.socket  # noqa: B018  # creates the socket here, in the namespace
@@ -174,7 +176,7 @@ class PyrouteLinks:
 
     async def _open_monitor(self) -> Any:
         with in_netns(self.netns):
-            mon = AsyncIPRoute()
+            mon = AsyncIPRoute(rcvbuf=self.event_rcvbuf)
             mon.socket  # noqa: B018  # the socket is made in the namespace
         await mon.bind(groups=EVENT_GROUPS)
         return mon
@@ -196,11 +198,13 @@ class PyrouteLinks:
             except Exception as e:  # ENOBUFS and the like: the socket is spent; make another
                 if self._closed:
                     return
-                log.warning("links: event socket: %s; opening a new one", e)
+                code = getattr(e, "code", None) or getattr(e, "errno", None)
+                reason = os.strerror(code) if code else str(e)
+                log.warning("links: event socket: %s; opening a new one", reason)
                 with contextlib.suppress(Exception):
                     self._mon.close()
                 self._mon = await self._open_monitor()
-                self._emit(EventsLost(str(e)))
+                self._emit(EventsLost(reason))
 
     @staticmethod
     def _event(m: Any) -> LinkEvent | None:

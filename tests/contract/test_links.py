@@ -22,6 +22,7 @@ import pytest
 
 from lvsd.daemon.links import (
     AddressChanged,
+    EventsLost,
     Link,
     LinkChanged,
     LinkEvent,
@@ -274,6 +275,35 @@ def test_announce_sends_a_gratuitous_arp(world: Callable[[], Awaitable[World]]) 
         await w.links.set_link_up(n0.index, False)
         with pytest.raises(OSError):
             w.links.announce(await w.links.link("n0"), "10.9.0.1")
+        await w.links.close()
+
+    run(go())
+
+
+def test_lost_events_are_reported_and_events_flow_again(world: Callable[[], Awaitable[World]]) -> None:
+    """A receive buffer overrun (the loop busy while the kernel sends many events) is reported as
+    EventsLost, and later events still arrive (the kernel variant opens a new event socket)."""
+
+    async def go() -> None:
+        w = await world()
+        if w.impl == "pyroute2":
+            await w.links.close()
+            from lvsd.daemon.links_pyroute2 import PyrouteLinks
+
+            w.links = PyrouteLinks(NS, event_rcvbuf=4096)  # small: 300 events overrun it
+        q: asyncio.Queue[LinkEvent] = asyncio.Queue()
+        await w.links.watch(q.put_nowait)
+        if isinstance(w.links, MemoryLinks):
+            w.links.lose_events()
+        else:
+            batch = "".join(f"addr add 10.3.{i // 250}.{i % 250 + 1}/32 dev n0\n" for i in range(300))
+            # blocks the event loop while the kernel queues 300 address events
+            subprocess.run(["ip", "-n", NS, "-batch", "-"], input=batch, text=True, check=True)
+        await expect(q, lambda e: isinstance(e, EventsLost), "events lost")
+        await w.links.add_address((await w.links.link("n0")).index, "10.4.0.1", 32)
+        await expect(
+            q, lambda e: isinstance(e, AddressChanged) and e.address.address == "10.4.0.1", "an event after the loss"
+        )
         await w.links.close()
 
     run(go())
