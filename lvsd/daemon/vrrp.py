@@ -18,6 +18,7 @@ so a role change is reported once the addresses are where the new role wants the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -231,7 +232,7 @@ class VRRPInstance:
         if self._worker is not None:
             await self.settle()
             self._worker.cancel()
-            with _suppress_cancel():
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
         if self._unwatch is not None:
@@ -663,13 +664,3 @@ class VRRPInstance:
             if await self._find_primary():
                 log.info("vrrp: %s has its link back", self.interface)
                 self._event(core.Startup())
-
-
-class _suppress_cancel:
-    """``contextlib.suppress(asyncio.CancelledError)`` for awaiting a task just cancelled."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, typ: object, exc: object, tb: object) -> bool:
-        return typ is asyncio.CancelledError
