@@ -63,7 +63,11 @@ def test_the_four_pages_are_rendered_with_a_whatis_line(pages: dict[str, str]) -
 
 
 def _all_keys() -> list[str]:
-    return sorted({getattr(k, "name", k) for keys in test_docs.CONFIG_SECTIONS.values() for k in keys})
+    """Every key the docs test requires configuration.md to name: the sections' rows and every
+    check type's rows (from the check registry)."""
+    rows = [k for keys in test_docs.CONFIG_SECTIONS.values() for k in keys]
+    rows += [k for t in test_docs.CHECK_TYPES for k in test_docs.check_class(t).rows(t)]
+    return sorted({k if isinstance(k, str) else k.name for k in rows})
 
 
 def test_every_config_key_is_in_lvsd_toml_5(pages: dict[str, str]) -> None:
