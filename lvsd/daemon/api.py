@@ -79,6 +79,7 @@ class ControlAPI:
         self._sock: socket.socket | None = None
         self._metrics_sock: socket.socket | None = None
         self._metrics_cache: tuple[float, bytes] | None = None  # (monotonic time, rendered page)
+        self._metrics_lock = asyncio.Lock()
         self.control = Listener("control socket", CONTROL_MAX_CONNECTIONS)
         self.metrics_listener = Listener("metrics listener", METRICS_MAX_CONNECTIONS)
 
@@ -256,10 +257,14 @@ class ControlAPI:
         """The exposition, rendered at most once per METRICS_CACHE_SECONDS: scrapers in a loop
         cost one render a second, not one per request (rendering 10,000 servers competes with
         the checks for the loop)."""
-        now = time.monotonic()
         cached = self._metrics_cache
-        if cached is None or now - cached[0] >= METRICS_CACHE_SECONDS:
-            cached = self._metrics_cache = (now, metrics.render(self.d).encode())
+        if cached is None or time.monotonic() - cached[0] >= METRICS_CACHE_SECONDS:
+            async with self._metrics_lock:  # concurrent scrapes of a stale page: one render
+                cached = self._metrics_cache
+                if cached is None or time.monotonic() - cached[0] >= METRICS_CACHE_SECONDS:
+                    snap = metrics.Snapshot(self.d)  # on the loop: the daemon's state at one instant
+                    body = await asyncio.to_thread(_render_bytes, snap)  # formatting: off the loop
+                    cached = self._metrics_cache = (time.monotonic(), body)
         return web.Response(body=cached[1], headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
@@ -269,6 +274,10 @@ def _refusals_by_service(counts: Mapping[tuple[str, str], int]) -> dict[str, dic
     for (service, kind), n in sorted(counts.items()):
         out.setdefault(service, {})[kind] = n
     return out
+
+
+def _render_bytes(snap: metrics.Snapshot) -> bytes:
+    return metrics.render(snap).encode()
 
 
 def _closing(resp: web.Response) -> web.Response:
