@@ -10,21 +10,9 @@ import pytest
 
 from lvsd.checks.dns import DNSCheck
 from lvsd.checks.http import HTTPCheck
+from lvsd.checks.manager import check_once
 from lvsd.checks.tcp import TCPCheck
 from lvsd.checks.udp import UDPCheck
-from lvsd.checks.manager import check_once
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 20))
 
 
 def tcp(**kw) -> TCPCheck:
@@ -46,14 +34,14 @@ def tcp_states(port: int) -> list[str]:
     return out
 
 
-def test_tcp_healthy_and_no_time_wait() -> None:
+def test_tcp_healthy_and_no_time_wait(run_async) -> None:
     ls = socket.create_server(("127.0.0.1", 0))
     port = ls.getsockname()[1]
 
     async def main():
         return [await check_once(tcp(), "127.0.0.1", port) for _ in range(20)]
 
-    res = run(main())
+    res = run_async(main(), timeout=20)
     assert all(r[0] for r in res), res
     assert res[0][1] == "tcp connect ok"
     ls.close()
@@ -61,9 +49,9 @@ def test_tcp_healthy_and_no_time_wait() -> None:
     assert "06" not in tcp_states(port)
 
 
-def test_tcp_refused() -> None:
+def test_tcp_refused(free_port, run_async) -> None:
     port = free_port()
-    ok, detail, _ = run(check_once(tcp(), "127.0.0.1", port))
+    ok, detail, _ = run_async(check_once(tcp(), "127.0.0.1", port), timeout=20)
     assert not ok and detail == "tcp connect: connection refused"
 
 
@@ -81,16 +69,16 @@ def full_backlog_listener() -> tuple[socket.socket, list[socket.socket]]:
     return ls, fillers
 
 
-def test_tcp_connect_timeout() -> None:
+def test_tcp_connect_timeout(run_async) -> None:
     ls, fillers = full_backlog_listener()
-    ok, detail, _ = run(check_once(tcp(timeout=0.3), "127.0.0.1", ls.getsockname()[1]))
+    ok, detail, _ = run_async(check_once(tcp(timeout=0.3), "127.0.0.1", ls.getsockname()[1]), timeout=20)
     for c in fillers:
         c.close()
     ls.close()
     assert not ok and detail == "tcp connect timeout after 0.3s"
 
 
-def test_tcp_send_expect() -> None:
+def test_tcp_send_expect(run_async) -> None:
     async def main():
         async def handle(r, w):
             line = await r.readline()
@@ -105,22 +93,22 @@ def test_tcp_send_expect() -> None:
         srv.close()
         return good, bad
 
-    good, bad = run(main())
+    good, bad = run_async(main(), timeout=20)
     assert good[0], good
     assert not bad[0] and "did not contain" in bad[1]
 
 
-def test_tcp_accepts_but_never_answers() -> None:
+def test_tcp_accepts_but_never_answers(run_async) -> None:
     ls = socket.create_server(("127.0.0.1", 0))  # listens, never accepts nor answers
     port = ls.getsockname()[1]
-    ok_connect = run(check_once(tcp(), "127.0.0.1", port))
-    hung = run(check_once(tcp(send=b"x", expect=b"y", timeout=0.3), "127.0.0.1", port))
+    ok_connect = run_async(check_once(tcp(), "127.0.0.1", port), timeout=20)
+    hung = run_async(check_once(tcp(send=b"x", expect=b"y", timeout=0.3), "127.0.0.1", port), timeout=20)
     ls.close()
     assert ok_connect[0]  # a plain connect check passes: the kernel completed the handshake
     assert not hung[0] and hung[1] == "tcp no reply timeout after 0.3s"
 
 
-def test_tcp_connect_override_and_bind() -> None:
+def test_tcp_connect_override_and_bind(run_async) -> None:
     ls = socket.create_server(("127.0.0.1", 0))
     port = ls.getsockname()[1]
     # the server address is wrong, but connect= points the probe at the listener, from 127.0.0.2
@@ -130,12 +118,12 @@ def test_tcp_connect_override_and_bind() -> None:
         res = await check_once(spec, "127.0.0.9", 1)
         return res
 
-    ok, detail, _ = run(main())
+    ok, detail, _ = run_async(main(), timeout=20)
     ls.close()
     assert ok, detail
 
 
-def test_udp_reply_refused_and_expect() -> None:
+def test_udp_reply_refused_and_expect(free_port, run_async) -> None:
     async def main():
         loop = asyncio.get_running_loop()
 
@@ -154,17 +142,17 @@ def test_udp_reply_refused_and_expect() -> None:
         refused = await check_once(UDPCheck(send=b"ping", timeout=0.5), "127.0.0.1", free_port(socket.SOCK_DGRAM))
         return good, bad, refused
 
-    good, bad, refused = run(main())
+    good, bad, refused = run_async(main(), timeout=20)
     assert good[0], good
     assert not bad[0] and "did not contain" in bad[1]
     assert not refused[0] and refused[1] == "udp: connection refused"
 
 
-def test_udp_no_reply_times_out() -> None:
+def test_udp_no_reply_times_out(run_async) -> None:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))  # bound, never answers
     port = s.getsockname()[1]
-    ok, detail, _ = run(check_once(UDPCheck(send=b"x", timeout=0.2), "127.0.0.1", port))
+    ok, detail, _ = run_async(check_once(UDPCheck(send=b"x", timeout=0.2), "127.0.0.1", port), timeout=20)
     s.close()
     assert not ok and detail == "udp no reply within 0.2s"
 
@@ -191,7 +179,7 @@ def dns_reply(query: bytes, rcode: int, answers: list[tuple[int, bytes]]) -> byt
         (0, [(5, b"\x03www\x07example\x00")], {"qtype": "CNAME", "expect": ("www.example",)}, True, "dns NOERROR"),
     ],
 )
-def test_dns(rcode, answers, spec_kw, expect_ok, detail) -> None:
+def test_dns(rcode, answers, spec_kw, expect_ok, detail, run_async) -> None:
     async def main():
         loop = asyncio.get_running_loop()
 
@@ -209,11 +197,11 @@ def test_dns(rcode, answers, spec_kw, expect_ok, detail) -> None:
         t.close()
         return res
 
-    ok, d, _ = run(main())
+    ok, d, _ = run_async(main(), timeout=20)
     assert ok is expect_ok and detail in d, d
 
 
-def test_ipv6_tcp_and_http() -> None:
+def test_ipv6_tcp_and_http(run_async) -> None:
     try:
         ls = socket.create_server(("::1", 0), family=socket.AF_INET6)
     except OSError:
@@ -236,7 +224,7 @@ def test_ipv6_tcp_and_http() -> None:
         srv.close()
         return tcp_res, http_res
 
-    tcp_res, http_res = run(main())
+    tcp_res, http_res = run_async(main(), timeout=20)
     ls.close()
     assert tcp_res[0], tcp_res
     assert http_res == (True, "http status 200", None), http_res
