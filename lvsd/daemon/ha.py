@@ -194,6 +194,11 @@ class HAManager:
                 await self._hook_worker
         self._started = False
 
+    async def hooks_done(self) -> None:
+        """Wait until the notify hooks queued so far have finished (or been killed at their timeout)."""
+        if self._hooks is not None:
+            await self._hooks.join()
+
     async def _close_links(self) -> None:
         if self.links is not None and self._own_links:
             links, self.links = self.links, None

@@ -259,7 +259,7 @@ def test_hooks_run_in_order_with_role_and_timeout(sysdir: Path, tmp_path: Path) 
         m.set_role("fault")
         m.set_role("backup")
         assert asyncio.get_running_loop().time() - t0 < 0.5  # transitions never wait for hooks
-        await asyncio.wait_for(m._hooks.join(), 10)  # type: ignore[union-attr]
+        await asyncio.wait_for(m.hooks_done(), 10)
         await m.stop("keep")
         return m
 
@@ -277,7 +277,7 @@ def test_hook_that_cannot_run(sysdir: Path) -> None:
     async def go() -> HAManager:
         m = HAManager(cfg, DaemonBackend(), lambda r: None, sysctl_dir=str(sysdir))
         await m.start()
-        await asyncio.wait_for(m._hooks.join(), 10)  # type: ignore[union-attr]
+        await asyncio.wait_for(m.hooks_done(), 10)
         await m.stop("keep")
         return m
 

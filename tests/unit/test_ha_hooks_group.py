@@ -38,7 +38,7 @@ notify_master = ["/bin/sh", "-c", "sleep 60 & echo $! > {pidfile}; wait"]
         m = HAManager(cfg, MemoryBackend(), lambda r: None)
         await m.start()
         m.set_role("master")
-        await asyncio.wait_for(m._hooks.join(), 10)  # type: ignore[union-attr]
+        await asyncio.wait_for(m.hooks_done(), 10)
         await m.stop("keep")
         return m
 
