@@ -77,3 +77,23 @@ def test_main_exits_3_with_one_line_when_nobody_listens(tmp_path, capsys):
     assert lvsctl.main(["-s", str(tmp_path / "none.sock"), "status"]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lvsctl: cannot reach lvsd: ")
+
+
+def test_status_prints_each_refused_kernel_op_with_its_service(capsys):
+    """Issue 11, item 2: `lvsctl status` shows what the kernel refuses, by service."""
+    status = {
+        "state": "running", "pid": 1, "uptime": 5, "backend": "memory", "config": "/etc/lvsd/lvsd.toml",
+        "status": "1 services, 2 servers; 1 kernel ops refused", "servers": 2, "services": 1,
+        "health": {"up": 2}, "role": None,
+        "reconcile": {"ok": False, "duration": 0.001, "ops": {"add-server": 1}, "errors": {"add-server": 3},
+                      "repairs": 0, "refusals": {"web": {"add-server": 3}},
+                      "refused": [{"service": "web", "kind": "add-server", "error": "Invalid argument", "count": 3,
+                                   "op": "add-server tcp 10.0.0.1:80 -> 127.255.255.255:80 weight 1 nat",
+                                   "since": 1.0, "retry_in": 4.0}]},
+        "reload": {"ok": True, "count": {}, "error": ""},
+    }
+    lvsctl._print_status(status)
+    out = capsys.readouterr().out
+    assert "3 refused" in out
+    assert ("refused:  web: add-server tcp 10.0.0.1:80 -> 127.255.255.255:80 weight 1 nat: Invalid argument "
+            "(3 times, retry in 4s)") in out
