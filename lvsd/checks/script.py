@@ -49,7 +49,7 @@ def _principal(lookup: Callable[[str], object]) -> Any:
             v = int(v)
         if isinstance(v, int) and not isinstance(v, bool):
             if not 0 <= v <= 0xFFFFFFFE:
-                r.err(_p(path, key), f"must be a {key} name or an id 0..4294967294, got {v}")
+                r.err(_p(path, key), f"must be a {key} name or an id 0..4294967294, got {_show(v)}")
                 return None
             return v
         name = r.get_str(c, key, path)

@@ -311,7 +311,7 @@ class _Builder:
         if isinstance(nm, int):
             if 0 <= nm <= 32:
                 return (UINT32_MAX << (32 - nm)) & UINT32_MAX
-            ctx.err(path, f"must be a dotted IPv4 mask or a prefix length 0..32, got {nm}{origin}")
+            ctx.err(path, f"must be a dotted IPv4 mask or a prefix length 0..32, got {_show(nm)}{origin}")
             return -1
         try:
             return int(ipaddress.IPv4Address(nm))

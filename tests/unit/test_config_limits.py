@@ -107,6 +107,7 @@ def place(doc: dict, where: tuple, key: str, value: object) -> dict:
 #: int() refuses, deep nesting, wrong types
 HOSTILE = [
     10**400,
+    10**5000,
     -(10**400),
     2**31,
     2**32,
