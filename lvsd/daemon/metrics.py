@@ -2,15 +2,18 @@
 
 Written by hand: a few dozen lines beat a dependency, and the kernel counters are read with
 one dump at scrape time so they are as fresh as IPVS keeps them (2 s). The control API renders
-off the event loop: ``Snapshot`` copies what ``render`` reads (on the loop, a few milliseconds
-for 10,000 servers), then ``render(snapshot)`` formats in a thread (hundreds of ms for 10,000
-servers) while the loop keeps probing.
+in steps: ``Snapshot`` copies what the page shows (a few milliseconds for 10,000 servers), then
+``render_steps`` formats it CHUNK lines at a time, the event loop free between chunks, so the
+hundreds of milliseconds a page of 10,000 servers takes never hold the checks in one piece (a
+thread would not do: it holds the GIL against the loop's many short I/O calls).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -66,8 +69,8 @@ class _Table:
 
 
 class Snapshot:
-    """What ``render`` reads of the daemon, copied (on the event loop) so that ``render`` can
-    run in another thread while the loop changes the originals."""
+    """What ``render`` reads of the daemon, copied at one instant, so that a render made in
+    steps shows one state while the loop changes the originals in between."""
 
     def __init__(self, d: Daemon) -> None:
         st = d.stats
@@ -90,9 +93,30 @@ class Snapshot:
             self.backend = _Table(None, e)
 
 
+#: lines rendered between two yields of ``render_steps`` (a few milliseconds of work)
+CHUNK = 1000
+
+
 def render(d: Daemon | Snapshot) -> str:
     """The whole exposition for one scrape (of the daemon, or of a Snapshot of it)."""
     o = _Out()
+    for _ in render_steps(d, o):
+        pass
+    return "\n".join(o.lines) + "\n"
+
+
+async def render_page(d: Daemon) -> bytes:
+    """The page of a snapshot of ``d``, rendered in steps: the event loop runs between them."""
+    o = _Out()
+    for _ in render_steps(Snapshot(d), o):
+        await asyncio.sleep(0)  # checks and reconciles run between chunks
+    return ("\n".join(o.lines) + "\n").encode()
+
+
+def render_steps(d: Daemon | Snapshot, o: _Out) -> Iterator[None]:
+    """Render into ``o``, yielding every CHUNK lines or so: the control API resumes it from the
+    event loop between other work, so a page of 10,000 servers never holds the loop for more
+    than a few milliseconds at a time."""
     st = d.stats
     cfg = d.config
     o.family("lvsd_start_time_seconds", "gauge", "Unix time the daemon started.")
@@ -141,15 +165,20 @@ def render(d: Daemon | Snapshot) -> str:
         for srv in s.servers:
             h = server_health(s, srv, d.health)
             health_lines.append((s.name, str(srv.key), _HEALTH_VALUE[h.state], srv.dest.weight))
-    for name, server, hv, _ in health_lines:
+        if len(health_lines) % CHUNK < len(s.servers):
+            yield
+    for i, (name, server, hv, _) in enumerate(health_lines, 1):
         o.sample("lvsd_server_health", hv, service=name, server=server)
-    for name, server, _, w in health_lines:
+        if i % CHUNK == 0:
+            yield
+    for i, (name, server, _, w) in enumerate(health_lines, 1):
         o.sample("lvsd_server_configured_weight", w, service=name, server=server)
-    _kernel(o, d)
-    return "\n".join(o.lines) + "\n"
+        if i % CHUNK == 0:
+            yield
+    yield from _kernel(o, d)
 
 
-def _kernel(o: _Out, d: Daemon | Snapshot) -> None:
+def _kernel(o: _Out, d: Daemon | Snapshot) -> Iterator[None]:
     names = {s.key: s.name for s in d.config.services}
     try:
         table = d.backend.dump()
@@ -157,6 +186,7 @@ def _kernel(o: _Out, d: Daemon | Snapshot) -> None:
         o.family("lvsd_kernel_up", "gauge", "1 if the IPVS table could be read.")
         o.sample("lvsd_kernel_up", 0)
         return
+    yield
     o.family("lvsd_kernel_up", "gauge", "1 if the IPVS table could be read.")
     o.sample("lvsd_kernel_up", 1)
     svc_fams = (
@@ -181,6 +211,11 @@ def _kernel(o: _Out, d: Daemon | Snapshot) -> None:
     )
     for fam, kind, help_, get in dest_fams:
         o.family(fam, kind, help_)
+        n = 0
         for name, e in managed:
             for dest in e.dests.values():
                 o.sample(fam, get(dest), service=name, server=str(dest.key))
+            n += len(e.dests)
+            if n >= CHUNK:
+                n = 0
+                yield
