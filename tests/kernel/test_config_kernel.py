@@ -231,3 +231,18 @@ def test_sync_maxlen_bounds_are_kept_by_the_kernel(ipvs, mode, maxlen):
         assert running.sync_maxlen == maxlen
     finally:
         ipvs.apply([Op.stop_daemon(daemon.state)])
+
+
+def test_sync_maxlen_outside_the_range_is_changed_by_the_kernel(ipvs):
+    """Why the range stops there: a backup's 1023 reads back as 1024, and 65488 over an IPv6
+    group or anything above 65507 comes back capped (the config refuses both)."""
+    from lvsd.ipvs.model import DaemonState, SyncDaemon
+
+    for state, maxlen in ((DaemonState.BACKUP, 1023), (DaemonState.MASTER, 65535), (DaemonState.BACKUP, 65535)):
+        d = SyncDaemon(state=int(state), mcast_ifn="lo", syncid=0, sync_maxlen=maxlen)
+        ipvs.apply([Op.start_daemon(d)])
+        try:
+            (running,) = ipvs.daemons()
+            assert running.sync_maxlen != maxlen, (state, running)
+        finally:
+            ipvs.apply([Op.stop_daemon(int(state))])
