@@ -176,6 +176,23 @@ class Lab:
         self.procs += ps
         return ps
 
+    def wait_all_up(self, timeout: float = 300) -> None:
+        """Until /status counts every server (the n and the target) up: the start-up's burst of
+        transitions and reconciles is over."""
+        import json
+
+        def all_up() -> bool:
+            try:
+                body = self.get("/status").split(b"\r\n\r\n", 1)[1]
+                if json.loads(body)["health"]["up"] == self.n + 1:
+                    return True
+            except (OSError, ValueError, KeyError, IndexError):
+                pass
+            time.sleep(0.5)  # /status counts every server: do not poll it in a loop
+            return False
+
+        self.wait_for(all_up, timeout, "not every server came up")
+
     def get(self, path: str, timeout: float = 30) -> bytes:
         s = socket.socket(socket.AF_UNIX)
         s.settimeout(timeout)

@@ -33,7 +33,8 @@ def measure(tmp: Path, servers: int, scrapers: int, rounds: int, bound: float = 
     try:
         lab.start(timeout=300)
         assert lab.lvsd is not None
-        time.sleep(3)  # the bulk's first round of checks done
+        lab.wait_all_up()  # the start-up's burst of transitions over
+        time.sleep(1)
         quiet, flood = [], []
         c0, t0 = cpu_seconds(lab.lvsd.pid), time.monotonic()
         for _ in range(rounds):
