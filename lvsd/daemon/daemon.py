@@ -355,7 +355,11 @@ class Daemon:
             if self._reload_requested:
                 self._reload_requested = False
                 waiters, self._reload_waiters = self._reload_waiters, []
-                result = await self.reload()
+                try:
+                    result = await self.reload()
+                except Exception as e:  # a bug past the loader must not end health checking
+                    log.error("reload: unexpected error", exc_info=True)
+                    result = self._reload_failed(f"reload failed: {type(e).__name__}: {e}")
                 for fut in waiters:
                     if not fut.done():
                         fut.set_result(result)

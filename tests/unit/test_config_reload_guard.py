@@ -188,3 +188,36 @@ def test_unexpected_exception_in_reload_is_logged_once_and_keeps_running(
         run(main())
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and "unexpected error" in tracebacks[0].getMessage()
+
+
+def test_unexpected_exception_past_the_loader_keeps_the_daemon_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug while deciding what a valid new file changes: logged once, the reload answers a
+    failure, the loop and the running config go on (a later reload works)."""
+    cfg = tmp_path / "lvsd.toml"
+    cfg.write_text(HEAD.format(state="") + SERVICES)
+    b = MemoryBackend()
+
+    def broken(old: Any, new: Any) -> str:
+        raise KeyError("a planner bug")
+
+    async def main() -> None:
+        d = daemon(cfg, b)
+        t = await started(d)
+        before = b.dump()
+        cfg.write_text(HEAD.format(state="") + SERVICES.replace("10.0.0.2:53", "10.0.0.3:53"))
+        monkeypatch.setattr(daemon_mod, "summarize_change", broken)
+        ok, msg = await d.request_reload()
+        assert not ok and msg == "reload failed: KeyError: 'a planner bug'"
+        assert b.dump() == before and {s.name for s in d.config.services} == {"web", "dns"}
+        assert not t.done()
+        monkeypatch.undo()
+        ok, msg = await d.request_reload()
+        assert ok, msg
+        assert DNS not in b.dump()
+        assert await finish(d, t) == 0
+
+    with caplog.at_level("ERROR", logger="lvsd"):
+        run(main())
+    assert len([r for r in caplog.records if r.exc_info]) == 1
