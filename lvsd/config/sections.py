@@ -1,4 +1,5 @@
-"""The daemon-wide sections: ``[daemon]``, ``[ipvs]``, ``[ha]``, ``[sync]``, ``[api]``, ``[metrics]``.
+"""The daemon-wide sections: ``[daemon]``, ``[ipvs]``, ``[sync]``, ``[api]``, ``[metrics]`` (``[ha]`` is
+``ha.py``, re-exported here).
 
 Each section is one definition here: its frozen value (re-exported by ``model``), its key rows
 (defaults, kinds, docs) and its reader with the cross-field rules. The dataclass defaults are the
@@ -12,45 +13,37 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from lvsd.ipvs.model import AF_INET, AF_INET6, IP_VS_IFNAME_MAXLEN, DaemonState, SyncDaemon, Timeouts
+from lvsd.ipvs.model import DaemonState, SyncDaemon, Timeouts
 
-from .keys import ARGV, BOOL, CODE, INT, Choice, Duration, Key, names, pick, read_rows, read_table
+from .common import Argv as Argv  # re-exported
+from .common import _d, _ifname
+from .ha import HA_KEYS as HA_KEYS  # re-exported: [ha] lives in ha.py
+from .ha import HA_MODES as HA_MODES  # re-exported: [ha] lives in ha.py
+from .ha import HA_ROWS as HA_ROWS  # re-exported: [ha] lives in ha.py
+from .ha import ROLE_DEFAULT as ROLE_DEFAULT  # re-exported: [ha] lives in ha.py
+from .ha import VRRP_KEYS as VRRP_KEYS  # re-exported: [ha] lives in ha.py
+from .ha import HAConfig as HAConfig  # re-exported: [ha] lives in ha.py
+from .ha import VipConfig as VipConfig  # re-exported: [ha] lives in ha.py
+from .ha import _ha as _ha  # re-exported: [ha] lives in ha.py
+from .keys import BOOL, CODE, INT, Choice, Duration, Key, names, read_table
 from .reader import (
     INT32_MAX,
     JIFFIES_INT_MAX,
     Reader,
     Table,
-    _not_unicast,
     _p,
     _parse_port,
     _show,
     _split_hostport,
-    _tname,
 )
-
-#: Argv of a hook: a tuple of strings, run without a shell; () = no hook.
-Argv = tuple[str, ...]
 
 ON_START = ("adopt", "flush")
 ON_STOP = ("keep", "remove")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-HA_MODES = ("static", "external", "vrrp")
 ROLES = ("master", "backup", "fault")
 SYNC_ON_FAULT = ("backup", "none")
 
 TOP_KEYS = ("daemon", "ipvs", "defaults", "service", "ha", "sync", "api", "metrics")
-
-
-def _d(rows: tuple[Key, ...]) -> dict[str, Any]:
-    return {k.name: k.default for k in rows}
-
-
-def _ifname(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
-    """A network interface name (what fits the kernel's IFNAMSIZ)."""
-    v = r.get_str(tbl, key, path, default)
-    if v and len(v.encode()) >= IP_VS_IFNAME_MAXLEN:
-        r.err(_p(path, key), f"must be at most {IP_VS_IFNAME_MAXLEN - 1} bytes, got {_show(v)}")
-    return v
 
 
 # --- [daemon] ------------------------------------------------------------------------------------
@@ -70,7 +63,7 @@ DAEMON_ROWS = (
     Key("resync", Duration(0, 86400), 30.0, doc="seconds between full compares with the kernel; 0 = never"),
     Key("log_level", Choice(LOG_LEVELS), "info", doc="debug, info, warning or error"),
     Key("hook_timeout", Duration(0.01, 3600), 10.0, doc="a notify hook running longer is killed"),
-    Key("state_file", _state_file, "", doc="where lvsd records the services it manages (\"\" = nowhere)"),
+    Key("state_file", _state_file, "", doc='where lvsd records the services it manages ("" = nowhere)'),
     Key("allow_empty", BOOL, False, doc="a config of no service may remove every managed service"),
 )
 _DAEMON = _d(DAEMON_ROWS)
@@ -125,130 +118,6 @@ def _ipvs(r: Reader, t: Table) -> IPVSConfig:
     if not tt:
         return IPVSConfig()
     return IPVSConfig(Timeouts(*vals.values()))
-
-
-# --- [ha] ----------------------------------------------------------------------------------------
-
-#: the role when ``role`` is not set, by mode
-ROLE_DEFAULT = {"static": "master", "external": "backup", "vrrp": "backup"}
-HA_ROWS = (
-    Key("mode", Choice(HA_MODES), "static", doc="static, external (lvsctl role) or vrrp"),
-    Key("role", CODE, ROLE_DEFAULT["static"], doc="master or backup (external: also fault); not vrrp"),
-    Key("interface", _ifname, "", doc="the interface VRRP runs on (vrrp, required)"),
-    Key("vrid", INT(1, 255), 0, doc="the virtual router id (vrrp, required)"),
-    Key("priority", INT(1, 254), 100, doc="higher wins the election"),
-    Key("advert_interval", Duration(0.01, 40.95), 1.0, doc="time between advertisements"),
-    Key("vips", CODE, (), doc='the addresses VRRP moves, "address/prefix" (vrrp, required)'),
-    Key("preempt", BOOL, True, doc="a higher priority takes over from a lower master"),
-    Key("preempt_delay", Duration(0, 3600), 0.0, doc="wait this long after start before preempting"),
-    Key("version", INT(2, 3), 3, doc="VRRP version 2 (IPv4, whole seconds) or 3"),
-    Key("notify_master", ARGV, (), doc="run on becoming master"),
-    Key("notify_backup", ARGV, (), doc="run on becoming backup"),
-    Key("notify_fault", ARGV, (), doc="run on entering fault"),
-)
-#: [ha] keys that only mode = "vrrp" takes
-VRRP_KEYS = ("interface", "vrid", "priority", "advert_interval", "vips", "preempt", "preempt_delay", "version")
-_HA = _d(HA_ROWS)
-
-
-@dataclass(frozen=True, slots=True)
-class VipConfig:
-    """A virtual address VRRP moves: address, prefix length and family."""
-
-    af: int
-    address: str
-    prefixlen: int
-
-    def __str__(self) -> str:
-        return f"{self.address}/{self.prefixlen}"
-
-
-@dataclass(frozen=True, slots=True)
-class HAConfig:
-    """``[ha]``: where the director's role comes from.
-
-    static: ``role`` is fixed (master or backup). external: ``role`` is the initial role, changed
-    by ``lvsctl role``. vrrp: lvsd runs VRRP (``role`` is what VRRP decides; starts as backup)."""
-
-    mode: str = _HA["mode"]
-    role: str = _HA["role"]
-    interface: str = _HA["interface"]
-    vrid: int = _HA["vrid"]
-    priority: int = _HA["priority"]
-    advert_interval: float = _HA["advert_interval"]
-    vips: tuple[VipConfig, ...] = _HA["vips"]
-    preempt: bool = _HA["preempt"]
-    preempt_delay: float = _HA["preempt_delay"]
-    version: int = _HA["version"]
-    notify_master: Argv = _HA["notify_master"]
-    notify_backup: Argv = _HA["notify_backup"]
-    notify_fault: Argv = _HA["notify_fault"]
-
-
-def _ha(r: Reader, t: Table) -> HAConfig:
-    p = "ha"
-    r.keys(t, p, HA_KEYS)
-    vals = read_rows(r, t, p, pick(HA_ROWS, "mode"))
-    mode = vals["mode"]
-    role = ROLE_DEFAULT[mode]
-    if "role" in t:
-        if mode == "vrrp":
-            r.err(_p(p, "role"), 'not with mode = "vrrp" (VRRP elects the role)')
-        else:
-            choices = ("master", "backup") if mode == "static" else ("master", "backup", "fault")
-            role = r.choice(t, "role", p, choices, role)
-    version = read_rows(r, t, p, pick(HA_ROWS, "version"), vals)["version"]
-    if mode != "vrrp":
-        for k in VRRP_KEYS:
-            if k in t:
-                r.err(_p(p, k), f'only with mode = "vrrp" (mode is "{mode}")')
-    read_rows(r, t, p, pick(HA_ROWS, "interface", "vrid", "priority", "advert_interval"), vals)
-    adv = vals["advert_interval"]
-    if version == 2 and adv != int(adv):
-        r.err(_p(p, "advert_interval"), "VRRPv2 counts whole seconds (use version = 3 for less)")
-    elif abs(adv * 100 - round(adv * 100)) > 1e-6:
-        r.err(_p(p, "advert_interval"), "VRRPv3 counts centiseconds: must be a multiple of 10ms")
-    vips: list[VipConfig] = []
-    raw = t.get("vips", [])
-    if not isinstance(raw, list):
-        r.err(_p(p, "vips"), f'must be a list of "address/prefix" strings, got {_tname(raw)}')
-        raw = []
-    for i, v in enumerate(raw):
-        vp = _p(_p(p, "vips"), i)
-        if not isinstance(v, str):
-            r.err(vp, f'must be "address" or "address/prefix", got {_tname(v)}')
-            continue
-        try:
-            iface = ipaddress.ip_interface(v)
-        except ValueError:
-            r.err(vp, f'must be "address" or "address/prefix", got {_show(v)}')
-            continue
-        why = _not_unicast(iface.ip)
-        if why:
-            r.err(vp, f"{_show(v)} is {why}")
-            continue
-        vip = VipConfig(AF_INET6 if iface.version == 6 else AF_INET, str(iface.ip), iface.network.prefixlen)
-        if any(x.address == vip.address for x in vips):
-            r.err(vp, f"duplicate address {vip.address}")
-            continue
-        vips.append(vip)
-    if vips and len({v.af for v in vips}) > 1:
-        r.err(_p(p, "vips"), "mixes IPv4 and IPv6: a VRRP instance is one family")
-    if vips and version == 2 and vips[0].af == AF_INET6:
-        r.err(_p(p, "version"), "VRRPv2 is IPv4 only")
-    if mode == "vrrp":
-        for k in ("interface", "vrid"):
-            if k not in t:
-                r.err(_p(p, k), 'missing (required with mode = "vrrp")')
-        if "vips" not in t:
-            r.err(_p(p, "vips"), 'missing (required with mode = "vrrp")')
-        elif not raw:
-            r.err(_p(p, "vips"), 'must list at least one address with mode = "vrrp"')
-    if len(vips) > 255:
-        r.err(_p(p, "vips"), f"at most 255 addresses fit in a VRRP advertisement, got {len(vips)}")
-    read_rows(r, t, p, pick(HA_ROWS, "preempt", "preempt_delay", "notify_master", "notify_backup", "notify_fault"), vals)
-    vals.update(role=role, vips=tuple(vips))
-    return HAConfig(**vals)
 
 
 # --- [sync] --------------------------------------------------------------------------------------
@@ -494,7 +363,6 @@ def _metrics(r: Reader, t: Table) -> MetricsConfig:
 DAEMON_KEYS = names(DAEMON_ROWS)
 IPVS_KEYS = names(IPVS_ROWS)
 TIMEOUT_KEYS = names(TIMEOUT_ROWS)
-HA_KEYS = names(HA_ROWS)
 SYNC_KEYS = names(SYNC_ROWS)
 API_KEYS = names(API_ROWS)
 METRICS_KEYS = names(METRICS_ROWS)
