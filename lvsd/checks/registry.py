@@ -20,6 +20,7 @@ REGISTRY = {
     "script": "lvsd.checks.script:ScriptCheck",
     "udp": "lvsd.checks.udp:UDPCheck",
     "dns": "lvsd.checks.dns:DNSCheck",
+    "file": "lvsd.checks.file:FileCheck",
 }
 
 CHECK_TYPES = tuple(REGISTRY)
