@@ -23,7 +23,9 @@ EX_CONFIG = 78
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lvsd",
-        description="Keep the kernel's IPVS table equal to a TOML config and its health checks.",
+        description="Keep the kernel's IPVS table equal to a TOML config and its health checks. "
+        "`lvsd import keepalived|ldirectord FILE` translates a keepalived.conf or an ldirectord.cf "
+        "(see `lvsd import --help`).",
     )
     p.add_argument("-f", "--config", metavar="FILE", default=None, help=f"config file (default {DEFAULT_CONFIG})")
     mode = p.add_mutually_exclusive_group()
@@ -167,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     from lvsd.daemon import early
 
     early.install()  # first: a SIGHUP while lvsd starts is queued, not fatal
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["import"]:  # `lvsd import keepalived|ldirectord FILE` (docs/migration.md)
+        from lvsd.migrate.cli import main as import_main
+
+        return import_main(args_in[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.state and args.backend != "memory":  # else a trial run would rewrite the real kernel table
