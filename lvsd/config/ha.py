@@ -16,6 +16,8 @@ from typing import Any
 from lvsd.ipvs.model import AF_INET, AF_INET6
 
 from .common import Argv, _d, _ifname
+from .ha_bgp import BGP_ROWS, build_bgp
+from .ha_bgp import MODE as BGP_MODE
 from .keys import ARGV, BOOL, CODE, INT, Choice, Duration, Key, names, pick, read_rows
 from .reader import Reader, Table, _not_unicast, _p, _show, _tname
 
@@ -34,7 +36,7 @@ class HAMode:
 
 
 #: modes defined in their own module (e.g. ``from .ha_bgp import BGP``; ``PLUGGED_MODES = (BGP,)``)
-PLUGGED_MODES: tuple[HAMode, ...] = ()
+PLUGGED_MODES: tuple[HAMode, ...] = (HAMode(BGP_MODE, BGP_ROWS, build_bgp, role="master"),)
 
 HA_MODES = ("static", "external", "vrrp", *(m.name for m in PLUGGED_MODES))
 

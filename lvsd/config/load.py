@@ -21,6 +21,7 @@ from collections.abc import Collection
 from typing import Any
 
 from .checks import check_keys
+from .ha_bgp import apply_bgp_rules
 from .layers import (
     DEFAULTS_ELSEWHERE,
     DEFAULTS_KEYS,
@@ -192,6 +193,7 @@ def _build(data: Table, source: str, resolver: Resolver | None, check_files: boo
         if s is not None:
             services.append(s)
     ha = _ha(ctx, section("ha"))
+    services = list(apply_bgp_rules(data, tuple(services), ha))  # mh-port default, scheduler warnings
     sync = _sync(ctx, section("sync")) if "sync" in data else None
     api = _api(ctx, section("api"))
     metrics = _metrics(ctx, section("metrics"))

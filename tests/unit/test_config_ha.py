@@ -31,7 +31,7 @@ def test_static_and_external_roles():
     assert P('[ha]\nmode = "external"').ha.role == "backup"  # safe until told otherwise
     assert P('[ha]\nmode = "external"\nrole = "fault"').ha.role == "fault"
     assert_err(E('[ha]\nrole = "fault"'), "ha.role", 'must be "master" or "backup"')
-    assert_err(E('[ha]\nmode = "keepalived"'), "ha.mode", 'must be "static", "external" or "vrrp"')
+    assert_err(E('[ha]\nmode = "keepalived"'), "ha.mode", 'must be "static", "external", "vrrp" or "bgp"')
 
 
 def test_vrrp_every_key():
