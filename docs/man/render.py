@@ -260,7 +260,8 @@ def pages() -> Iterator[Page]:
 
     ops = _read("operations.md")
     yield Page("lvsd", 8, "director agent for Linux IPVS: health checks, reconcile, HA",
-               options(lvsd_main._parser()) + [".SH DESCRIPTION"] + markdown(ops)
+               options(lvsd_main._parser()) + markdown(section(_read("migration.md"), "The import command"))
+               + [".SH DESCRIPTION"] + markdown(ops)
                + _footer(FILES, ["lvsctl(8)", "lvsadm(8)", "lvsd.toml(5)", "ipvsadm(8)", "systemctl(1)"]))
     yield Page("lvsctl", 8, "query and steer a running lvsd",
                options(parser_of(lvsctl.main))

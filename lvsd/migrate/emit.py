@@ -74,7 +74,7 @@ def render(m: Imported, command: str) -> str:
         "# the source's defaults are written out so that no lvsd default changes the behaviour.",
         "",
     ]
-    for name in SECTION_ORDER:
+    for name in [*SECTION_ORDER, *(n for n in m.sections if n not in SECTION_ORDER)]:
         sec = m.sections.get(name)
         if not sec:
             continue

@@ -326,3 +326,14 @@ def test_the_command_line(tmp_path: Path) -> None:
     assert r.returncode == 78 and r.stdout == ""
     assert r.stderr.strip().endswith("typo.conf:4: unknown real_server keyword 'wieght'")
     assert "Traceback" not in r.stderr
+
+
+def test_every_import_option_is_in_the_lvsd_man_page(tmp_path: Path) -> None:
+    from lvsd.migrate.cli import parser
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(root / "docs" / "man" / "render.py"), "--out", str(tmp_path)], check=True)
+    page = (tmp_path / "lvsd.8").read_text().replace("\\-", "-").replace("\\fB", "").replace("\\fR", "")
+    opts = [o for a in parser()._actions for o in a.option_strings]
+    assert "--config-id" in opts and "lvsd import keepalived" in page
+    assert [o for o in opts if o not in page] == []
