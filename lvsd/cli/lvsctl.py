@@ -99,10 +99,30 @@ def _print_status(s: dict[str, Any]) -> None:
     if s.get("role"):
         print(f"role:     {s['role']}")
     ha = s.get("ha")
+    if ha and ha.get("announce"):
+        _print_announce(ha["announce"])
     if ha:
         for k, v in ha.items():
-            if k != "role":
+            if k not in ("role", "announce"):
                 print(f"ha.{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+
+
+def _print_announce(a: dict[str, Any]) -> None:
+    """bgp mode: one line per VIP (announced or not, and why), the interface, BIRD's sessions."""
+    state = "DRAINED" if a["drained"] else "announcing" if a["announce"] else "announce = false"
+    print(f"announce: {a['interface']} ({state}), {a['repairs']} repairs" + (f", ERROR {a['error']}" if a["error"] else ""))
+    for v in a["vips"]:
+        word = "ANNOUNCED" if v["announced"] else "withdrawn"
+        print(f"  vip {v['vip']:<39} {word:<9} {v['reason']:<12} {v['detail']}")
+    bs = a.get("bgp_sessions")
+    if bs is not None:
+        names = ", ".join(f"{x['name']} {x['info'] or x['state']}" for x in bs["sessions"])
+        print(f"  bgp: {bs['established']} sessions established" + (f" ({names})" if names else "")
+              + (f": {bs['error']}" if bs.get("error") else ""))
+    for w in a.get("warnings", []):
+        print(f"  warning: {w}")
+    if a.get("drain_error"):
+        print(f"  drain file: {a['drain_error']}")
 
 
 def _print_services(data: dict[str, Any]) -> None:
@@ -137,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("role", help="set the HA role (mode = external)")
     r.add_argument("role", choices=("master", "backup", "fault"))
     sub.add_parser("metrics", help="print the Prometheus metrics")
+    sub.add_parser("drain-director", help="bgp mode: withdraw every VIP (kept across restarts)")
+    sub.add_parser("undrain-director", help="bgp mode: announce the healthy VIPs again")
     args = p.parse_args(argv)
     try:
         if args.cmd == "status":
@@ -147,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             code, body = request(args.socket, "POST", "/reload", {})
         elif args.cmd == "role":
             code, body = request(args.socket, "POST", "/role", {"role": args.role})
+        elif args.cmd in ("drain-director", "undrain-director"):
+            code, body = request(args.socket, "POST", "/" + args.cmd, {})
         else:
             code, body = request(args.socket, "GET", "/metrics")
             sys.stdout.write(body.decode())
@@ -171,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         _print_services(data)
     elif args.cmd == "reload":
         print(data["message"])
+    elif args.cmd in ("drain-director", "undrain-director"):
+        print("drained: every VIP withdrawn" if data["drained"] else "undrained: healthy VIPs announced")
     else:
         print(f"role {data['role']}")
     return 0

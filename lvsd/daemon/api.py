@@ -111,6 +111,8 @@ class ControlAPI:
         app.router.add_get("/services", self.services)
         app.router.add_post("/reload", self.reload)
         app.router.add_post("/role", self.role)
+        app.router.add_post("/drain-director", self.drain_director)
+        app.router.add_post("/undrain-director", self.undrain_director)
         app.router.add_get("/metrics", self.metrics)
         return app
 
@@ -191,6 +193,9 @@ class ControlAPI:
         }
         if d.ha is not None:
             try:
+                an = getattr(d.ha, "announcer", None)
+                if an is not None:  # bgp mode: BIRD's sessions, read through birdc off the loop
+                    await an.refresh_sessions()
                 body["ha"] = d.ha.status()
             except Exception as e:  # status must answer even if HA is unwell
                 body["ha"] = {"error": str(e)}
@@ -252,6 +257,26 @@ class ControlAPI:
                 raise
             return web.json_response({"ok": False, "message": str(e)}, status=409)
         return web.json_response({"ok": True, "role": role})
+
+    async def drain_director(self, request: web.Request) -> web.Response:
+        """bgp mode: withdraw every VIP (kept across reload and restart)."""
+        return await self._drain(True)
+
+    async def undrain_director(self, request: web.Request) -> web.Response:
+        """bgp mode: announce the healthy VIPs again."""
+        return await self._drain(False)
+
+    async def _drain(self, drained: bool) -> web.Response:
+        ha = self.d.ha
+        if ha is None:
+            return web.json_response({"ok": False, "message": "HA is not running"}, status=409)
+        try:
+            await ha.set_drained(drained)
+        except Exception as e:  # HAError: not bgp mode; one line back to lvsctl
+            if type(e).__name__ != "HAError":
+                raise
+            return web.json_response({"ok": False, "message": str(e)}, status=409)
+        return web.json_response({"ok": True, "drained": drained})
 
     async def metrics(self, request: web.Request) -> web.Response:
         """The exposition, rendered at most once per METRICS_CACHE_SECONDS: scrapers in a loop

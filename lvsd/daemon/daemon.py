@@ -288,6 +288,13 @@ class Daemon:
             if type(e).__name__ != "HAError":
                 raise
             raise StartError(f"HA: {e}") from None
+        await self._announce()
+
+    async def _announce(self) -> None:
+        """bgp mode: the announcer decides again from the last pass's quorum verdicts and repairs
+        its interface (after every reconcile, the periodic resync included)."""
+        if getattr(self.ha, "announcer", None) is not None:
+            await self._guard("announcing", self.ha.announce_update(self.reconciler.announce_inputs()))
 
     async def _start_api(self, cfg: Config) -> None:
         if self.api is None:
@@ -316,6 +323,11 @@ class Daemon:
         self._tasks.clear()
         if self.checks is not None:
             await self._guard("stopping checks", self.checks.stop())
+        if on_stop == "remove" and getattr(self.ha, "announcer", None) is not None:
+            try:  # bgp mode: withdraw first, let the routers move the flows, then remove
+                await self.ha.before_remove()
+            except Exception as e:
+                log.error("withdrawing the VIPs failed: %s", e)
         if on_stop == "remove":
             try:
                 self.reconciler.remove_managed("on_stop=remove")
@@ -384,6 +396,7 @@ class Daemon:
             else:
                 cause = "requested"
             self._reconcile(full=self._full or not pending or retry, cause=cause)
+            await self._announce()
             await asyncio.sleep(0)  # let checks and the API run between reconciles
 
     def _reconcile(self, full: bool, cause: str = "") -> bool:
@@ -484,6 +497,7 @@ class Daemon:
         ok = self._reconcile(full=True, cause="reload")
         if self.ha is not None:
             await self._guard("reloading HA", self.ha.reload(new))
+            await self._announce()
         if self.api is not None and new.api != old.api:
             log.warning("reload: [api] changes take effect at the next restart")
         st.reloads["ok"] += 1

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from typing import Any
 
 from lvsd.config.model import ROLES, Config, HAConfig, SyncConfig
 from lvsd.core import vrrp as core
@@ -112,6 +113,8 @@ class HAManager:
         self._hook_worker: asyncio.Task | None = None
         self._started = False
         self._stopping = False
+        self.announcer: Any = None  # bgp mode's lvsd.daemon.announce.Announcer
+        self.announcer_options: dict[str, Any] = {}  # tests: clock, net_admin, sysctl_dir
 
     # --- life cycle ---
     async def start(self) -> None:
@@ -140,8 +143,43 @@ class HAManager:
                 self.vrrp = None
                 self._set("fault", f"vrrp cannot start: {e}")
                 raise HAError(f"ha: VRRP cannot start on {ha.interface!r}: {e}") from None
+        elif ha.mode == "bgp":
+            await self._start_bgp()
         else:
             self._set(ha.role, f"{ha.mode} mode, from the config")
+
+    # --- bgp mode (lvsd.daemon.announce): every director active, healthy VIPs announced ---
+    async def _start_bgp(self) -> None:
+        from .announce import AnnounceError, Announcer
+
+        self._set("master", "bgp mode: every director active")
+        try:
+            if self.links is None:
+                self.links = await open_links(self.netns)
+            self.announcer = Announcer(self.links, self.config, netns=self.netns, **self.announcer_options)
+            await self.announcer.start()
+        except (AnnounceError, OSError) as e:
+            self.announcer = None
+            await self._close_links()
+            raise HAError(str(e)) from None
+
+    async def announce_update(self, inputs: list) -> None:
+        """bgp mode: decide again from the services' quorum verdicts and repair the interface."""
+        if self.announcer is not None:
+            await self.announcer.update(inputs)
+
+    async def set_drained(self, drained: bool) -> None:
+        """lvsctl drain-director / undrain-director (HAError outside bgp mode)."""
+        if self.announcer is None:
+            raise HAError(
+                f'drain-director: ha.mode is {self.config.ha.mode!r}; only mode "bgp" announces VIPs'
+            )
+        await self.announcer.set_drained(drained)
+
+    async def before_remove(self) -> None:
+        """on_stop = "remove" in bgp mode: withdraw every VIP and wait withdraw_grace first."""
+        if self.announcer is not None:
+            await self.announcer.withdraw_all("stopping (on_stop=remove)", self.announcer.bgp.withdraw_grace)
 
     async def reload(self, config: Config) -> None:
         """Apply a new config: the role source, VRRP parameters, sync daemon settings, sysctls.
@@ -161,6 +199,14 @@ class HAManager:
             assert self.vrrp is not None
             await self.vrrp.update(nh)
             self._apply_sync()
+        elif oh.mode == nh.mode == "bgp" and self.announcer is not None:
+            from .announce import AnnounceError
+
+            try:
+                await self.announcer.reload(config)
+            except AnnounceError as e:
+                log.error("ha: %s", e)
+            self._apply_sync()
         elif oh.mode == nh.mode == "external":
             self._apply_sync()
         elif oh.mode == nh.mode == "static" and oh.role == nh.role:
@@ -173,7 +219,10 @@ class HAManager:
                     await vr.stop(resign=True)
                 finally:
                     self._stopping = False
-            if nh.mode != "vrrp":
+            if self.announcer is not None:
+                an, self.announcer = self.announcer, None
+                await an.stop("remove")  # leaving bgp mode: withdraw, the interface goes
+            if nh.mode not in ("vrrp", "bgp"):
                 await self._close_links()
             await self._start_source(nh)
 
@@ -183,6 +232,8 @@ class HAManager:
         self._stopping = True
         if self.vrrp is not None:
             await self.vrrp.stop(resign=True)
+        if self.announcer is not None:
+            await self.announcer.stop(on_stop)
         await self._close_links()
         if on_stop == "remove" and self.config.sync is not None:
             self._set_daemons(())
@@ -365,4 +416,5 @@ class HAManager:
             "sysctls": dict(self.sysctl_values),
             "sysctl_errors": dict(self.sysctl_errors),
             "hooks": dict(self.hook_results),
+            "announce": self.announcer.status() if self.announcer is not None else None,
         }

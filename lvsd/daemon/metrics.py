@@ -87,6 +87,7 @@ class Snapshot:
         self.quorum = dict(d.quorum)
         self.health = dict(d.health)
         self.reconciler = SimpleNamespace(refused=dict(d.reconciler.refused))
+        self.announce = announce_state(d)
         try:
             self.backend = _Table(d.backend.dump(), None)
         except (IPVSError, OSError) as e:
@@ -158,6 +159,17 @@ def render_steps(d: Daemon | Snapshot, o: _Out) -> Iterator[None]:
     o.family("lvsd_service_below_quorum", "gauge", "1 while a service is below its quorum.")
     for s in cfg.services:
         o.sample("lvsd_service_below_quorum", d.quorum.get(s.name, False), service=s.name)
+    an = d.announce if isinstance(d, Snapshot) else announce_state(d)
+    if an is not None:  # bgp mode
+        o.family("lvsd_vip_announced", "gauge", "bgp mode: 1 while the VIP is on the announce interface; reason: why (quorum, delay, below-quorum, pending, drain, disabled).")
+        for vip, announced, reason in an["vips"]:
+            o.sample("lvsd_vip_announced", announced, vip=vip, reason=reason)
+        o.family("lvsd_director_drained", "gauge", "bgp mode: 1 while the director is drained (lvsctl drain-director).")
+        o.sample("lvsd_director_drained", an["drained"])
+        o.family("lvsd_announce_changes_total", "counter", "bgp mode: VIPs announced or withdrawn since start.")
+        o.sample("lvsd_announce_changes_total", an["changes"])
+        o.family("lvsd_announce_repairs_total", "counter", "bgp mode: announce-interface edits from outside lvsd put right.")
+        o.sample("lvsd_announce_repairs_total", an["repairs"])
     o.family("lvsd_server_health", "gauge", "Server health: 1 up, 0 down, -1 unknown.")
     o.family("lvsd_server_configured_weight", "gauge", "Weight from the config.")
     health_lines: list[tuple[str, str, int, int]] = []
@@ -176,6 +188,19 @@ def render_steps(d: Daemon | Snapshot, o: _Out) -> Iterator[None]:
         if i % CHUNK == 0:
             yield
     yield from _kernel(o, d)
+
+
+def announce_state(d: Daemon) -> dict[str, Any] | None:
+    """bgp mode's announcer state, copied: (vip, announced, reason) per VIP, drained, counters."""
+    an = getattr(getattr(d, "ha", None), "announcer", None)
+    if an is None:
+        return None
+    return {
+        "vips": [(s.vip, s.announced, s.reason) for s in an.statuses.values()],
+        "drained": an.drained,
+        "changes": an.changes,
+        "repairs": an.repairs,
+    }
 
 
 def _kernel(o: _Out, d: Daemon | Snapshot) -> Iterator[None]:

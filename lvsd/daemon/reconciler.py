@@ -17,6 +17,7 @@ caller of ``reconcile``.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lvsd.config.model import Config, ServerId, ServiceConfig
+from lvsd.core.announce import ServiceInput
+from lvsd.core.desired import live_weight
 from lvsd.core.health import ServerHealth
 from lvsd.core.plan import Plan, describe, plan, retired
 from lvsd.daemon.hooks import Hooks
@@ -290,6 +293,19 @@ class Reconciler:
         return p.ops, p.desired, cached
 
     # ------------------------------------------------------------------ quorum
+
+    def announce_inputs(self) -> list[ServiceInput]:
+        """Per service with an address: its VIP and quorum verdict (the planner's, hysteresis
+        included), what bgp mode's announce rule (lvsd.core.announce) decides from."""
+        actual = self.view or {}
+        out = []
+        for s in self.config.services:
+            if s.key.fwmark or not s.key.addr:
+                continue
+            below = False if s.quorum <= 0 else self.quorum.get(s.name)
+            vip = str(ipaddress.ip_address(s.key.addr))
+            out.append(ServiceInput(s.name, vip, below, live_weight(s, self.health, actual), s.quorum))
+        return out
 
     def _update_quorum(self, new: dict[str, bool], names: set[str] | None) -> None:
         """Take the new quorum states (all services, or ``names``); log transitions, run hooks."""
