@@ -12,9 +12,9 @@
 # at once. What CMD installs (apt install ./x.deb) lands in the throw-away overlay; the packages it
 # depends on must be installed on the host (the guest has no network).
 # Defaults differ from vm.sh's: VM_MODULES is empty (a unit's own `modprobe ip_vs` loads IPVS)
-# and VM_TIMEOUT is 900. Booting to the command takes ~15 s under TCG emulation.
+# and VM_TIMEOUT is 1800 (the suite takes 10-15 min under emulation on a busy 2-core host). Booting to the command takes ~15 s under TCG emulation.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 [ -x /lib/systemd/systemd ] || { echo "vm-systemd.sh: no /lib/systemd/systemd on this host" >&2; exit 125; }
-export VM_GUEST=$here/guest.sh VM_MODULES=${VM_MODULES-} VM_TIMEOUT=${VM_TIMEOUT:-900}
+export VM_GUEST=$here/guest.sh VM_MODULES=${VM_MODULES-} VM_TIMEOUT=${VM_TIMEOUT:-1800}
 exec "$here/../kernel/vm.sh" "$@"
