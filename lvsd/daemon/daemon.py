@@ -47,7 +47,10 @@ def load(path: str) -> Config:
 
 
 class StartError(Exception):
-    """The daemon cannot start (one line for the user: a component refused the config)."""
+    """The daemon cannot start (one line for the user: a component refused the config).
+    ``exit_status``: lvsd's exit status for it (78, EX_CONFIG: the file itself must change)."""
+
+    exit_status = 1
 
 
 class Daemon:
@@ -247,7 +250,9 @@ class Daemon:
             rc = self.reconciler
             why = refuse_empty(cfg, retired(rc.managed, rc.recorded(), self.backend.dump()))
             if why:
-                raise StartError(why)
+                err = StartError(why)
+                err.exit_status = 78  # EX_CONFIG: systemd must not restart into the same file
+                raise err
         self.reconciler.adopt()
         await self._start_checks(cfg)
         self._reconcile(full=True, cause="start")

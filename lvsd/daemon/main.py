@@ -154,7 +154,7 @@ def run(path: str, backend_name: str, state: str | None, log_level: str | None) 
         return asyncio.run(daemon.run())
     except (APIError, StartError) as e:
         log.error("cannot start: %s", e)
-        return 1
+        return getattr(e, "exit_status", 1)
     except (BackendUnavailable, IPVSError, OSError) as e:
         log.error("cannot start: %s", e)
         return 1

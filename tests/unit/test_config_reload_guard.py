@@ -221,3 +221,25 @@ def test_unexpected_exception_past_the_loader_keeps_the_daemon_running(
     with caplog.at_level("ERROR", logger="lvsd"):
         run(main())
     assert len([r for r in caplog.records if r.exc_info]) == 1
+
+
+def test_start_refusal_exits_ex_config(tmp_path: Path) -> None:
+    """lvsd exits 78 (EX_CONFIG) on an empty file that would remove recorded services, so systemd
+    (RestartPreventExitStatus=78) does not restart into the same refusal."""
+    from lvsd.daemon.main import EX_CONFIG
+    from lvsd.daemon.main import run as run_lvsd
+
+    state, mem = tmp_path / "s.json", str(tmp_path / "mem.json")
+    cfg = tmp_path / "lvsd.toml"
+    cfg.write_text(HEAD.format(state=state) + SERVICES)
+    b = MemoryBackend(mem)
+
+    async def first() -> None:
+        d = daemon(cfg, b)
+        await finish(d, await started(d))
+
+    run(first())
+    b.close()
+    cfg.write_text(HEAD.format(state=state) + '[api]\nsocket = "%s"\n' % (tmp_path / "sock"))
+    assert run_lvsd(str(cfg), "memory", mem, None) == EX_CONFIG
+    assert set(MemoryBackend(mem).dump()) == {WEB, DNS}
