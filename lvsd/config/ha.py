@@ -48,6 +48,151 @@ ROLE_DEFAULT = {
     **{m.name: m.role for m in PLUGGED_MODES},
 }
 
+
+@dataclass(frozen=True, slots=True)
+class TrackInterface:
+    """``track_interfaces`` entry: a link whose state (admin up and carrier) moves the priority.
+    keepalived's semantics: weight > 0 adds while OK, < 0 subtracts while failing, 0 = fault."""
+
+    name: str
+    weight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackService:
+    """``track_services`` entry: a service whose health (``lvsd.core.service_health``) moves the
+    priority, with ``TrackInterface``'s weight semantics."""
+
+    service: str
+    weight: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TrackScript:
+    """``track_scripts`` entry: argv run every ``interval`` (killed at ``timeout``: failing);
+    ``fall`` failures in a row make it failing, ``rise`` successes OK again."""
+
+    argv: Argv
+    interval: float = 2.0
+    timeout: float = 10.0
+    rise: int = 1
+    fall: int = 1
+    weight: int = 0
+
+
+WEIGHT_MIN, WEIGHT_MAX = -253, 253
+
+
+def _entries(r: Reader, tbl: Table, key: str, path: str) -> list[tuple[str, Table]]:
+    """A list of inline tables: (path of each, table); errors for what is not."""
+    raw = tbl.get(key)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        r.err(_p(path, key), f"must be a list of tables, got {_tname(raw)}")
+        return []
+    out = []
+    for i, e in enumerate(raw):
+        ep = _p(_p(path, key), i)
+        if not isinstance(e, dict):
+            r.err(ep, f"must be a table, got {_tname(e)}")
+            continue
+        out.append((ep, e))
+    return out
+
+
+def _track_interfaces(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    out = []
+    for ep, e in _entries(r, tbl, key, path):
+        r.keys(e, ep, ("name", "weight"))
+        if "name" not in e:
+            r.err(_p(ep, "name"), "missing: the interface to track")
+            continue
+        name = _ifname(r, e, "name", ep, "", {})
+        weight = r.get_int(e, "weight", ep, WEIGHT_MIN, WEIGHT_MAX, 0)
+        if name:
+            out.append(TrackInterface(name, weight))
+    return tuple(out)
+
+
+def _track_services(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    out = []
+    for ep, e in _entries(r, tbl, key, path):
+        r.keys(e, ep, ("service", "weight"))
+        if "service" not in e:
+            r.err(_p(ep, "service"), "missing: the name of the service to track")
+            continue
+        name = r.get_str(e, "service", ep, "")
+        weight = r.get_int(e, "weight", ep, WEIGHT_MIN, WEIGHT_MAX, 0)
+        if name:
+            out.append(TrackService(name, weight))
+    return tuple(out)
+
+
+def _track_scripts(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    out = []
+    for ep, e in _entries(r, tbl, key, path):
+        r.keys(e, ep, ("argv", "interval", "timeout", "rise", "fall", "weight"))
+        if "argv" not in e:
+            r.err(_p(ep, "argv"), "missing: the command to run")
+            continue
+        argv = ARGV(r, e, "argv", ep, (), {})
+        interval = r.duration(e, "interval", ep, 2.0, lo=0.01, hi=86400)
+        timeout = r.duration(e, "timeout", ep, 10.0, lo=0.01, hi=3600)
+        rise = r.get_int(e, "rise", ep, 1, 100, 1)
+        fall = r.get_int(e, "fall", ep, 1, 100, 1)
+        weight = r.get_int(e, "weight", ep, WEIGHT_MIN, WEIGHT_MAX, 0)
+        if argv:
+            out.append(TrackScript(argv, interval, timeout, rise, fall, weight))
+    return tuple(out)
+
+
+def _peers(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    raw = tbl.get(key)
+    if raw is None:
+        return default
+    if not isinstance(raw, list):
+        r.err(_p(path, key), f"must be a list of IP address strings, got {_tname(raw)}")
+        return default
+    out: list[str] = []
+    for i, v in enumerate(raw):
+        a = r.ip(v, _p(_p(path, key), i))
+        if a is None:
+            continue
+        if a[1] in out:
+            r.err(_p(_p(path, key), i), f"duplicate address {a[1]}")
+            continue
+        out.append(a[1])
+    if not out and raw:
+        return default
+    if not raw:
+        r.err(_p(path, key), "must list at least one address (or leave it out for multicast)")
+    return tuple(out)
+
+
+def _address(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    if key not in tbl:
+        return default
+    a = r.ip(tbl[key], _p(path, key))
+    return default if a is None else a[1]
+
+
+def _fifo(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    v = r.get_str(tbl, key, path, default, nonempty=False)
+    if v and (not v.startswith("/") or v.endswith("/")):
+        r.err(_p(path, key), f'must be an absolute file path, or "" for none, got {_show(v)}')
+        return default
+    return v
+
+
+def _auth_pass(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    v = r.get_str(tbl, key, path, default)
+    if v and len(v.encode()) > 8:
+        r.err(_p(path, key), f"at most 8 bytes fit in a VRRPv2 advertisement, got {len(v.encode())}")
+        return default
+    return v
+
+
 COMMON_ROWS = (
     Key("mode", Choice(HA_MODES), "static", doc="static, external (lvsctl role) or vrrp"),
     Key("role", CODE, ROLE_DEFAULT["static"], doc="master or backup (external: also fault); not vrrp"),
@@ -61,11 +206,34 @@ VRRP_ROWS = (
     Key("preempt", BOOL, True, doc="a higher priority takes over from a lower master"),
     Key("preempt_delay", Duration(0, 3600), 0.0, doc="wait this long after start before preempting"),
     Key("version", INT(2, 3), 3, doc="VRRP version 2 (IPv4, whole seconds) or 3"),
+    Key("auth_pass", _auth_pass, "", doc="VRRPv2 auth_type PASS: a clear-text password, not security"),
+    Key(
+        "unicast_peers", _peers, (), doc="send adverts to these addresses, accept only theirs (no multicast)"
+    ),
+    Key("unicast_src", _address, "", doc="the address unicast adverts come from (default: the interface's)"),
+    Key("track_interfaces", _track_interfaces, (), doc="[{ name, weight }]: link state moves the priority"),
+    Key("track_scripts", _track_scripts, (), doc="[{ argv, interval, timeout, rise, fall, weight }]"),
+    Key(
+        "track_services",
+        _track_services,
+        (),
+        doc="[{ service, weight }]: a service below quorum moves the priority",
+    ),
+    Key(
+        "garp_refresh",
+        Duration(0, 86400),
+        0.0,
+        doc="repeat gratuitous ARP / NA this often while master (0 = never)",
+    ),
+    Key("garp_repeat", INT(1, 20), 4, doc="announcements on takeover (at 0, 0.5, 2, 5 s, then every 5 s)"),
 )
 NOTIFY_ROWS = (
     Key("notify_master", ARGV, (), doc="run on becoming master"),
     Key("notify_backup", ARGV, (), doc="run on becoming backup"),
     Key("notify_fault", ARGV, (), doc="run on entering fault"),
+    Key("notify", ARGV, (), doc="run on every change, with instance, state and priority appended"),
+    Key("notify_stop", ARGV, (), doc="run when lvsd's VRRP stops"),
+    Key("notify_fifo", _fifo, "", doc="also write each change to this FIFO, in keepalived's format"),
 )
 HA_ROWS = COMMON_ROWS + VRRP_ROWS + NOTIFY_ROWS + tuple(k for m in PLUGGED_MODES for k in m.rows)
 #: [ha] keys that only mode = "vrrp" takes
@@ -107,6 +275,17 @@ class HAConfig:
     notify_master: Argv = _HA["notify_master"]
     notify_backup: Argv = _HA["notify_backup"]
     notify_fault: Argv = _HA["notify_fault"]
+    auth_pass: str = _HA["auth_pass"]
+    unicast_peers: tuple[str, ...] = _HA["unicast_peers"]
+    unicast_src: str = _HA["unicast_src"]
+    track_interfaces: tuple[TrackInterface, ...] = _HA["track_interfaces"]
+    track_scripts: tuple[TrackScript, ...] = _HA["track_scripts"]
+    track_services: tuple[TrackService, ...] = _HA["track_services"]
+    garp_refresh: float = _HA["garp_refresh"]
+    garp_repeat: int = _HA["garp_repeat"]
+    notify: Argv = _HA["notify"]
+    notify_stop: Argv = _HA["notify_stop"]
+    notify_fifo: str = _HA["notify_fifo"]
     mode_config: object = None
 
 
@@ -153,9 +332,36 @@ def _vips(r: Reader, t: Table, p: str, version: int, required: bool) -> tuple[Vi
     return tuple(vips)
 
 
+def _row(name: str) -> Key:
+    return pick(VRRP_ROWS, name)[0]
+
+
+def _vrrp_rules(r: Reader, t: Table, p: str, vals: dict[str, Any], vips: tuple[VipConfig, ...]) -> None:
+    """What spans the new VRRP keys: auth only in v2 (AH refused); unicast addresses of the VIPs'
+    family; a tracked object named once."""
+    if vals["auth_pass"] and vals["version"] != 2:
+        r.err(_p(p, "auth_pass"), "only with version = 2 (VRRPv3 has no authentication)")
+    fam = vips[0].af if vips else None
+    for k in ("unicast_peers", "unicast_src"):
+        v = vals[k]
+        for a in v if isinstance(v, tuple) else (v,) if v else ():
+            af = AF_INET6 if ":" in a else AF_INET
+            if fam is not None and af != fam:
+                r.err(_p(p, k), f"{a} is not of the family of the vips")
+    if vals["unicast_src"] and not vals["unicast_peers"]:
+        r.err(_p(p, "unicast_src"), "only with unicast_peers")
+    for k, attr in (("track_interfaces", "name"), ("track_services", "service")):
+        seen: set[str] = set()
+        for e in vals[k]:
+            n = getattr(e, attr)
+            if n in seen:
+                r.err(_p(p, k), f"{n!r} is tracked twice")
+            seen.add(n)
+
+
 def _ha(r: Reader, t: Table) -> HAConfig:
     p = "ha"
-    r.keys(t, p, HA_KEYS)
+    r.keys(t, p, HA_KEYS, {"auth_type": "auth_pass alone means PASS; AH (IPsec) is not supported"})
     vals = read_rows(r, t, p, pick(HA_ROWS, "mode"))
     mode = vals["mode"]
     role = ROLE_DEFAULT[mode]
@@ -183,6 +389,8 @@ def _ha(r: Reader, t: Table) -> HAConfig:
         r.err(_p(p, "advert_interval"), "VRRPv3 counts centiseconds: must be a multiple of 10ms")
     vips = _vips(r, t, p, version, mode == "vrrp")
     read_rows(r, t, p, pick(HA_ROWS, "preempt", "preempt_delay") + NOTIFY_ROWS, vals)
+    read_rows(r, t, p, VRRP_ROWS[VRRP_ROWS.index(_row("auth_pass")) :], vals)
+    _vrrp_rules(r, t, p, vals, vips)
     for m in PLUGGED_MODES:
         if mode == m.name:
             mvals = read_rows(r, t, p, m.rows)

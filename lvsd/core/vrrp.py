@@ -25,6 +25,8 @@ VRRP_GROUP6 = "ff02::12"
 VRRP_TTL = 255
 HEADER_LEN = 8
 MAX_ADVER_INT_CS = 4095  # 12 bits of centiseconds
+AUTH_NONE, AUTH_PASS, AUTH_AH = 0, 1, 2  # VRRPv2 authentication types (RFC 2338; 3768 keeps 0 only)
+AUTH_LEN = 8
 
 AF_INET = 2
 AF_INET6 = 10
@@ -49,6 +51,7 @@ class Advert:
     version: int = VRRP_VERSION
     type: int = VRRP_TYPE_ADVERT
     checksum: int = field(default=0, compare=False)
+    auth: bytes = b""  # VRRPv2 auth_type PASS: the password (b"" = auth type 0)
 
     @property
     def interval(self) -> float:
@@ -86,7 +89,8 @@ def encode(adv: Advert, src: str, dst: str) -> bytes:
     """The VRRP message (after the IP header) for ``adv`` sent from ``src`` to ``dst``.
 
     Version 3 (RFC 5798): 12-bit interval in centiseconds, checksum over the pseudo-header.
-    Version 2 (RFC 3768, IPv4 only): auth type 0, 8-bit interval in seconds, 8 zero bytes of
+    Version 2 (RFC 3768, IPv4 only): auth type 0 (or 1, PASS, with ``adv.auth``: the password
+    padded to 8 bytes, as keepalived's ``auth_pass``), 8-bit interval in seconds, 8 bytes of
     authentication data, checksum over the VRRP message alone."""
     if adv.version not in (2, 3):
         raise ValueError(f"VRRP version must be 2 or 3, got {adv.version}")
@@ -100,6 +104,8 @@ def encode(adv: Advert, src: str, dst: str) -> bytes:
         )
     if adv.version == 2 and (adv.max_adver_int % 100 or adv.max_adver_int > 25500):
         raise ValueError(f"VRRPv2 counts whole seconds 1..255, got {adv.max_adver_int / 100:g} s")
+    if len(adv.auth) > AUTH_LEN or (adv.auth and adv.version != 2):
+        raise ValueError("a password is VRRPv2 only and at most 8 bytes")
     if not 1 <= len(adv.addrs) <= 255:
         raise ValueError(f"an advert carries 1..255 addresses, got {len(adv.addrs)}")
     version = ipaddress.ip_address(src).version
@@ -118,11 +124,11 @@ def encode(adv: Advert, src: str, dst: str) -> bytes:
             adv.vrid,
             adv.priority,
             len(adv.addrs),
-            0,
+            AUTH_PASS if adv.auth else AUTH_NONE,
             adv.max_adver_int // 100,
             0,
         )
-        msg = head + bytes(body) + b"\0" * 8
+        msg = head + bytes(body) + adv.auth.ljust(AUTH_LEN, b"\0")
         csum = inet_checksum(msg)
     else:
         head = struct.pack(
@@ -157,6 +163,7 @@ def decode(data: bytes, src: str, dst: str) -> Advert:
         raise MalformedAdvert(f"bad source address {src!r}") from None
     if version == 2 and v != 4:
         raise MalformedAdvert("version 2 over IPv6")
+    auth = b""
     alen = 4 if v == 4 else 16
     if count == 0:
         raise MalformedAdvert("no addresses")
@@ -167,8 +174,15 @@ def decode(data: bytes, src: str, dst: str) -> Advert:
         msg = bytes(data)  # the checksum covers the whole message, authentication data included
         if inet_checksum(msg) != 0:
             raise MalformedAdvert("bad checksum")
-        if rsvd_int >> 8 != 0:
-            raise MalformedAdvert(f"authentication type {rsvd_int >> 8} (only 0 is supported)")
+        atype = rsvd_int >> 8
+        if atype == AUTH_AH:
+            raise MalformedAdvert("authentication type 2 (AH: not supported)")
+        if atype not in (AUTH_NONE, AUTH_PASS):
+            raise MalformedAdvert(f"authentication type {atype} (only 0 and 1, PASS, are supported)")
+        if atype == AUTH_PASS:
+            if len(data) < need + AUTH_LEN:
+                raise MalformedAdvert("authentication type 1 (PASS) without its 8 bytes")
+            auth = bytes(data[need : need + AUTH_LEN]).rstrip(b"\0") or b"\0"
         interval = (rsvd_int & 0xFF) * 100
     else:
         msg = bytes(data[:need])
@@ -185,7 +199,7 @@ def decode(data: bytes, src: str, dst: str) -> Advert:
         str(ipaddress.ip_address(msg[HEADER_LEN + i * alen : HEADER_LEN + (i + 1) * alen]))
         for i in range(count)
     )
-    return Advert(vrid, prio, interval, addrs, version, typ, csum)
+    return Advert(vrid, prio, interval, addrs, version, typ, csum, auth)
 
 
 # --- the state machine ---------------------------------------------------------------------------
@@ -212,6 +226,7 @@ class Params:
     preempt: bool = True
     preempt_delay: float = 0.0  # seconds a lower-priority master is tolerated before preempting
     version: int = VRRP_VERSION  # 3, or 2 (RFC 3768) for old peers
+    auth: bytes = b""  # VRRPv2 PASS password sent and required (b"" = none)
 
     def skew(self, master_adver_int: int) -> float:
         """Skew_Time in seconds: ((256 - priority) * Master_Adver_Interval) / 256 (v3);
@@ -387,6 +402,10 @@ def check_received(p: Params, adv: Advert, ttl: int) -> Verdict:
         return Verdict(False, f"vrid {adv.vrid}, not {p.vrid}")
     if adv.version != p.version:
         return Verdict(False, f"version {adv.version}, not {p.version}")
+    if adv.auth != p.auth:  # keepalived: a type or password mismatch is dropped
+        if not p.auth:
+            return Verdict(False, "authentication PASS, we have none")
+        return Verdict(False, "no authentication, we have PASS" if not adv.auth else "wrong password")
     warning = ""
     if set(adv.addrs) != {str(ipaddress.ip_address(v)) for v in p.vips}:
         warning = f"address list {list(adv.addrs)} differs from ours {list(p.vips)}"
@@ -398,7 +417,12 @@ def check_received(p: Params, adv: Advert, ttl: int) -> Verdict:
 def advert_for(p: Params, priority: int | None = None) -> Advert:
     """The advert this router sends (all its virtual addresses, its interval)."""
     return Advert(
-        p.vrid, p.priority if priority is None else priority, p.advert_int, tuple(p.vips), p.version
+        p.vrid,
+        p.priority if priority is None else priority,
+        p.advert_int,
+        tuple(p.vips),
+        p.version,
+        auth=p.auth,
     )
 
 
@@ -408,3 +432,21 @@ def family_of(addrs: Sequence[str]) -> int:
     if len(fams) != 1:
         raise ValueError("virtual addresses must be all IPv4 or all IPv6")
     return AF_INET if fams == {4} else AF_INET6
+
+
+def tracked_priority(base: int, tracked: Sequence[tuple[int, bool | None]]) -> int | None:
+    """The priority after tracking, keepalived's semantics: for each tracked (weight, ok), a
+    positive weight adds while ok, a negative one subtracts while failing, weight 0 means FAULT
+    (None) while failing; no verdict yet (None) counts for nothing. The result stays within
+    1..254; an address owner (255) keeps 255 unless in fault."""
+    prio = base
+    for weight, ok in tracked:
+        if ok is None:
+            continue
+        if weight == 0 and not ok:
+            return None
+        if (weight > 0 and ok) or (weight < 0 and not ok):
+            prio += weight
+    if base == 255:
+        return 255
+    return max(1, min(254, prio))

@@ -300,6 +300,9 @@ class Daemon:
         its interface (after every reconcile, the periodic resync included)."""
         if getattr(self.ha, "announcer", None) is not None:
             await self._guard("announcing", self.ha.announce_update(self.reconciler.announce_inputs()))
+        if getattr(self.ha, "vrrp", None) is not None:  # vrrp track_services: the same verdicts move the priority
+            r = self.reconciler
+            self.ha.track_services(r.config, r.health, r.quorum)
 
     async def _start_api(self, cfg: Config) -> None:
         if self.api is None:

@@ -13,15 +13,18 @@ At start the ``net.ipv4.vs`` sync sysctls are written (default threshold "3 0", 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any
 
-from lvsd.config.model import ROLES, Config, HAConfig, SyncConfig
+from lvsd.config.model import ROLES, Config, HAConfig, ServerId, SyncConfig
 from lvsd.core import vrrp as core
+from lvsd.core.health import ServerHealth
+from lvsd.core.service_health import service_verdicts
 from lvsd.ipvs.backend import Backend, IPVSError
 from lvsd.ipvs.model import DaemonState, SyncDaemon, ValueInvalid
 
@@ -232,6 +235,7 @@ class HAManager:
         self._stopping = True
         if self.vrrp is not None:
             await self.vrrp.stop(resign=True)
+        self._notify("stop", self.role)
         if self.announcer is not None:
             await self.announcer.stop(on_stop)
         await self._close_links()
@@ -285,9 +289,33 @@ class HAManager:
                 self.on_role(role)
             except Exception:  # a broken observer must not stop the role change
                 log.exception("ha: on_role callback failed")
-            argv = getattr(self.config.ha, f"notify_{role}", ())
-            if argv and self._hooks is not None:
-                self._hooks.put_nowait((role, prev, " ".join(argv)))
+            self._notify(role, prev)
+
+    def _notify(self, role: str, prev: str) -> None:
+        """Queue the hooks of a role change (or "stop"): ``notify_<role>``, the generic ``notify``
+        and the FIFO line, in that order, with the priority of the moment."""
+        ha = self.config.ha
+        if self._hooks is not None and (
+            bool(getattr(ha, f"notify_{role}", ())) or ha.notify or ha.notify_fifo
+        ):
+            prio = self.vrrp.params.priority if self.vrrp is not None else 0
+            self._hooks.put_nowait((role, prev, str(prio)))
+
+    def instance_name(self) -> str:
+        """What ``notify`` and the FIFO call the instance: ``VI_<vrid>`` in vrrp mode (keepalived's
+        habit for an unnamed instance), else ``lvsd``."""
+        ha = self.config.ha
+        return f"VI_{ha.vrid}" if ha.mode == "vrrp" else "lvsd"
+
+    def track_services(
+        self, config: Config, health: Mapping[ServerId, ServerHealth], quorum: Mapping[str, bool]
+    ) -> None:
+        """vrrp ``track_services``: the services' health (the planner's quorum verdicts, one rule
+        with bgp's announce) moves the priority. Called after every reconcile pass."""
+        if self.vrrp is None or not self.config.ha.track_services:
+            return
+        names = [t.service for t in self.config.ha.track_services]
+        self.vrrp.set_services(service_verdicts(config, health, quorum, names))
 
     # --- sync daemons ---
     def _apply_sync(self) -> None:
@@ -365,19 +393,47 @@ class HAManager:
     async def _run_hooks(self) -> None:
         assert self._hooks is not None
         while True:
-            role, prev, _ = await self._hooks.get()
+            role, prev, prio = await self._hooks.get()
             try:
-                argv = getattr(self.config.ha, f"notify_{role}", ())
+                ha = self.config.ha
+                argv = getattr(ha, f"notify_{role}", ())
                 if argv:
                     await self._run_hook(role, prev, argv)
+                if ha.notify:
+                    await self._run_hook(
+                        role, prev, (*ha.notify, self.instance_name(), role.upper(), prio), "notify"
+                    )
+                if ha.notify_fifo:
+                    self._write_fifo(
+                        ha.notify_fifo, f'INSTANCE "{self.instance_name()}" {role.upper()} {prio}\n'
+                    )
             except Exception:
                 log.exception("ha: notify_%s failed", role)
             finally:
                 self._hooks.task_done()
 
-    async def _run_hook(self, role: str, prev: str, argv: tuple[str, ...]) -> None:
-        name = f"notify_{role}"
-        result = await run_hook(argv, {"LVSD_ROLE": role, "LVSD_PREVIOUS_ROLE": prev}, self.config.daemon.hook_timeout)
+    def _write_fifo(self, path: str, line: str) -> None:
+        """One line to keepalived's notify FIFO format; nobody reading (ENXIO) is skipped, never waited for."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            self.hook_results["notify_fifo"] = f"cannot open {path}: {e.strerror}"
+            if e.errno != errno.ENXIO:
+                log.warning("ha: notify_fifo %s: %s", path, e.strerror)
+            return
+        try:
+            os.write(fd, line.encode())
+            self.hook_results["notify_fifo"] = "ok"
+        except OSError as e:
+            self.hook_results["notify_fifo"] = f"write failed: {e.strerror}"
+        finally:
+            os.close(fd)
+
+    async def _run_hook(self, role: str, prev: str, argv: tuple[str, ...], name: str = "") -> None:
+        name = name or f"notify_{role}"
+        result = await run_hook(
+            argv, {"LVSD_ROLE": role, "LVSD_PREVIOUS_ROLE": prev}, self.config.daemon.hook_timeout
+        )
         self.hook_results[name] = result
         if result == "ok":
             log.info("ha: %s ran: exit 0", name)

@@ -25,13 +25,15 @@ import logging
 import socket
 import struct
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
+from lvsd.config.ha import TrackScript
 from lvsd.config.model import HAConfig
 from lvsd.core import vrrp as core
 
+from .hooks import run_hook
 from .links import (
     AddressChanged,
     EventsLost,
@@ -57,6 +59,9 @@ IPV6_RECVHOPLIMIT = 51
 IPV6_HOPLIMIT = 52
 IPV6_MULTICAST_ALL = 29
 SO_BINDTODEVICE = 25
+IPV6_TCLASS = 67
+#: IP precedence "network control" (DSCP CS6), as keepalived sends adverts: congested links keep them
+TOS_NETWORK_CONTROL = 0xC0
 
 
 class VRRPError(Exception):
@@ -81,7 +86,8 @@ SocketFactory = Callable[[int, str, int], AdvertSocket]
 
 def open_advert_socket(af: int, ifname: str, ifindex: int) -> AdvertSocket:
     """A raw VRRP socket on one interface: bound to it, joined to the VRRP group, TTL/hop limit
-    255, no multicast loop, packet info (and IPv6 hop limit) delivered with each packet."""
+    255, no multicast loop, TOS/traffic class network control (0xc0), packet info (and IPv6 hop
+    limit) delivered with each packet. Unicast peers use the same socket (sent to each peer)."""
     group = core.VRRP_GROUP4 if af == core.AF_INET else core.VRRP_GROUP6
     if af == core.AF_INET:
         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, core.VRRP_PROTO)
@@ -95,6 +101,7 @@ def open_advert_socket(af: int, ifname: str, ifindex: int) -> AdvertSocket:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, core.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, core.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TOS_NETWORK_CONTROL)
         except OSError:
             s.close()
             raise
@@ -111,6 +118,7 @@ def open_advert_socket(af: int, ifname: str, ifindex: int) -> AdvertSocket:
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, core.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, core.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, TOS_NETWORK_CONTROL)
         except OSError:
             s.close()
             raise
@@ -124,6 +132,13 @@ def _vips(ha: HAConfig) -> list[tuple[str, int]]:
 
 def _advert_int(seconds: float) -> int:
     return max(1, min(core.MAX_ADVER_INT_CS, round(seconds * 100)))
+
+
+def garp_delays(repeat: int) -> list[float]:
+    """When the announcements after the first one go on takeover: 0.5, 2 and 5 s, then every 5 s
+    (``garp_repeat`` counts them all, the first one included)."""
+    fixed = [0.5, 2.0, 5.0]
+    return (fixed + [5.0 * (i + 2) for i in range(max(0, repeat - 4))])[: max(0, repeat - 1)]
 
 
 # --- the instance ---------------------------------------------------------------------------------
@@ -162,7 +177,28 @@ class VRRPInstance:
             preempt=ha.preempt,
             preempt_delay=ha.preempt_delay,
             version=ha.version,
+            auth=ha.auth_pass.encode(),
         )
+        self.base_priority = ha.priority
+        self.peers: tuple[str, ...] = tuple(ha.unicast_peers)
+        self.unicast_src = ha.unicast_src
+        self.garp_refresh = ha.garp_refresh
+        self.garp_repeat = ha.garp_repeat
+        #: tracked objects -> (weight, ok): ok None = no verdict yet; keys "interface:eth1",
+        #: "service:web", "script:0"
+        self.tracked: dict[str, tuple[int, bool | None]] = {}
+        self._track_ifaces = {t.name: t.weight for t in ha.track_interfaces}
+        self._track_scripts = ha.track_scripts
+        self._script_tasks: list[asyncio.Task[None]] = []
+        self._track_services = {t.service: t.weight for t in ha.track_services}
+        for ti in ha.track_interfaces:
+            self.tracked[f"interface:{ti.name}"] = (ti.weight, None)
+        for ts in ha.track_services:
+            self.tracked[f"service:{ts.service}"] = (ts.weight, None)
+        for i, sc in enumerate(ha.track_scripts):
+            self.tracked[f"script:{i}"] = (sc.weight, None)
+        self._link_running = False
+        self._refresh: asyncio.TimerHandle | None = None
         if ha.version == 2 and self.af != core.AF_INET:
             raise VRRPError("ha.version: VRRPv2 is IPv4 only")
         self.state = core.VRRPState()
@@ -216,10 +252,24 @@ class VRRPInstance:
                 if e.errno not in (errno.EADDRNOTAVAIL, errno.ENOENT):
                     raise
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
-        if link.running and await self._find_primary():
+        for lk in await self.links.links():
+            if lk.name in self._track_ifaces:
+                self.tracked[f"interface:{lk.name}"] = (self._track_ifaces[lk.name], lk.running)
+        for name in self._track_ifaces:  # a tracked interface that does not exist is down
+            w, ok = self.tracked[f"interface:{name}"]
+            if ok is None:
+                log.warning("vrrp: tracked interface %s does not exist: counted as down", name)
+                self.tracked[f"interface:{name}"] = (w, False)
+        self._apply_priority()
+        self._link_running = link.running
+        if link.running and await self._find_primary() and self._tracked_priority() is not None:
             self._event(core.Startup())
         else:
             self._event(core.InterfaceDown())
+        self._script_tasks = [
+            self._loop.create_task(self._run_script(i, sc), name=f"vrrp-track-{i}")
+            for i, sc in enumerate(self._track_scripts)
+        ]
         await self.settle()
 
     async def stop(self, resign: bool = True) -> None:
@@ -241,6 +291,15 @@ class VRRPInstance:
         if self._timer:
             self._timer.cancel()
             self._timer = None
+        for t in self._script_tasks:
+            t.cancel()
+        for t in self._script_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._script_tasks = []
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
         for h in self._garp_handles:
             h.cancel()
         self._garp_handles = []
@@ -270,9 +329,12 @@ class VRRPInstance:
         self.vips = new_vips
         if self._running:
             await self._place_vips()
+        self.base_priority = ha.priority
+        self.garp_refresh = ha.garp_refresh
+        self.garp_repeat = ha.garp_repeat
         self.params = replace(
             self.params,
-            priority=ha.priority,
+            priority=self._tracked_priority() or ha.priority,
             advert_int=_advert_int(ha.advert_interval),
             vips=tuple(a for a, _ in new_vips),
             preempt=ha.preempt,
@@ -315,6 +377,9 @@ class VRRPInstance:
             "preempt_delay": p.preempt_delay,
             "counters": dict(self.counters),
             "last_warning": self.last_warning,
+            "base_priority": self.base_priority,
+            "unicast_peers": list(self.peers),
+            "tracked": {k: {"weight": w, "ok": ok} for k, (w, ok) in self.tracked.items()},
         }
 
     # --- placement and source address ---
@@ -344,11 +409,16 @@ class VRRPInstance:
     async def _find_primary(self) -> bool:
         """Pick the address adverts come from: the interface's first IPv4 address that is not a
         virtual one, or its IPv6 link-local address."""
+        if self.unicast_src:
+            self.params = replace(self.params, primary=self.unicast_src)
+            return True
         vips = {a for a, _ in self.vips}
+        # IPv6 multicast and link-local peers: the link-local address; global unicast peers: a global one
+        want_ll = not self.peers or any(ipaddress.ip_address(a).is_link_local for a in self.peers)
         for have in await self.links.addresses(self.fam, self.ifindex):
             if have.address in vips:
                 continue
-            if self.af == core.AF_INET or ipaddress.ip_address(have.address).is_link_local:
+            if self.af == core.AF_INET or ipaddress.ip_address(have.address).is_link_local == want_ll:
                 self.params = replace(self.params, primary=have.address)
                 return True
         log.error(
@@ -415,7 +485,12 @@ class VRRPInstance:
         if self._sock is None or not self.params.primary:
             return
         adv = core.advert_for(self.params, priority)
-        data = core.encode(adv, self.params.primary, self.group)
+        for dst in self.peers or (self.group,):
+            self._send_to(adv, dst, priority)
+
+    def _send_to(self, adv: core.Advert, dst: str, priority: int) -> None:
+        assert self._sock is not None
+        data = core.encode(adv, self.params.primary, dst)
         if self.af == core.AF_INET:
             info = struct.pack("=i4s4s", self.ifindex, socket.inet_aton(self.params.primary), b"\0" * 4)
             anc = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
@@ -423,7 +498,7 @@ class VRRPInstance:
             info = socket.inet_pton(socket.AF_INET6, self.params.primary) + struct.pack("=I", self.ifindex)
             anc = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)]
         try:
-            dest = (self.group, 0) if self.af == core.AF_INET else (self.group, 0, 0, self.ifindex)
+            dest = (dst, 0) if self.af == core.AF_INET else (dst, 0, 0, self.ifindex)
             self._sock.sendmsg([data], anc, 0, dest)
             self.counters["sent"] += 1
             if priority == 0:
@@ -466,13 +541,32 @@ class VRRPInstance:
             h.cancel()
         # repeat: a switch or a neighbour may have missed the first burst
         self._garp_handles = [
-            self._loop.call_later(d, self._announce_if_master, addrs) for d in (0.5, 2.0, 5.0)
+            self._loop.call_later(d, self._announce_if_master, addrs) for d in garp_delays(self.garp_repeat)
         ]
+        self._arm_refresh()
+
+    def _arm_refresh(self) -> None:
+        """While master, announce every VIP again each ``garp_refresh`` (routers caching ARP for hours)."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
+        if self.garp_refresh > 0 and self._loop is not None and self._running:
+            self._refresh = self._loop.call_later(self.garp_refresh, self._on_refresh)
+
+    def _on_refresh(self) -> None:
+        self._refresh = None
+        if self._running and self.state.state is core.State.MASTER:
+            self.counters["garp_refreshes"] += 1
+            self._announce_vips([a for a, _ in self.vips])
+            self._arm_refresh()
 
     async def _release(self) -> None:
         for h in self._garp_handles:
             h.cancel()
         self._garp_handles = []
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
         self.became_master_at = None
         if self.state.state is core.State.MASTER:
             return  # master again before the work ran: keep the addresses
@@ -560,7 +654,14 @@ class VRRPInstance:
         if ttl != core.VRRP_TTL:
             self._drop("dropped_ttl", f"TTL/hop limit {ttl}, not 255", src)
             return
-        if dst != self.group:
+        if self.peers:
+            if src not in self.peers:
+                self._drop("dropped_unicast_source", f"{src} is not in unicast_peers", src)
+                return
+            if dst not in (self.params.primary, self.group):
+                self._drop("dropped_destination", f"sent to {dst}, not {self.params.primary}", src)
+                return
+        elif dst != self.group:
             self._drop("dropped_destination", f"sent to {dst}, not {self.group}", src)
             return
         try:
@@ -593,13 +694,14 @@ class VRRPInstance:
         if self._running and self.state.state in (core.State.BACKUP, core.State.MASTER):
             self._event(core.Received(adv, src))
 
-
     # --- link events ---
     def _on_link_event(self, ev: LinkEvent) -> None:
         """Called by the links port; the work is queued behind any address work in progress."""
         if not self._running:
             return
         if isinstance(ev, LinkChanged):
+            if ev.link.name in self._track_ifaces:
+                self.set_tracked(f"interface:{ev.link.name}", ev.link.running and not ev.removed)
             if ev.link.index in self._vip_links and not ev.removed:
                 self._vip_links[ev.link.index] = ev.link  # a new MAC is announced from then on
             if ev.link.index == self.ifindex:
@@ -611,7 +713,11 @@ class VRRPInstance:
                 return
             if a.index == self.ifindex and self.vip_ifindex.get(a.address) != a.index:
                 self._queue(self._address_changed)  # not one of ours: maybe the source address
-            if ev.removed and self.vip_ifindex.get(a.address) == a.index and self.state.state is core.State.MASTER:
+            if (
+                ev.removed
+                and self.vip_ifindex.get(a.address) == a.index
+                and self.state.state is core.State.MASTER
+            ):
                 self._queue(self._restore_vips)
         elif isinstance(ev, EventsLost):
             log.warning("vrrp: link events were lost (%s); re-reading %s", ev.reason, self.interface)
@@ -623,9 +729,13 @@ class VRRPInstance:
         if self.state.state is not core.State.MASTER or not self._running:
             return
         have = {(a.index, a.address) for a in await self.links.addresses(self.fam)}
-        missing = [(a, plen) for a, plen in self.vips if (self.vip_ifindex.get(a, self.ifindex), a) not in have]
+        missing = [
+            (a, plen) for a, plen in self.vips if (self.vip_ifindex.get(a, self.ifindex), a) not in have
+        ]
         for a, plen in missing:
-            log.warning("vrrp: virtual address %s/%d was removed from %s; putting it back", a, plen, self.interface)
+            log.warning(
+                "vrrp: virtual address %s/%d was removed from %s; putting it back", a, plen, self.interface
+            )
             self.counters["vips_restored"] += 1
             await self._add(a, plen)
         self._announce_vips([a for a, _ in missing])
@@ -656,11 +766,77 @@ class VRRPInstance:
     async def _link_changed(self, running: bool) -> None:
         if not self._running:
             return
+        self._link_running = running
         s = self.state.state
         if not running and s is not core.State.FAULT:
             log.warning("vrrp: %s lost its link", self.interface)
             self._event(core.InterfaceDown())
-        elif running and s is core.State.FAULT:
+        elif running and s is core.State.FAULT and self._tracked_priority() is not None:
             if await self._find_primary():
                 log.info("vrrp: %s has its link back", self.interface)
                 self._event(core.Startup())
+
+    # --- tracking ---
+    def _tracked_priority(self) -> int | None:
+        return core.tracked_priority(self.base_priority, list(self.tracked.values()))
+
+    def set_tracked(self, key: str, ok: bool | None) -> None:
+        """A tracked object's verdict (``interface:NAME``, ``service:NAME``, ``script:N``): the
+        priority is recomputed and a change is advertised at once (a weight-0 failure: FAULT)."""
+        if key not in self.tracked:
+            return
+        weight, before = self.tracked[key]
+        if before == ok:
+            return
+        self.tracked[key] = (weight, ok)
+        log.info(
+            "vrrp: vrid %d tracks %s: %s",
+            self.params.vrid,
+            key,
+            "unknown" if ok is None else "ok" if ok else "failing",
+        )
+        self._apply_priority()
+
+    def set_services(self, verdicts: Mapping[str, bool | None]) -> None:
+        """The tracked services' health (``lvsd.core.service_health.service_verdicts``)."""
+        for name in self._track_services:
+            if name in verdicts:
+                self.set_tracked(f"service:{name}", verdicts[name])
+
+    def _apply_priority(self) -> None:
+        prio = self._tracked_priority()
+        if prio is None:
+            if self._running and self.state.state is not core.State.FAULT:
+                log.warning("vrrp: vrid %d: a tracked object of weight 0 is failing: fault", self.params.vrid)
+                self._event(core.InterfaceDown())
+            return
+        if prio != self.params.priority:
+            log.info(
+                "vrrp: vrid %d priority %d -> %d (tracking)", self.params.vrid, self.params.priority, prio
+            )
+            self.params = replace(self.params, priority=prio)
+            self.counters["priority_changes"] += 1
+            if self._running and self.state.state is core.State.MASTER:
+                self._send(prio)  # at once: a backup that now wins takes over after its master-down interval
+        if self._running and self.state.state is core.State.FAULT and self._link_running:
+            self._queue(self._recheck_link)
+
+    async def _run_script(self, i: int, sc: TrackScript) -> None:
+        """Run a track script every interval with the hook runner (its process group killed at the
+        timeout: a failure); ``fall`` failures in a row make it failing, ``rise`` successes OK."""
+        key = f"script:{i}"
+        oks = fails = 0
+        while True:
+            result = await run_hook(sc.argv, {"LVSD_VRID": str(self.params.vrid)}, sc.timeout)
+            ok = result == "ok"
+            oks, fails = (oks + 1, 0) if ok else (0, fails + 1)
+            if not ok:
+                self.counters["track_script_failures"] += 1
+                if fails == 1:
+                    log.warning("vrrp: track script %s: %s", sc.argv[0], result)
+            cur = self.tracked[key][1]
+            if ok and cur is not True and (cur is None or oks >= sc.rise):
+                self.set_tracked(key, True)
+            elif not ok and cur is not False and (cur is None or fails >= sc.fall):
+                self.set_tracked(key, False)
+            await asyncio.sleep(sc.interval)

@@ -238,3 +238,80 @@ def test_sync_errors():
     )
     assert_err(E('[sync]\ninterface = "e"\nsync_threshold = [3, -1]'), "sync.sync_threshold", "non-negative")
     assert P('[sync]\ninterface = "e"\ngroup = "ff02::81"').sync.group == "ff02::81"
+
+
+VRRP_HEAD = """
+[ha]
+mode = "vrrp"
+interface = "eth0"
+vrid = 51
+vips = ["192.0.2.10/24"]
+"""
+
+
+def test_vrrp_unicast_tracking_notify_keys():
+    from lvsd.config.ha import TrackInterface, TrackScript, TrackService
+
+    ha = P(
+        VRRP_HEAD
+        + """
+version = 2
+auth_pass = "secret"
+unicast_peers = ["10.0.0.2", "10.0.0.3"]
+unicast_src = "10.0.0.1"
+track_interfaces = [{ name = "eth1", weight = -60 }, { name = "eth2" }]
+track_services = [{ service = "web", weight = -100 }]
+track_scripts = [{ argv = ["/bin/true"], interval = "1s", timeout = "2s", rise = 2, fall = 3, weight = 10 }]
+garp_refresh = "60s"
+garp_repeat = 2
+notify = ["/bin/logger"]
+notify_stop = ["/bin/true"]
+notify_fifo = "/run/lvsd/vrrp.fifo"
+"""
+    ).ha
+    assert ha.auth_pass == "secret" and ha.version == 2
+    assert ha.unicast_peers == ("10.0.0.2", "10.0.0.3") and ha.unicast_src == "10.0.0.1"
+    assert ha.track_interfaces == (TrackInterface("eth1", -60), TrackInterface("eth2", 0))
+    assert ha.track_services == (TrackService("web", -100),)
+    assert ha.track_scripts == (TrackScript(("/bin/true",), 1.0, 2.0, 2, 3, 10),)
+    assert (ha.garp_refresh, ha.garp_repeat) == (60.0, 2)
+    assert ha.notify == ("/bin/logger",) and ha.notify_stop == ("/bin/true",)
+    assert ha.notify_fifo == "/run/lvsd/vrrp.fifo"
+    d = P(VRRP_HEAD).ha
+    assert (d.unicast_peers, d.auth_pass, d.track_interfaces, d.garp_refresh, d.garp_repeat) == (
+        (),
+        "",
+        (),
+        0.0,
+        4,
+    )
+
+
+def test_vrrp_unicast_tracking_auth_errors():
+    errs = E(
+        VRRP_HEAD
+        + """
+auth_pass = "123456789"
+auth_type = "AH"
+unicast_peers = ["2001:db8::2", "224.0.0.18", "10.0.0.2", "10.0.0.2"]
+track_interfaces = [{ weight = -10 }, { name = "eth1", weight = 300 }, "eth2", { name = "e3" }, { name = "e3" }]
+track_services = [{ service = "web", wieght = 1 }]
+track_scripts = [{ interval = "1s" }]
+notify_fifo = "relative"
+"""
+    )
+    assert_err(errs, "ha.auth_pass", "at most 8 bytes")
+    assert_err(errs, "ha.auth_type", "AH (IPsec) is not supported")
+    assert_err(errs, "ha.unicast_peers[1]", "multicast")
+    assert_err(errs, "ha.unicast_peers[3]", "duplicate address 10.0.0.2")
+    assert_err(errs, "ha.unicast_peers", "2001:db8::2 is not of the family of the vips")
+    assert_err(errs, "ha.track_interfaces[0].name", "missing")
+    assert_err(errs, "ha.track_interfaces[1].weight", "-253..253")
+    assert_err(errs, "ha.track_interfaces[2]", "must be a table")
+    assert_err(errs, "ha.track_interfaces", "'e3' is tracked twice")
+    assert_err(errs, "ha.track_services[0].wieght", "unknown key")
+    assert_err(errs, "ha.track_scripts[0].argv", "missing")
+    assert_err(errs, "ha.notify_fifo", "absolute file path")
+    assert_err(E(VRRP_HEAD + 'auth_pass = "x"\n'), "ha.auth_pass", "only with version = 2")
+    assert_err(E(VRRP_HEAD + 'unicast_src = "10.0.0.1"\n'), "ha.unicast_src", "only with unicast_peers")
+    assert_err(E('[ha]\nunicast_peers = ["10.0.0.2"]\n'), "ha.unicast_peers", 'only with mode = "vrrp"')

@@ -111,10 +111,10 @@ def test_vrrpv2_by_hand() -> None:
     with pytest.raises(v.MalformedAdvert, match="checksum"):
         v.decode(GOLDEN2[:-1] + b"\x01", "10.1.0.11", "224.0.0.18")
     auth = bytearray(GOLDEN2)
-    auth[4] = 1  # simple-text authentication, checksum fixed up
+    auth[4] = 3  # a type no RFC defines (1, PASS, is taken since issue 12); checksum fixed up
     auth[6:8] = b"\0\0"
     auth[6:8] = struct.pack("!H", v.inet_checksum(bytes(auth)))
-    with pytest.raises(v.MalformedAdvert, match="authentication type 1"):
+    with pytest.raises(v.MalformedAdvert, match="authentication type 3"):
         v.decode(bytes(auth), "10.1.0.11", "224.0.0.18")
     with pytest.raises(ValueError, match="whole seconds"):
         v.encode(v.Advert(51, 100, 50, ("10.1.0.100",), version=2), "10.1.0.11", v.VRRP_GROUP4)
@@ -383,3 +383,44 @@ def test_takeover_within_master_down_interval(interval: int, cut_at: float, prio
     trace = simulate(pa, pb, 0.0, 0.001, (cut_at, 1e9), cut_at + 10)
     took = next(t for t, sa, sb in trace if t >= cut_at and sb is v.State.MASTER)
     assert took - cut_at <= pb.master_down_interval(interval) + 0.001 + 1e-9
+
+
+# VRRPv2 with keepalived's "auth_type PASS, auth_pass secret": auth type 1, the password in the
+# 8 authentication bytes, NUL-padded; checksum over the message:
+# 2133+6401+0101+0000+0a01+0064+7365+6372+6574+0000 = 0x1_cce5 -> 0xcce6 -> ~ = 0x3319
+GOLDEN2_PASS = bytes.fromhex("21 33 64 01 01 01 33 19 0a 01 00 64") + b"secret\0\0"
+
+
+def test_vrrpv2_auth_pass() -> None:
+    adv = v.Advert(51, 100, 100, ("10.1.0.100",), version=2, auth=b"secret")
+    assert v.encode(adv, "10.1.0.11", "224.0.0.18") == GOLDEN2_PASS
+    got = v.decode(GOLDEN2_PASS, "10.1.0.12", "224.0.0.18")
+    assert got == adv and got.auth == b"secret"
+    p = v.Params(51, 100, 100, "10.1.0.11", ("10.1.0.100",), version=2, auth=b"secret")
+    assert v.check_received(p, got, 255).accept
+    assert v.advert_for(p).auth == b"secret"
+    wrong = v.Advert(51, 100, 100, ("10.1.0.100",), version=2, auth=b"other")
+    assert v.check_received(p, wrong, 255).reason == "wrong password"
+    none = v.decode(GOLDEN2, "10.1.0.12", "224.0.0.18")
+    assert v.check_received(p, none, 255).reason == "no authentication, we have PASS"
+    p0 = v.Params(51, 100, 100, "10.1.0.11", ("10.1.0.100",), version=2)
+    assert v.check_received(p0, got, 255).reason == "authentication PASS, we have none"
+    ah = bytearray(GOLDEN2)
+    ah[4] = 2
+    ah[6:8] = b"\0\0"
+    ah[6:8] = struct.pack("!H", v.inet_checksum(bytes(ah)))
+    with pytest.raises(v.MalformedAdvert, match="AH: not supported"):
+        v.decode(bytes(ah), "10.1.0.11", "224.0.0.18")
+    with pytest.raises(ValueError, match="VRRPv2 only"):
+        v.encode(v.Advert(51, 100, 100, ("10.1.0.100",), auth=b"x"), "10.1.0.11", "224.0.0.18")
+
+
+def test_tracked_priority_follows_keepalived() -> None:
+    assert v.tracked_priority(100, []) == 100
+    assert v.tracked_priority(100, [(-60, False), (-10, True), (20, True), (30, False)]) == 60
+    assert v.tracked_priority(100, [(-60, None), (20, None)]) == 100  # no verdict yet: no effect
+    assert v.tracked_priority(100, [(0, False)]) is None  # weight 0: fault while failing
+    assert v.tracked_priority(100, [(0, True)]) == 100
+    assert v.tracked_priority(100, [(-200, False)]) == 1
+    assert v.tracked_priority(200, [(100, True)]) == 254
+    assert v.tracked_priority(255, [(-100, False)]) == 255  # the address owner keeps 255
