@@ -64,6 +64,8 @@ SCHED_FLAGS = {
     "mh-port": (SVC_F_SCHED2, "mh"),
 }
 ON_FAILURE = ("remove", "inhibit")
+#: below quorum: "add" the sorry server beside the live servers, or "replace" them (keepalived)
+SORRY_MODES = ("add", "replace")
 
 # --- sub-tables ----------------------------------------------------------------------------------
 
@@ -205,6 +207,9 @@ ROWS = (
     Key("hysteresis", INT(0, INT32_MAX), 0, SERVICE_WIDE, "quorum is back at quorum + hysteresis"),
     Key("quorum_up", ARGV, (), SERVICE_WIDE, "run when quorum is regained"),
     Key("quorum_down", ARGV, (), SERVICE_WIDE, "run when quorum is lost"),
+    Key("sorry_mode", Choice(SORRY_MODES), "add", SERVICE_WIDE, "below quorum: add the sorry server, or replace the live servers"),
+    Key("sorry_inhibit", BOOL, False, SERVICE_WIDE, "keep the sorry server at weight 0 instead of removing it"),
+    Key("drain_on_remove", Duration(0, 86400), 0.0, SERVICE_WIDE, "a server a reload removes is drained this long (0 = cut)"),
     Key("address", CODE, None, SERVER, "the server's IP address or hostname (required)"),
     Key("port", CODE, None, SERVER, "the server's port (default: the vip's)"),
     Key("enabled", BOOL, True, SERVER, "false: configured but left out of the kernel"),

@@ -142,6 +142,9 @@ class ServiceConfig:
     quorum_up: Argv = _SVC["quorum_up"]
     quorum_down: Argv = _SVC["quorum_down"]
     checks: tuple[CheckConfig, ...] = _SRV["check"]
+    sorry_mode: str = _SVC["sorry_mode"]  # add | replace (issue 12: runtime control)
+    sorry_inhibit: bool = _SVC["sorry_inhibit"]
+    drain_on_remove: float = _SVC["drain_on_remove"]  # seconds; 0 = a removed server is cut
 
 
 @dataclass(frozen=True, slots=True)

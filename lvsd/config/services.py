@@ -282,6 +282,9 @@ class _Builder:
             quorum_up=s["quorum_up"],
             quorum_down=s["quorum_down"],
             checks=sl["check"],
+            sorry_mode=s["sorry_mode"],
+            sorry_inhibit=s["sorry_inhibit"],
+            drain_on_remove=s["drain_on_remove"],
         )
 
     def _vip(self, vip: object, path: str, protocol: str) -> ServiceKey | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from lvsd.core.desired import ServerId, plan_table
 from lvsd.core.diff import diff
 from lvsd.core.health import ServerHealth
+from lvsd.core.overrides import Override
 from lvsd.ipvs.backend import Op, OpKind
 from lvsd.ipvs.model import Forward, ServiceEntry, ServiceKey, Timeouts
 
@@ -48,6 +49,7 @@ def plan(
     managed: Collection[ServiceKey] = (),
     timeouts: Timeouts | None = None,
     only: Iterable[str] | None = None,
+    overrides: Mapping[ServerId, Override] | None = None,
 ) -> Plan:
     """The ops that turn ``actual`` into the desired table for ``config`` and ``health``.
 
@@ -57,9 +59,10 @@ def plan(
     state file records); a service in ``actual`` that is neither configured nor managed is left
     alone. ``timeouts``: the kernel's current ones, read by the caller only when the config sets
     ``[ipvs] timeouts`` (None = leave timeouts out). ``only``: plan just the named services (a
-    health change): no service is deleted and timeouts are not considered.
+    health change): no service is deleted and timeouts are not considered. ``overrides``: the
+    operator's (``lvsd.core.overrides``), by server.
     """
-    desired, states = plan_table(config, health, actual, quorum, only)
+    desired, states = plan_table(config, health, actual, quorum, only, overrides)
     if only is not None:
         return Plan(diff(desired, actual, ()), desired, states)
     ops = diff(desired, actual, managed)
