@@ -45,7 +45,7 @@
 # tests; the guest only has what the host has).
 set -u
 
-PKGS="qemu-system-x86 linux-image-amd64 ipvsadm keepalived kmod busybox-static iproute2 procps xz-utils bird2"
+PKGS="qemu-system-x86 linux-image-amd64 ipvsadm keepalived kmod busybox-static iproute2 procps xz-utils bird2 nftables"
 PATH=$PATH:/usr/sbin:/sbin
 
 die() { echo "vm.sh: $*" >&2; exit 125; }
