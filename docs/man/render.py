@@ -183,6 +183,15 @@ def parser_of(main: Callable[[list[str]], object]) -> argparse.ArgumentParser:
     raise SystemExit("render.py: main() built no parser")
 
 
+def _usage_word(a: argparse.Action) -> str:
+    """A sub-command's argument as its usage shows it: SERVICE, [SERVER], [--reason REASON]."""
+    if a.option_strings:
+        meta = "" if a.nargs == 0 else " " + (a.metavar if isinstance(a.metavar, str) else a.dest.upper())
+        return f"[{a.option_strings[-1]}{meta}]"
+    word = "|".join(map(str, a.choices)) if a.choices else (a.metavar if isinstance(a.metavar, str) else a.dest.upper())
+    return f"[{word}]" if a.nargs == "?" else word
+
+
 def options(parser: argparse.ArgumentParser) -> list[str]:
     """SYNOPSIS and OPTIONS sections: every option and sub-command with its help."""
     usage = parser.format_usage().strip().removeprefix("usage: ")
@@ -191,8 +200,8 @@ def options(parser: argparse.ArgumentParser) -> list[str]:
         if isinstance(a, argparse._SubParsersAction):
             for choice in a._choices_actions:
                 sub = a.choices[choice.dest]
-                args = " ".join(x.metavar or x.dest.upper() if not x.choices else "|".join(x.choices)
-                                for x in sub._actions if not x.option_strings)
+                args = " ".join(_usage_word(x) for x in sub._actions
+                                if not isinstance(x, argparse._HelpAction))
                 out.extend([".TP", f"\\fB{_esc(choice.dest, code=True)}\\fR {_esc(args)}".rstrip(),
                             _line(_esc(choice.help or ""))])
             continue

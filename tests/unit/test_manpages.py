@@ -5,6 +5,7 @@ completions miss fails here."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import io
@@ -95,10 +96,19 @@ def _lvsctl_help() -> str:
     return buf.getvalue()
 
 
+def _sub_options() -> set[str]:
+    """The options of lvsctl's sub-commands (--reason, --timeout, ...)."""
+    parser = render.parser_of(lvsctl.main)
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return {o for sp in subs for p in sp.choices.values() for a in p._actions for o in a.option_strings
+            if o not in ("-h", "--help")}
+
+
 def test_every_lvsctl_option_and_command_is_in_lvsctl_8(pages: dict[str, str]) -> None:
     helptext = _lvsctl_help()
     opts = _options(helptext)
-    commands = re.search(r"\{([\w,]+)\}", helptext).group(1).split(",")  # type: ignore[union-attr]  # argparse's usage
+    commands = re.search(r"\{([\w,-]+)\}", helptext).group(1).split(",")  # type: ignore[union-attr]  # argparse's usage
+    opts |= _sub_options()
     assert {"--socket", "--json"} <= opts and "role" in commands
     text = plain(pages["lvsctl.8"])
     assert [w for w in sorted(opts) + commands if not re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", text)] == []
@@ -135,11 +145,12 @@ def test_pages_render_without_groff_warnings(pages: dict[str, str], tmp_path: Pa
 @pytest.mark.parametrize("cmd", ["lvsd", "lvsctl", "lvsadm"])
 def test_bash_completion_offers_every_option(cmd: str) -> None:
     text = (ROOT / "completions" / cmd).read_text()
-    words = set(re.findall(r"(?<![\w-])(--?[\w-]+)", text))
+    words = set(re.findall(r"(?<![\w-])(--?[\w-]+)", text)) | set(re.findall(r"[\w-]+", text))
     if cmd == "lvsd":
         want = {o for a in lvsd_main._parser()._actions for o in a.option_strings}
     elif cmd == "lvsctl":
-        want = _options(_lvsctl_help())
+        want = _options(_lvsctl_help()) | _sub_options()
+        want |= set(re.search(r"\{([\w,-]+)\}", _lvsctl_help()).group(1).split(","))  # type: ignore[union-attr]  # usage
     else:
         want = {f"--{o[0]}" for o in OPTIONS} | {f"-{o[1]}" for o in OPTIONS if o[1]}
         want |= {"--json", "--atomic", "--backend", "--state"}
