@@ -1,6 +1,8 @@
 """``lvsctl``: talk to a running lvsd over its control socket.
 
     lvsctl [-s SOCKET] [--json] status | services | reload | role master|backup|fault | metrics
+    lvsctl disable|enable SERVICE [SERVER] | drain SERVICE [SERVER] [--timeout 10m]
+    lvsctl weight SERVICE SERVER N | weight --clear SERVICE SERVER        (each with --reason TEXT)
 
 Stdlib only (a few lines of HTTP/1.0 over AF_UNIX, not even http.client) so it starts fast and works on a minimal director.
 Exit status: 0 ok, 1 the daemon refused (invalid config on reload, role not settable),
@@ -135,14 +137,53 @@ def _print_services(data: dict[str, Any]) -> None:
             kernel = "-" if kw is None else str(kw)
             reason = f"  {srv['reason']}" if srv.get("reason") else ""
             print(f"  {srv['server']:<28} {srv['health']:<8} weight {srv['weight']:>5} kernel {kernel:>5}"
-                  f"  conns {srv.get('active_conns', 0)}/{srv.get('inact_conns', 0)}{reason}")
+                  f"  conns {srv.get('active_conns', 0)}/{srv.get('inact_conns', 0)}{reason}"
+                  + _override_text(srv.get("override")))
         for other in svc.get("other_kernel_servers", []):
             if other.get("sorry"):
                 print(f"  {other['server']:<28} {'sorry':<8} (sorry server, weight {other['kernel_weight']})")
+            elif other.get("override"):
+                print(f"  {other['server']:<28} {'removed':<8} (weight {other['kernel_weight']})"
+                      + _override_text(other["override"]))
             else:
                 print(f"  {other['server']:<28} {'extra':<8} (in the kernel only, weight {other['kernel_weight']})")
     if "kernel_error" in data:
         print(f"kernel: {data['kernel_error']}", file=sys.stderr)
+
+
+def _override_text(ov: dict[str, Any] | None) -> str:
+    """``  [draining (3 conns) by uid 0 (root) 2026-12-03 19:00:00: reason]``, or ""."""
+    if not ov:
+        return ""
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ov["at"])) if ov.get("at") else ""
+    why = f": {ov['reason']}" if ov.get("reason") else ""
+    return f"  [{ov['label']} by {ov['by'] or 'unknown'} {when}{why}]"
+
+
+def _duration(text: str) -> float:
+    """``--timeout``: seconds, or a number with ms, s, m, h or d."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    t = text.strip()
+    for u in ("ms", "s", "m", "h", "d"):
+        if t.endswith(u) and t[: -len(u)].replace(".", "", 1).isdigit():
+            return float(t[: -len(u)]) * units[u]
+    if t.replace(".", "", 1).isdigit():
+        return float(t)
+    raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 10m, 1h)")
+
+
+def _control_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The /override request of disable, enable, drain and weight."""
+    body: dict[str, Any] = {"action": args.cmd, "service": args.service, "server": args.server or None,
+                            "reason": args.reason or ""}
+    if args.cmd == "drain":
+        body["timeout"] = args.timeout
+    if args.cmd == "weight":
+        body["clear"] = args.clear
+        body["weight"] = args.weight
+    return body
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +200,26 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("metrics", help="print the Prometheus metrics")
     sub.add_parser("drain-director", help="bgp mode: withdraw every VIP (kept across restarts)")
     sub.add_parser("undrain-director", help="bgp mode: announce the healthy VIPs again")
+    for name, text in (
+        ("disable", "take a server (or every server of SERVICE) out now, as its on_failure says; checks keep running"),
+        ("enable", "clear the overrides of a server (or every server of SERVICE)"),
+        ("drain", "weight 0, then out once its connections reach 0 (or at --timeout)"),
+    ):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("service")
+        c.add_argument("server", nargs="?", help="address:port or address (default: every server of SERVICE)")
+        c.add_argument("--reason", default="", help="why, recorded and shown with the override")
+        if name == "drain":
+            c.add_argument("--timeout", type=_duration, default=0.0, help="take it out after this long anyway (e.g. 10m)")
+    w = sub.add_parser("weight", help="pin a server's weight over the configured and dynamic ones")
+    w.add_argument("service")
+    w.add_argument("server", help="address:port or address")
+    w.add_argument("weight", nargs="?", type=int, help="the weight to pin (0..2147483647)")
+    w.add_argument("--clear", action="store_true", help="remove the pinned weight")
+    w.add_argument("--reason", default="", help="why, recorded and shown with the override")
     args = p.parse_args(argv)
+    if args.cmd == "weight" and (args.weight is None) == (not args.clear):
+        p.error("weight: give either N or --clear")
     try:
         if args.cmd == "status":
             code, body = request(args.socket, "GET", "/status")
@@ -171,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             code, body = request(args.socket, "POST", "/role", {"role": args.role})
         elif args.cmd in ("drain-director", "undrain-director"):
             code, body = request(args.socket, "POST", "/" + args.cmd, {})
+        elif args.cmd in ("disable", "enable", "drain", "weight"):
+            code, body = request(args.socket, "POST", "/override", _control_body(args))
         else:
             code, body = request(args.socket, "GET", "/metrics")
             sys.stdout.write(body.decode())
@@ -197,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         print(data["message"])
     elif args.cmd in ("drain-director", "undrain-director"):
         print("drained: every VIP withdrawn" if data["drained"] else "undrained: healthy VIPs announced")
+    elif args.cmd in ("disable", "enable", "drain", "weight"):
+        servers = data.get("servers", [])
+        print(f"{args.cmd}: " + (", ".join(servers) if servers else "nothing to change"))
     else:
         print(f"role {data['role']}")
     return 0

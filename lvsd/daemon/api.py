@@ -113,6 +113,7 @@ class ControlAPI:
         app.router.add_post("/role", self.role)
         app.router.add_post("/drain-director", self.drain_director)
         app.router.add_post("/undrain-director", self.undrain_director)
+        app.router.add_post("/override", self.override)
         app.router.add_get("/metrics", self.metrics)
         return app
 
@@ -223,7 +224,30 @@ class ControlAPI:
                 {"server": k, "kernel_weight": v.weight, "sorry": k == sorry.get(svc["name"])}
                 for k, v in kdests.items()
             ]
+        _add_overrides(d, out, table)
         return web.json_response({"services": out})
+
+    async def override(self, request: web.Request) -> web.Response:
+        """``lvsctl disable|enable|drain|weight``: set or clear servers' overrides (who: the peer's uid)."""
+        from lvsd.daemon.overrides import RequestError, handle, peer_of
+
+        if (request.content_length or 0) > MAX_BODY:
+            return _closing(web.json_response({"ok": False, "message": "request body too large"}, status=413))
+        try:
+            raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+        except asyncio.TimeoutError:
+            return _closing(web.json_response({"ok": False, "message": "request body too slow"}, status=408))
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return web.json_response({"ok": False, "message": "body must be JSON"}, status=400)
+        by = peer_of(request.transport.get_extra_info("socket") if request.transport is not None else None)
+        try:
+            answer, changed = handle(self.d.overrides, self.d.config, body, by)
+        except RequestError as e:
+            return web.json_response({"ok": False, "message": str(e)}, status=e.status)
+        self.d.request_services(changed)
+        return web.json_response(answer)
 
     async def reload(self, request: web.Request) -> web.Response:
         fut = self.d.request_reload()
@@ -318,6 +342,27 @@ def _runner(app: web.Application) -> web.AppRunner:
         lingering_time=LINGER_TIME,
         logger=_server_log,
     )
+
+
+def _add_overrides(d: Daemon, out: list[dict[str, Any]], table: Mapping[Any, Any]) -> None:
+    """Each server's override (kind, label, who, why, when) into /services' rows; a server a reload
+    removed that still drains is marked in ``other_kernel_servers``."""
+    store = d.overrides
+    if not store.active:
+        return
+    for svc, cfg in zip(out, d.config.services, strict=True):
+        by_str = {str(srv.key): srv.id for srv in cfg.servers}
+        for srv in svc["servers"]:
+            sid = by_str.get(srv["server"])
+            if sid is not None and sid in store.active:
+                srv["override"] = store.report(sid, srv.get("active_conns", 0) + srv.get("inact_conns", 0))
+        entry = table.get(cfg.key)
+        for other in svc.get("other_kernel_servers", []):
+            for (name, key), ov in store.active.items():
+                if name == cfg.name and ov.dest is not None and str(key) == other["server"]:
+                    kd = entry.dests.get(key) if entry is not None else None
+                    conns = kd.active_conns + kd.inact_conns if kd is not None else 0
+                    other["override"] = store.report((name, key), conns)
 
 
 def _count_health(d: Daemon) -> dict[str, int]:

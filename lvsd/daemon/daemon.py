@@ -27,6 +27,7 @@ from lvsd.daemon import early
 from lvsd.daemon.hooks import Hooks
 from lvsd.daemon.listeners import loop_exception_handler
 from lvsd.daemon.notify import Notifier, watchdog_interval
+from lvsd.daemon.overrides import OverrideStore, overrides_path
 from lvsd.daemon.reconciler import Reconciler, Stats, recorded_services
 from lvsd.ipvs.backend import Backend, IPVSError
 from lvsd.ipvs.model import ServiceKey
@@ -82,6 +83,9 @@ class Daemon:
         self.stats = Stats()
         self.hooks = Hooks(config.daemon.hook_timeout)
         self.reconciler = Reconciler(config, backend, self.stats, self.hooks)
+        #: lvsctl disable/drain/weight and drain_on_remove; the reconciler plans with ``active``
+        self.overrides = OverrideStore(overrides_path(config))
+        self.reconciler.overrides = self.overrides.active
         self.state = "starting"
         self._runner = BoundedFrequency(MIN_INTERVAL, config.daemon.resync or 1e9)
         self._waiter: asyncio.Future[None] | None = None  # the loop task's sleep; resolved by _kick()
@@ -183,6 +187,14 @@ class Daemon:
             },
         )
 
+    def request_services(self, changes: dict[str, str]) -> None:
+        """Schedule the named services' pass (an override changed them: name -> why)."""
+        for name, why in changes.items():
+            self._dirty.setdefault(name, {})["override"] = why
+        if changes:
+            self._runner.request()
+            self._kick()
+
     def _on_role(self, role: str) -> None:
         """HAManager callback: the director's role changed (HAManager logs it with its reason)."""
         if role != self.role:
@@ -253,8 +265,12 @@ class Daemon:
                 err = StartError(why)
                 err.exit_status = 78  # EX_CONFIG: systemd must not restart into the same file
                 raise err
+        self.overrides.load()  # before the first plan: a restart keeps disabled servers out
         self.reconciler.adopt()
         await self._start_checks(cfg)
+        self._tasks.append(
+            asyncio.create_task(self.overrides.watch(lambda: self.config, self.backend, self.request_services))
+        )
         self._reconcile(full=True, cause="start")
         await self._start_ha(cfg)
         if self._want_api:
@@ -494,6 +510,8 @@ class Daemon:
             return True, "unchanged"
         log.info("reload: %s", summarize_change(old, new))
         self.reconciler.set_config(new)  # keeps the old keys managed until their deletion succeeds
+        self.overrides.path = overrides_path(new)
+        self.overrides.reloaded(old, new)  # drops removed servers' overrides, drains drain_on_remove ones
         self.hooks.timeout = new.daemon.hook_timeout
         self._runner.max_interval = new.daemon.resync or 1e9
         if new.daemon.log_level != old.daemon.log_level:

@@ -88,6 +88,7 @@ class Snapshot:
         self.health = dict(d.health)
         self.reconciler = SimpleNamespace(refused=dict(d.reconciler.refused))
         self.announce = announce_state(d)
+        self.overrides = dict(d.overrides.active)
         try:
             self.backend = _Table(d.backend.dump(), None)
         except (IPVSError, OSError) as e:
@@ -187,7 +188,21 @@ def render_steps(d: Daemon | Snapshot, o: _Out) -> Iterator[None]:
         o.sample("lvsd_server_configured_weight", w, service=name, server=server)
         if i % CHUNK == 0:
             yield
+    _overrides(o, d.overrides if isinstance(d, Snapshot) else d.overrides.active)
     yield from _kernel(o, d)
+
+
+def _overrides(o: _Out, active: Any) -> None:
+    """One sample per operator override: its kind, who set it and why; the value is when."""
+    o.family(
+        "lvsd_server_override", "gauge",
+        "Unix time an override was set (lvsctl disable/drain/weight, drain_on_remove), by kind "
+        "(disable, drain, drained, weight), who set it and why.",
+    )
+    for (name, key), ov in sorted(active.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        kind = "drained" if ov.drained else ov.kind
+        o.sample("lvsd_server_override", round(ov.at, 3), service=name, server=str(key), kind=kind, by=ov.by,
+                 reason=ov.reason)
 
 
 def announce_state(d: Daemon) -> dict[str, Any] | None:

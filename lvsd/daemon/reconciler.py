@@ -30,6 +30,7 @@ from lvsd.config.model import Config, ServerId, ServiceConfig
 from lvsd.core.announce import ServiceInput
 from lvsd.core.desired import live_weight
 from lvsd.core.health import ServerHealth
+from lvsd.core.overrides import Override
 from lvsd.core.plan import Plan, describe, plan, retired
 from lvsd.daemon.hooks import Hooks
 from lvsd.daemon.limits import REFUSED_RETRY_INITIAL, REFUSED_RETRY_MAX
@@ -129,6 +130,8 @@ class Reconciler:
         self._record_error = ""
         #: ops the kernel refused, awaiting their retry (see ``apply``)
         self.refused: dict[Op, Refusal] = {}
+        #: the operator's overrides (the daemon's OverrideStore.active), applied by the planner
+        self.overrides: Mapping[ServerId, Override] = {}
 
     # ------------------------------------------------------------------ start, reload, stop
 
@@ -262,7 +265,9 @@ class Reconciler:
             self.health = {sid: h for sid, h in self.health_source().items() if sid in valid}
         actual = self.backend.dump()
         have = self.backend.timeouts() if cfg.ipvs.timeouts is not None else None
-        p = plan(cfg, self.health, actual, quorum=self.quorum, managed=self.managed, timeouts=have)
+        p = plan(
+            cfg, self.health, actual, quorum=self.quorum, managed=self.managed, timeouts=have, overrides=self.overrides
+        )
         self._update_quorum(p.quorum, None)
         return p
 
@@ -288,7 +293,7 @@ class Reconciler:
             except IPVSError as e:
                 if e.errno not in (errno.ESRCH, errno.ENOENT):
                     raise
-        p = plan(self.config, self.health, actual, quorum=self.quorum, only=names)
+        p = plan(self.config, self.health, actual, quorum=self.quorum, only=names, overrides=self.overrides)
         self._update_quorum(p.quorum, names)
         return p.ops, p.desired, cached
 
@@ -304,7 +309,7 @@ class Reconciler:
                 continue
             below = False if s.quorum <= 0 else self.quorum.get(s.name)
             vip = str(ipaddress.ip_address(s.key.addr))
-            out.append(ServiceInput(s.name, vip, below, live_weight(s, self.health, actual), s.quorum))
+            out.append(ServiceInput(s.name, vip, below, live_weight(s, self.health, actual, self.overrides), s.quorum))
         return out
 
     def _update_quorum(self, new: dict[str, bool], names: set[str] | None) -> None:
