@@ -22,6 +22,7 @@ from typing import Any
 
 from .checks import check_keys
 from .ha_bgp import apply_bgp_rules
+from .include import Origins, expand
 from .layers import (
     DEFAULTS_ELSEWHERE,
     DEFAULTS_KEYS,
@@ -236,7 +237,36 @@ def parse_config(
         except ValueError as e:  # an integer of more than 4300 digits
             raise ConfigError([f"{source}: TOML syntax error: {str(e).split(':')[0]}"]) from None
         _last_parse = (text, data)
-    return build_config(data, source, resolver, check_files)
+    if "include" not in data:
+        return build_config(data, source, resolver, check_files)
+    merged, origins = _include(data, source, len(text.encode()))
+    try:
+        return build_config(merged, source, resolver, check_files)
+    except ConfigError as e:  # an included service's error names its file
+        raise ConfigError([origins.rewrite(line) for line in e.errors]) from None
+
+
+def _include(data: Table, source: str, used: int) -> tuple[Table, Origins]:
+    """``data`` with its ``include`` files' services (``lvsd.config.include``), within the one-file budget."""
+
+    def read(path: str, limit: int) -> bytes:
+        try:
+            return read_config_file(path, max(limit, 0))
+        except ConfigError as e:
+            if any("larger than" in x for x in e.errors):
+                mib = MAX_CONFIG_BYTES // (1024 * 1024)
+                raise ConfigError([f"{path}: the main file and its includes together are larger than {mib} MiB"]) from None
+            raise
+
+    def parse(text: str, path: str) -> Table:
+        try:
+            return _toml.loads(text)
+        except _toml.TOMLDecodeError as e:
+            raise ConfigError([_toml_error(e, path)]) from None
+        except (RecursionError, ValueError) as e:
+            raise ConfigError([f"{path}: TOML syntax error: {str(e).split(':')[0] or 'nested too deeply'}"]) from None
+
+    return expand(data, source, read, parse, MAX_CONFIG_BYTES - used)
 
 
 #: (text, parsed document) of the last parse_config; build_config never mutates a document.
