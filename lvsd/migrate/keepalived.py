@@ -79,6 +79,7 @@ class Importer:
         self.notes: Notes = self.out.notes
         self.groups: dict[str, Stmt] = {}
         self.track_files: dict[str, Stmt] = {}
+        self.scripts: dict[str, Stmt] = {}
         self.vrrp_names: list[str] = []
         self.alpha_noted = False
 
@@ -101,6 +102,8 @@ class Importer:
                 self.groups[_arg(s)] = s
             elif s.key in ("track_file", "vrrp_track_file"):
                 self.track_files[_arg(s)] = s
+            elif s.key == "vrrp_script":
+                self.scripts[_arg(s)] = s
         for s in tree:
             if s.key == "global_defs":
                 self.global_defs(s)
@@ -110,7 +113,9 @@ class Importer:
                 self.vrrp_instance(s)
             elif s.key in ("virtual_server_group", "track_file", "vrrp_track_file"):
                 pass
-            elif s.key in ("vrrp_script", "vrrp_sync_group", "static_ipaddress", "static_routes", "static_rules",
+            elif s.key == "vrrp_script":
+                pass  # translated where an instance tracks it
+            elif s.key in ("vrrp_sync_group", "static_ipaddress", "static_routes", "static_rules",
                            "bfd_instance", "vrrp_track_process", "garp_group", "SSL", "static_track_group",
                            "local_address_group", "linkbeat_interfaces"):
                 self.note(s.where, f"{s.key} is not translated (lvsd has no equivalent)")
@@ -211,6 +216,14 @@ class Importer:
             elif k == "virtual_ipaddress":
                 for a in s.block or []:
                     vips.append(self.vip_of(a))
+            elif k == "unicast_peer":
+                ha["unicast_peers"] = [c.ip(a.key, a.where, "unicast_peer") for a in s.block or []]
+            elif k == "unicast_src_ip":
+                ha["unicast_src"] = c.ip(_arg(s), s.where, "unicast_src_ip")
+            elif k == "track_interface":
+                ha["track_interfaces"] = [self.tracked(a, "name") for a in s.block or []]
+            elif k == "track_script":
+                ha["track_scripts"] = [self.track_script(a) for a in s.block or []]
             elif k == "virtual_ipaddress_excluded":
                 self.note(s.where, "virtual_ipaddress_excluded not translated: add them to vips if lvsd should hold them")
             elif k == "authentication":
@@ -234,12 +247,48 @@ class Importer:
         if vips and ":" in vips[0] and ha["version"] == 2:
             self.note(v.where, "IPv6 addresses: keepalived runs VRRPv3 for them, so does lvsd (version = 3)")
             ha["version"] = 3
+        if ha["version"] == 3 and ha.pop("auth_pass", None) is not None:
+            self.note(v.where, "auth_pass dropped: VRRPv3 has no authentication (keepalived ignores it too)")
         ha["vips"] = vips
         for key in ("interface", "vrid"):
             if key not in ha:
                 raise MigrateError(f"{v.where}: vrrp_instance {name} has no "
                                    f"{'interface' if key == 'interface' else 'virtual_router_id'}")
         self.out.sections["ha"] = ha
+
+    def tracked(self, a: Stmt, key: str) -> dict[str, Any]:
+        """``NAME [weight N]`` of a track_* block -> ``{ key = NAME, weight = N }`` (weight 0:
+        fault while it fails, keepalived's default)."""
+        out: dict[str, Any] = {key: a.key, "weight": 0}
+        if len(a.words) >= 3 and a.words[1] == "weight":
+            out["weight"] = c.integer(a.words[2], a.where, "weight", -253, 253)
+        elif len(a.words) > 1:
+            self.note(a.where, f"{' '.join(a.words[1:])!r} not translated")
+        return out
+
+    def track_script(self, a: Stmt) -> dict[str, Any]:
+        """A ``track_script`` entry with its ``vrrp_script`` block (keepalived's defaults written)."""
+        decl = self.scripts.get(a.key)
+        if decl is None:
+            raise MigrateError(f"{a.where}: vrrp_script {a.key!r} is not defined")
+        out: dict[str, Any] = {"argv": [], "interval": "1s", "timeout": "1s", "rise": 1, "fall": 1, "weight": 0}
+        for s in decl.block or []:
+            if s.key == "script":
+                out["argv"] = c.argv_of(_arg(s), s.where, self.note)
+            elif s.key in ("interval", "timeout"):
+                out[s.key] = c.duration(max(c.seconds(_arg(s), s.where, s.key), 0.01))
+            elif s.key in ("rise", "fall"):
+                out[s.key] = c.integer(_arg(s), s.where, s.key, 1, 1000)
+            elif s.key == "weight":
+                out["weight"] = c.integer(_arg(s), s.where, "weight", -253, 253)
+            elif s.key not in ("user", "init_fail"):
+                self.note(s.where, f"vrrp_script {s.key} is not translated")
+        if not out["argv"]:
+            raise MigrateError(f"{decl.where}: vrrp_script {a.key} has no script")
+        tw = self.tracked(a, "name")["weight"]
+        if len(a.words) >= 3:
+            out["weight"] = tw
+        return out
 
     def vip_of(self, a: Stmt) -> str:
         w = a.words
@@ -402,8 +451,8 @@ class Importer:
             if tun:
                 out["tunnel"] = tun
         if fwd != "nat" and "port" in out and out["port"] != vip_port:
-            self.note(sorry["_where"], f"sorry_server port {out['port']} under {fwd.upper()}: the kernel forwards "
-                      f"to the VIP's port {vip_port} anyway; lvsd writes that")
+            self.note(sorry["_where"], f"sorry_server port {out['port']} under {fwd.upper()}: keepalived and the "
+                      f"kernel use the virtual server's port {vip_port}; lvsd writes that")
             out["port"] = vip_port
         return out
 
@@ -529,12 +578,13 @@ class Importer:
         out.setdefault("weight", 1)
         if len(a) > 1:
             p = c.port(a[1], rs.where)
-            if fwd != "nat" and svc.get("fwmark") is None and p != vip_port:
-                self.note(rs.where, f"real_server port {p} under {fwd.upper()}: the kernel forwards to the VIP's "
-                          f"port {vip_port} anyway; lvsd writes that (checks still probe port {p})")
+            if fwd != "nat" and p != vip_port:
+                # keepalived gives the kernel the virtual server's port (0 for fwmark) under DR/TUN
+                self.note(rs.where, f"real_server port {p} under {fwd.upper()}: keepalived and the kernel use the "
+                          f"virtual server's port {vip_port}; lvsd writes that (checks still probe port {p})")
                 opts["_probe_port"] = Stmt(["_probe_port", str(p)], rs.where)
                 p = vip_port
-            if p != vip_port or svc.get("fwmark") is not None:
+            if p != vip_port:
                 out["port"] = p
         inhibit = opts.get("inhibit_on_failure")
         if inhibit is not None and inhibit is not vs_opts.get("inhibit_on_failure"):  # set on this server

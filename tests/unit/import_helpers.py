@@ -1,9 +1,9 @@
 """What the import tests share: validating an imported config with the real loader.
 
-``PENDING_KEYS`` are keys the importer writes for issue 12's runtime half (``sorry_mode``,
-``sorry_inhibit``, ``[ha] auth_pass``): until the loader knows them, an "unknown key" error about
-exactly these is reported apart (``pending``) instead of failing the test; once they exist, these
-errors are gone and every error counts."""
+``PENDING_KEYS`` are keys the importer writes that came with issue 12's runtime half
+(``sorry_mode``, ``sorry_inhibit``, ``[ha] auth_pass``): an "unknown key" error about exactly these
+is reported apart (``pending``), so a checkout where they are missing says so plainly; the tests
+require ``pending == []``."""
 
 from __future__ import annotations
 
