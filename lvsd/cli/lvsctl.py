@@ -95,6 +95,9 @@ def _print_status(s: dict[str, Any]) -> None:
     for ref in r.get("refused", []):
         print(f"refused:  {ref['service']}: {ref['op']}: {ref['error']} "
               f"({ref['count']} times, retry in {ref['retry_in']:.0f}s)")
+    ov = s.get("overrides") or {}
+    if ov.get("count") or ov.get("error"):
+        print(f"overrides: {ov.get('count', 0)} (lvsctl services shows them)" + (f"; {ov['error']}" if ov.get("error") else ""))
     rl = s["reload"]
     if rl["count"]:
         print(f"reload:   {'ok' if rl['ok'] else 'FAILED: ' + rl['error']}")

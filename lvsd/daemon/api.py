@@ -185,6 +185,7 @@ class ControlAPI:
                 "refused": d.reconciler.refused_report(),
                 "refusals": _refusals_by_service(st.refusals),
             },
+            "overrides": {"count": len(d.overrides.active), "error": d.overrides.error},
             "reload": {
                 "ok": st.last_reload_ok,
                 "last": st.last_reload,

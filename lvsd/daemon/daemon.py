@@ -266,6 +266,7 @@ class Daemon:
                 err.exit_status = 78  # EX_CONFIG: systemd must not restart into the same file
                 raise err
         self.overrides.load()  # before the first plan: a restart keeps disabled servers out
+        self.overrides.reloaded(cfg, cfg, why="the config no longer has the server")
         self.reconciler.adopt()
         await self._start_checks(cfg)
         self._tasks.append(

@@ -170,9 +170,13 @@ class OverrideStore:
             self.save()
         return gone
 
-    def reloaded(self, old: Config, new: Config, now: float | None = None) -> set[str]:
-        """After a reload: drop the overrides of servers ``new`` no longer has (logged), and drain
-        the servers it removed from services that set ``drain_on_remove``. The services touched."""
+    def reloaded(
+        self, old: Config, new: Config, now: float | None = None, why: str = "the reload removed the server"
+    ) -> set[str]:
+        """After a reload: drop the overrides of servers ``new`` no longer has (logged with ``why``),
+        and drain the servers it removed from services that set ``drain_on_remove``. At start
+        (``old`` is ``new``) this drops what a config edited while lvsd was stopped removed. The
+        services touched."""
         now = time.time() if now is None else now
         servers = {srv.id for s in new.services for srv in s.servers}
         new_svc = {s.name: s for s in new.services}
@@ -186,7 +190,7 @@ class OverrideStore:
                 continue
             del self.active[sid]
             touched.add(sid[0])
-            log.info("override %s of %s %s dropped: the reload removed the server", ov.kind, sid[0], sid[1])
+            log.info("override %s of %s %s dropped: %s", ov.kind, sid[0], sid[1], why)
         for svc in old.services:
             nsvc = new_svc.get(svc.name)
             if nsvc is None or nsvc.drain_on_remove <= 0:

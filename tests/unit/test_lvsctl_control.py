@@ -207,7 +207,7 @@ def test_without_drain_on_remove_a_removed_server_is_cut(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("content", ["{not json", '{"version": 99, "overrides": []}', '{"version": 1, "overrides": [{"kind": "melt"}]}'])
 def test_a_corrupt_overrides_file_is_reported_and_ignored(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], content: str
 ) -> None:
     cfg = write_config(tmp_path)
     (tmp_path / "state").mkdir()
@@ -219,6 +219,9 @@ def test_a_corrupt_overrides_file_is_reported_and_ignored(
         d, task = await start(cfg, b)
         assert kernel(b) == {"1": 5, "2": 5, "3": 5}
         assert d.overrides.error.startswith(f"{path}: unreadable, ignored (")
+        capsys.readouterr()
+        assert await ctl(tmp_path, "status") == 0
+        assert f"overrides: 0 (lvsctl services shows them); {path}: unreadable, ignored (" in capsys.readouterr().out
         assert await ctl(tmp_path, "disable", "web", "192.168.0.1") == 0  # and the next change rewrites it
         await stop(d, task)
 
@@ -226,3 +229,23 @@ def test_a_corrupt_overrides_file_is_reported_and_ignored(
         asyncio.run(asyncio.wait_for(main(), 3 * DEADLINE))
     assert "lvsd runs without the overrides it held" in caplog.text
     assert json.loads(path.read_text())["overrides"][0]["kind"] == "disable"
+
+
+def test_a_server_removed_while_lvsd_was_stopped_loses_its_override(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = write_config(tmp_path)
+    b = MemoryBackend()
+
+    async def main() -> None:
+        d, task = await start(cfg, b)
+        assert await ctl(tmp_path, "disable", "web", "192.168.0.2") == 0
+        assert await ctl(tmp_path, "weight", "web", "192.168.0.3", "9") == 0
+        await stop(d, task)
+        write_config(tmp_path, servers=(1, 3))
+        d, task = await start(cfg, b)
+        assert kernel(b) == {"1": 5, "3": 9}
+        assert list(d.overrides.active) == [("web", DestKey.of("192.168.0.3", 80))]
+        await stop(d, task)
+
+    with caplog.at_level(logging.INFO, logger="lvsd"):
+        asyncio.run(asyncio.wait_for(main(), 3 * DEADLINE))
+    assert "override disable of web 192.168.0.2:80 dropped: the config no longer has the server" in caplog.text
