@@ -235,9 +235,16 @@ NOTIFY_ROWS = (
     Key("notify_stop", ARGV, (), doc="run when lvsd's VRRP stops"),
     Key("notify_fifo", _fifo, "", doc="also write each change to this FIFO, in keepalived's format"),
 )
-HA_ROWS = COMMON_ROWS + VRRP_ROWS + NOTIFY_ROWS + tuple(k for m in PLUGGED_MODES for k in m.rows)
+#: [[ha.instance]] and [[ha.group]]: several VRRP instances per daemon, and sync groups
+MULTI_ROWS = (
+    Key("instance", CODE, (), doc="[[ha.instance]]: one VRRP instance each (name + the VRRP keys)"),
+    Key("group", CODE, (), doc="[[ha.group]]: { name, instances }: instances that fail together"),
+)
+HA_ROWS = COMMON_ROWS + VRRP_ROWS + MULTI_ROWS + NOTIFY_ROWS + tuple(k for m in PLUGGED_MODES for k in m.rows)
 #: [ha] keys that only mode = "vrrp" takes
-VRRP_KEYS = names(VRRP_ROWS)
+VRRP_KEYS = names(VRRP_ROWS) + names(MULTI_ROWS)
+#: what one [[ha.instance]] table takes
+INSTANCE_KEYS = ("name", *names(VRRP_ROWS))
 HA_KEYS = names(HA_ROWS)
 _HA = _d(HA_ROWS)
 
@@ -287,6 +294,24 @@ class HAConfig:
     notify_stop: Argv = _HA["notify_stop"]
     notify_fifo: str = _HA["notify_fifo"]
     mode_config: object = None
+    #: an instance's name ("" for the single-instance shorthand: called VI_<vrid>)
+    name: str = ""
+    #: [[ha.instance]]: each a vrrp HAConfig of its own (its VRRP fields and name)
+    instances: tuple[HAConfig, ...] = ()
+    #: [[ha.group]]: (group name, instance names) that change to fault together
+    groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def vrrp_instances(self) -> tuple[HAConfig, ...]:
+        """The VRRP instances to run: the ``[[ha.instance]]`` list, or this section itself
+        (the shorthand) in vrrp mode, else none."""
+        if self.mode != "vrrp":
+            return ()
+        return self.instances or (self,)
+
+    @property
+    def label(self) -> str:
+        """The instance's name in notify and the FIFO: its name, or ``VI_<vrid>``."""
+        return self.name or f"VI_{self.vrid}"
 
 
 def _vips(r: Reader, t: Table, p: str, version: int, required: bool) -> tuple[VipConfig, ...]:
@@ -359,6 +384,87 @@ def _vrrp_rules(r: Reader, t: Table, p: str, vals: dict[str, Any], vips: tuple[V
             seen.add(n)
 
 
+def _vrrp_part(r: Reader, t: Table, p: str, vals: dict[str, Any], required: bool) -> tuple[VipConfig, ...]:
+    """The VRRP keys of ``t`` (the [ha] shorthand or one [[ha.instance]]) into ``vals``; the vips."""
+    version = read_rows(r, t, p, pick(HA_ROWS, "version"), vals)["version"]
+    read_rows(r, t, p, pick(HA_ROWS, "interface", "vrid", "priority", "advert_interval"), vals)
+    adv = vals["advert_interval"]
+    if version == 2 and adv != int(adv):
+        r.err(_p(p, "advert_interval"), "VRRPv2 counts whole seconds (use version = 3 for less)")
+    elif abs(adv * 100 - round(adv * 100)) > 1e-6:
+        r.err(_p(p, "advert_interval"), "VRRPv3 counts centiseconds: must be a multiple of 10ms")
+    vips = _vips(r, t, p, version, required)
+    read_rows(r, t, p, pick(HA_ROWS, "preempt", "preempt_delay"), vals)
+    read_rows(r, t, p, VRRP_ROWS[VRRP_ROWS.index(_row("auth_pass")) :], vals)
+    _vrrp_rules(r, t, p, vals, vips)
+    vals["vips"] = vips
+    return vips
+
+
+def _instances(r: Reader, t: Table, p: str) -> tuple[HAConfig, ...]:
+    """``[[ha.instance]]``: each a named VRRP instance; names unique, (interface, vrid) unique."""
+    raw = t.get("instance")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        r.err(_p(p, "instance"), "must be one or more [[ha.instance]] tables")
+        return ()
+    out: list[HAConfig] = []
+    for i, it in enumerate(raw):
+        ip = f"{p}.instance[{i}]"
+        if not isinstance(it, dict):
+            r.err(ip, f"must be a table, got {_tname(it)}")
+            continue
+        r.keys(it, ip, INSTANCE_KEYS)
+        name = r.get_str(it, "name", ip, "")
+        if "name" not in it:
+            r.err(_p(ip, "name"), "missing: each instance is named (notify, status, groups)")
+        vals: dict[str, Any] = {"mode": "vrrp", "role": "backup", "name": name}
+        _vrrp_part(r, it, ip, vals, True)
+        if name and any(x.name == name for x in out):
+            r.err(_p(ip, "name"), f"duplicate instance name {name!r}")
+            continue
+        if any((x.interface, x.vrid) == (vals["interface"], vals["vrid"]) for x in out):
+            r.err(_p(ip, "vrid"), f"vrid {vals['vrid']} is already used on {vals['interface']}")
+            continue
+        out.append(HAConfig(**vals))
+    return tuple(out)
+
+
+def _groups(
+    r: Reader, t: Table, p: str, instances: tuple[HAConfig, ...]
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``[[ha.group]]``: named sets of instances (each in one group at most)."""
+    raw = t.get("group")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.err(_p(p, "group"), f"must be [[ha.group]] tables, got {_tname(raw)}")
+        return ()
+    known = {x.name for x in instances}
+    seen: dict[str, str] = {}
+    out = []
+    for i, g in enumerate(raw):
+        gp = f"{p}.group[{i}]"
+        if not isinstance(g, dict):
+            r.err(gp, f"must be a table, got {_tname(g)}")
+            continue
+        r.keys(g, gp, ("name", "instances"))
+        name = r.get_str(g, "name", gp, f"group{i}")
+        members = g.get("instances")
+        if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, str) for m in members):
+            r.err(_p(gp, "instances"), "must list two or more instance names")
+            continue
+        for m in members:
+            if m not in known:
+                r.err(_p(gp, "instances"), f"no [[ha.instance]] named {m!r}")
+            elif m in seen:
+                r.err(_p(gp, "instances"), f"{m!r} is already in group {seen[m]!r}")
+            seen.setdefault(m, name)
+        out.append((name, tuple(members)))
+    return tuple(out)
+
+
 def _ha(r: Reader, t: Table) -> HAConfig:
     p = "ha"
     r.keys(t, p, HA_KEYS, {"auth_type": "auth_pass alone means PASS; AH (IPsec) is not supported"})
@@ -371,7 +477,6 @@ def _ha(r: Reader, t: Table) -> HAConfig:
         else:
             choices = ("master", "backup") if mode == "static" else ("master", "backup", "fault")
             role = r.choice(t, "role", p, choices, role)
-    version = read_rows(r, t, p, pick(HA_ROWS, "version"), vals)["version"]
     if mode != "vrrp":
         for k in VRRP_KEYS:
             if k in t:
@@ -381,16 +486,16 @@ def _ha(r: Reader, t: Table) -> HAConfig:
             for k in names(m.rows):
                 if k in t:
                     r.err(_p(p, k), f'only with mode = "{m.name}" (mode is "{mode}")')
-    read_rows(r, t, p, pick(HA_ROWS, "interface", "vrid", "priority", "advert_interval"), vals)
-    adv = vals["advert_interval"]
-    if version == 2 and adv != int(adv):
-        r.err(_p(p, "advert_interval"), "VRRPv2 counts whole seconds (use version = 3 for less)")
-    elif abs(adv * 100 - round(adv * 100)) > 1e-6:
-        r.err(_p(p, "advert_interval"), "VRRPv3 counts centiseconds: must be a multiple of 10ms")
-    vips = _vips(r, t, p, version, mode == "vrrp")
-    read_rows(r, t, p, pick(HA_ROWS, "preempt", "preempt_delay") + NOTIFY_ROWS, vals)
-    read_rows(r, t, p, VRRP_ROWS[VRRP_ROWS.index(_row("auth_pass")) :], vals)
-    _vrrp_rules(r, t, p, vals, vips)
+    multi = "instance" in t
+    if multi and mode == "vrrp":
+        shorthand = [k for k in names(VRRP_ROWS) if k in t]
+        if shorthand:
+            r.err(_p(p, shorthand[0]), "not with [[ha.instance]]: set it in each instance")
+    vips = _vrrp_part(r, t, p, vals, mode == "vrrp" and not multi)
+    read_rows(r, t, p, NOTIFY_ROWS, vals)
+    if mode == "vrrp":
+        vals["instances"] = _instances(r, t, p)
+        vals["groups"] = _groups(r, t, p, vals["instances"])
     for m in PLUGGED_MODES:
         if mode == m.name:
             mvals = read_rows(r, t, p, m.rows)

@@ -103,7 +103,11 @@ class HAManager:
         self.role_since = 0.0
         self.role_reason = ""
         self.transitions = 0
-        self.vrrp: VRRPInstance | None = None
+        self.vrrp: VRRPInstance | None = None  # the first (or only) instance
+        #: every VRRP instance by its label (``[[ha.instance]]`` name, or VI_<vrid>), and its state
+        self.vrrps: dict[str, VRRPInstance] = {}
+        self.vrrp_states: dict[str, core.State] = {}
+        self._last_instance = ""
         self.links = links
         self.socket_factory = socket_factory
         self._own_links = links is None  # opened here, so closed here
@@ -132,20 +136,33 @@ class HAManager:
     async def _start_source(self, ha: HAConfig) -> None:
         if ha.mode == "vrrp":
             self._set("backup", "vrrp starting")
+            self.vrrp_states = {}
+            cur = ha
             try:
                 if self.links is None:
                     self.links = await open_links(self.netns)
-                self.vrrp = VRRPInstance(
-                    ha, self.links, self._on_vrrp, socket_factory=self.socket_factory, netns=self.netns
-                )
-                await self.vrrp.start()
+                for cur in ha.vrrp_instances():
+                    label = cur.label
+                    inst = VRRPInstance(
+                        cur,
+                        self.links,
+                        lambda st, label=label: self._on_vrrp(st, label),  # type: ignore[misc]  # bound per instance
+                        socket_factory=self.socket_factory,
+                        netns=self.netns,
+                    )
+                    for other in self._group_of(label):
+                        inst.tracked[f"group:{other}"] = (0, None)  # weight 0: fault while it is in fault
+                    inst.on_change = self._sync_groups
+                    self.vrrps[label] = inst
+                    self.vrrp = self.vrrp or inst
+                    await inst.start()
             except (VRRPError, OSError, ValueError) as e:
-                if self.vrrp is not None:
+                for inst in self.vrrps.values():
                     with suppress(Exception):
-                        await self.vrrp.stop(resign=False)
-                self.vrrp = None
+                        await inst.stop(resign=False)
+                self.vrrp, self.vrrps = None, {}
                 self._set("fault", f"vrrp cannot start: {e}")
-                raise HAError(f"ha: VRRP cannot start on {ha.interface!r}: {e}") from None
+                raise HAError(f"ha: VRRP cannot start on {cur.interface!r}: {e}") from None
         elif ha.mode == "bgp":
             await self._start_bgp()
         else:
@@ -192,15 +209,28 @@ class HAManager:
         if config.sync != old.sync:
             self._write_sysctls(config.sync)
         oh, nh = old.ha, config.ha
+
+        def ident(h: HAConfig) -> list[tuple[str, str, int, int, int]]:
+            return [
+                (
+                    i.label,
+                    i.interface,
+                    i.vrid,
+                    i.version,
+                    core.family_of([v.address for v in i.vips]) if i.vips else 0,
+                )
+                for i in h.vrrp_instances()
+            ]
+
         same_instance = (
             oh.mode == nh.mode == "vrrp"
-            and (oh.interface, oh.vrid, oh.version) == (nh.interface, nh.vrid, nh.version)
             and self.vrrp is not None
-            and core.family_of([v.address for v in nh.vips]) == self.vrrp.af
+            and ident(oh) == ident(nh)
+            and oh.groups == nh.groups
         )
         if same_instance:
-            assert self.vrrp is not None
-            await self.vrrp.update(nh)
+            for inst_cfg in nh.vrrp_instances():
+                await self.vrrps[inst_cfg.label].update(inst_cfg)
             self._apply_sync()
         elif oh.mode == nh.mode == "bgp" and self.announcer is not None:
             from .announce import AnnounceError
@@ -215,11 +245,12 @@ class HAManager:
         elif oh.mode == nh.mode == "static" and oh.role == nh.role:
             self._apply_sync()
         else:
-            if self.vrrp is not None:
-                vr, self.vrrp = self.vrrp, None
+            if self.vrrps:
+                old_instances, self.vrrp, self.vrrps = list(self.vrrps.values()), None, {}
                 self._stopping = True
                 try:
-                    await vr.stop(resign=True)
+                    for vr in old_instances:
+                        await vr.stop(resign=True)
                 finally:
                     self._stopping = False
             if self.announcer is not None:
@@ -233,8 +264,8 @@ class HAManager:
         """Leave: VRRP resigns (priority 0, addresses removed); sync daemons stay running with
         ``on_stop = "keep"`` and are stopped with ``"remove"``. Pending hooks get their timeout."""
         self._stopping = True
-        if self.vrrp is not None:
-            await self.vrrp.stop(resign=True)
+        for inst in self.vrrps.values():
+            await inst.stop(resign=True)
         self._notify("stop", self.role)
         if self.announcer is not None:
             await self.announcer.stop(on_stop)
@@ -269,10 +300,42 @@ class HAManager:
             raise HAError(f'role: ha.mode is {mode!r}; only mode "external" takes its role from lvsctl')
         self._set(role, "set by lvsctl role")
 
-    def _on_vrrp(self, state: core.State) -> None:
+    def _sync_groups(self) -> None:
+        """Each member of a sync group tracks the others' own fault with weight 0: one fails, all do."""
+        for _name, members in self.config.ha.groups:
+            for a in members:
+                for b in members:
+                    ia, ib = self.vrrps.get(a), self.vrrps.get(b)
+                    if a != b and ia is not None and ib is not None:
+                        ia.set_tracked(f"group:{b}", not ib.own_fault())
+
+    def _group_of(self, label: str) -> list[str]:
+        """The other members of ``label``'s sync group (``[[ha.group]]``)."""
+        for _name, members in self.config.ha.groups:
+            if label in members:
+                return [m for m in members if m != label]
+        return []
+
+    def _on_vrrp(self, state: core.State, label: str = "") -> None:
+        """An instance changed state: its sync group follows it into and out of fault, and the
+        director's role is master if any instance is master, fault if all are, else backup."""
         if self._stopping:
             return
-        self._set(_VRRP_ROLE[state], f"vrrp {state.value}")
+        before = self.vrrp_states.get(label)
+        self.vrrp_states[label] = state
+        self._last_instance = label
+        if (before is core.State.FAULT) != (state is core.State.FAULT):
+            self._sync_groups()
+        states = list(self.vrrp_states.values())
+        if len(self.vrrps) <= 1:
+            self._set(_VRRP_ROLE[state], f"vrrp {state.value}")
+        elif core.State.MASTER in states:
+            masters = sorted(k for k, v in self.vrrp_states.items() if v is core.State.MASTER)
+            self._set("master", f"vrrp: master of {', '.join(masters)}")
+        elif len(states) == len(self.vrrps) and all(s is core.State.FAULT for s in states):
+            self._set("fault", "vrrp: every instance in fault")
+        else:
+            self._set("backup", f"vrrp {label} {state.value}")
 
     def _set(self, role: str, reason: str) -> None:
         prev = self.role
@@ -298,24 +361,30 @@ class HAManager:
         if self._hooks is not None and (
             bool(getattr(ha, f"notify_{role}", ())) or ha.notify or ha.notify_fifo
         ):
-            prio = self.vrrp.params.priority if self.vrrp is not None else 0
+            inst = self.vrrps.get(self._last_instance) or self.vrrp
+            prio = inst.params.priority if inst is not None else 0
             self._hooks.put_nowait((role, prev, str(prio)))
 
     def instance_name(self) -> str:
         """What ``notify`` and the FIFO call the instance: ``VI_<vrid>`` in vrrp mode (keepalived's
         habit for an unnamed instance), else ``lvsd``."""
         ha = self.config.ha
-        return f"VI_{ha.vrid}" if ha.mode == "vrrp" else "lvsd"
+        if ha.mode != "vrrp":
+            return "lvsd"
+        return self._last_instance or ha.vrrp_instances()[0].label
 
     def track_services(
         self, config: Config, health: Mapping[ServerId, ServerHealth], quorum: Mapping[str, bool]
     ) -> None:
         """vrrp ``track_services``: the services' health (the planner's quorum verdicts, one rule
         with bgp's announce) moves the priority. Called after every reconcile pass."""
-        if self.vrrp is None or not self.config.ha.track_services:
+        tracked = [i for i in self.config.ha.vrrp_instances() if i.track_services and i.label in self.vrrps]
+        if not tracked:
             return
-        names = [t.service for t in self.config.ha.track_services]
-        self.vrrp.set_services(service_verdicts(config, health, quorum, names))
+        names = {t.service for i in tracked for t in i.track_services}
+        verdicts = service_verdicts(config, health, quorum, names)
+        for i in tracked:
+            self.vrrps[i.label].set_services(verdicts)
 
     # --- sync daemons ---
     def _apply_sync(self) -> None:
@@ -458,6 +527,7 @@ class HAManager:
             "reason": self.role_reason,
             "transitions": self.transitions,
             "vrrp": self.vrrp.status() if self.vrrp is not None else None,
+            "instances": {k: v.status() for k, v in self.vrrps.items()} if len(self.vrrps) > 1 else None,
             "sync": {
                 "configured": sync is not None,
                 "wanted": [describe_daemon(d) for d in sync.daemons_for(self.role)]

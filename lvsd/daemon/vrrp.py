@@ -199,6 +199,8 @@ class VRRPInstance:
             self.tracked[f"script:{i}"] = (sc.weight, None)
         self._link_running = False
         self._refresh: asyncio.TimerHandle | None = None
+        #: called when what ``own_fault`` depends on may have changed (a sync group follows it)
+        self.on_change: Callable[[], None] | None = None
         if ha.version == 2 and self.af != core.AF_INET:
             raise VRRPError("ha.version: VRRPv2 is IPv4 only")
         self.state = core.VRRPState()
@@ -775,8 +777,26 @@ class VRRPInstance:
             if await self._find_primary():
                 log.info("vrrp: %s has its link back", self.interface)
                 self._event(core.Startup())
+        self._changed()
 
     # --- tracking ---
+    def own_fault(self) -> bool:
+        """In fault for a reason of its own (its link, its source address, a weight-0 object it
+        tracks), not only because a member of its sync group is: what the group follows."""
+        own = [v for k, v in self.tracked.items() if not k.startswith("group:")]
+        return (
+            not self._link_running
+            or not self.params.primary
+            or core.tracked_priority(self.base_priority, own) is None
+        )
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.exception("vrrp: on_change callback failed")
+
     def _tracked_priority(self) -> int | None:
         return core.tracked_priority(self.base_priority, list(self.tracked.values()))
 
@@ -789,6 +809,8 @@ class VRRPInstance:
         if before == ok:
             return
         self.tracked[key] = (weight, ok)
+        if not key.startswith("group:"):
+            self._changed()
         log.info(
             "vrrp: vrid %d tracks %s: %s",
             self.params.vrid,

@@ -315,3 +315,71 @@ notify_fifo = "relative"
     assert_err(E(VRRP_HEAD + 'auth_pass = "x"\n'), "ha.auth_pass", "only with version = 2")
     assert_err(E(VRRP_HEAD + 'unicast_src = "10.0.0.1"\n'), "ha.unicast_src", "only with unicast_peers")
     assert_err(E('[ha]\nunicast_peers = ["10.0.0.2"]\n'), "ha.unicast_peers", 'only with mode = "vrrp"')
+
+
+MULTI = """
+[ha]
+mode = "vrrp"
+notify_fifo = "/run/lvsd/fifo"
+
+[[ha.instance]]
+name = "front"
+interface = "eth0"
+vrid = 51
+priority = 150
+vips = ["192.0.2.10/24"]
+unicast_peers = ["192.0.2.2"]
+
+[[ha.instance]]
+name = "back"
+interface = "eth1"
+vrid = 52
+vips = ["10.0.1.1/24"]
+track_interfaces = [{ name = "eth0" }]
+
+[[ha.group]]
+name = "director"
+instances = ["front", "back"]
+"""
+
+
+def test_several_instances_and_a_sync_group():
+    ha = P(MULTI).ha
+    front, back = ha.instances
+    assert (front.name, front.interface, front.vrid, front.priority, front.unicast_peers) == (
+        "front",
+        "eth0",
+        51,
+        150,
+        ("192.0.2.2",),
+    )
+    assert (back.name, back.vrid, back.priority, str(back.vips[0])) == ("back", 52, 100, "10.0.1.1/24")
+    assert ha.vrrp_instances() == (front, back) and front.label == "front"
+    assert ha.groups == (("director", ("front", "back")),)
+    assert ha.notify_fifo == "/run/lvsd/fifo"
+    short = P(VRRP_HEAD).ha
+    assert short.vrrp_instances() == (short,) and short.label == "VI_51"  # the shorthand: one instance
+    assert P("").ha.vrrp_instances() == ()
+
+
+def test_several_instances_errors():
+    errs = E(
+        MULTI.replace('name = "back"', 'name = "front"').replace("vrid = 52", "vrid = 51\nprio = 1")
+        + '\n[[ha.group]]\nname = "g2"\ninstances = ["front", "nosuch"]\n'
+    )
+    assert_err(errs, "ha.instance[1].prio", "unknown key")
+    assert_err(errs, "ha.instance[1].name", "duplicate instance name 'front'")
+    assert_err(errs, "ha.group[1].instances", "no [[ha.instance]] named 'nosuch'")
+    assert_err(errs, "ha.group[1].instances", "'front' is already in group 'director'")
+    errs = E(MULTI.replace('notify_fifo = "/run/lvsd/fifo"', 'vrid = 9\nnotify_fifo = "/run/lvsd/fifo"'))
+    assert_err(errs, "ha.vrid", "not with [[ha.instance]]")
+    errs = E(
+        MULTI.replace(
+            'name = "back"\ninterface = "eth1"\nvrid = 52', 'name = "back"\ninterface = "eth0"\nvrid = 51'
+        )
+    )
+    assert_err(errs, "ha.instance[1].vrid", "vrid 51 is already used on eth0")
+    errs = E(MULTI.replace('vips = ["10.0.1.1/24"]\n', ""))
+    assert_err(errs, "ha.instance[1].vips", "missing")
+    assert_err(E('[ha]\nmode = "vrrp"\ninstance = []\n'), "ha.instance", "one or more")
+    assert_err(E('[ha]\n[[ha.instance]]\nname = "x"\n'), "ha.instance", 'only with mode = "vrrp"')

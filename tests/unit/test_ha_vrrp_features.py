@@ -232,3 +232,50 @@ def test_generic_notify_and_the_fifo(sysdir: Path, tmp_path: Path) -> None:  # n
     got = os.read(rfd, 4096).decode()
     os.close(rfd)
     assert got == 'INSTANCE "lvsd" BACKUP 0\nINSTANCE "lvsd" MASTER 0\nINSTANCE "lvsd" STOP 0\n'
+
+
+def test_two_instances_a_sync_group_and_the_directors_role(sysdir: Path) -> None:  # noqa: F811
+    from test_ha import Sockets
+
+    from lvsd.daemon.links import MemoryLinks
+
+    front = replace(vrrp_ha(interval=0.05, vrid=51), name="front")
+    back = replace(vrrp_ha(interval=0.05, vrid=52, vips=("10.2.0.1",)), name="back", interface="eth1")
+    ha = HAConfig(mode="vrrp", instances=(front, back), groups=(("director", ("front", "back")),))
+    cfg = replace(make_config(), ha=ha)
+    roles: list[str] = []
+
+    async def go() -> None:
+        links = MemoryLinks()
+        eth0, eth1 = links.add_nic("eth0"), links.add_nic("eth1")
+        await links.add_address(eth0.index, "10.1.0.11", 24)
+        await links.add_address(eth1.index, "10.2.0.2", 24)
+        sockets = Sockets()
+        m = HAManager(
+            cfg, DaemonBackend(), roles.append, sysctl_dir=str(sysdir), links=links, socket_factory=sockets
+        )
+        await m.start()
+        f, b = m.vrrps["front"], m.vrrps["back"]
+        await until(
+            lambda: m.vrrp_states == {"front": core.State.MASTER, "back": core.State.MASTER}, "both master"
+        )
+        assert m.role == "master" and set(m.status()["instances"]) == {"front", "back"}
+        # the peer takes "front" (the other half of an active-active pair): still master of "back"
+        await deliver(f, sockets.made[0], advert4(200, "10.1.0.12"), pktinfo(eth0.index), ("10.1.0.12", 0))
+        assert m.vrrp_states["front"] is core.State.BACKUP and m.role == "master"
+        assert "back" in m.role_reason
+        # the server side fails: its group follows it into fault; every instance in fault: fault
+        links.set_carrier("eth1", False)
+        await b.settle()
+        await f.settle()
+        assert m.vrrp_states == {"front": core.State.FAULT, "back": core.State.FAULT} and m.role == "fault"
+        links.set_carrier("eth1", True)
+        await until(lambda: m.vrrp_states.get("back") is core.State.MASTER, "back master again")
+        await until(lambda: m.vrrp_states.get("front") is not core.State.FAULT, "front out of fault")
+        assert m.role == "master"
+        await m.reload(cfg)  # unchanged instances: kept, not restarted
+        assert m.vrrps["front"] is f and m.vrrps["back"] is b
+        await m.stop("keep")
+
+    run(go())
+    assert roles[:2] == ["backup", "master"] and "fault" in roles
