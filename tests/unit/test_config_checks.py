@@ -88,7 +88,7 @@ def test_tcp():
     assert_err(errs, f"{P}.connect", '"address:port"')
     assert_err(errs, f"{P}.bind", "not an IP address")
     assert_err(errs, f"{P}.expect", "must not be empty")
-    assert_err(errs, f"{P}.path", 'not allowed here (only for type "http" or "https")')
+    assert_err(errs, f"{P}.path", 'not allowed here (only for type "http", "https" or "file")')
     errs = errors_of('{ type = "tcp", connect = "host:0" }')
     assert_err(errs, f"{P}.connect", "port must be 1..65535")
 
