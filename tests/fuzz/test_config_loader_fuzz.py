@@ -28,7 +28,8 @@ from lvsd.config import ConfigError, parse_config
 from lvsd.config.load import build_config
 from lvsd.config.model import Config
 from lvsd.core.plan import plan
-from lvsd.ipvs.memory import MemoryBackend
+from lvsd.ipvs.backend import BatchError, IPVSError
+from lvsd.ipvs.memory import KERNEL_SCHEDULERS, MemoryBackend
 
 try:
     import tomli as toml
@@ -68,13 +69,24 @@ def judge(build: Any) -> str:
 
 def kernel_accepts(cfg: Config) -> None:
     """The planner's ops for ``cfg`` apply to a fresh memory backend with no refusal, and the
-    table dumps back as planned (a value that wraps or is refused would show here)."""
+    table dumps back as planned (a value that wraps or is refused would show here).
+
+    One refusal is the config's promise, not a defect: a scheduler name lvsd does not know is
+    taken as a third-party kernel module, which this kernel may lack (ENOENT)."""
     b = MemoryBackend()
     p = plan(cfg, {}, b.dump(), managed={s.key for s in cfg.services}, timeouts=b.timeouts())
-    b.apply(p.ops)  # raises on any refusal
+    unknown = {s.key for s in cfg.services if s.service.scheduler not in KERNEL_SCHEDULERS}
+    try:
+        b.apply(p.ops)
+    except IPVSError as e:
+        failed = e.failed if isinstance(e, BatchError) else [(e.op, e)]
+        for op, err in failed:
+            assert op.key in unknown, f"refused: {op}: {err}"
     got = b.dump()
-    assert set(got) == set(p.desired)
+    assert set(got) == set(p.desired) - unknown
     for key, want in p.desired.items():
+        if key in unknown:
+            continue
         assert got[key].service == want.service, key
         assert got[key].dests == want.dests, key
     if cfg.ipvs.timeouts is not None:
