@@ -205,3 +205,22 @@ def test_config_keys_and_errors() -> None:
     errs = "\n".join(e.value.errors)
     assert "check[0].path: must be an absolute file path" in errs
     assert "check[1].mode" in errs and "check[2].path: missing" in errs
+
+
+def test_a_watched_directory_that_goes_away_falls_back_to_reading(tmp_path: Path) -> None:
+    d = tmp_path / "maint"
+    d.mkdir()
+    f = d / "web1"
+
+    async def scenario() -> None:
+        p = Probe(check(f), asyncio.get_running_loop())
+        assert p.checker.watch is not None and p.probe()[0] is True
+        d.rmdir()
+        await settle()
+        assert p.checker.watch is None  # the watch went with the directory: poll from now on
+        d.mkdir()
+        f.write_text("")
+        assert p.probe()[0] is False  # seen without any event
+        p.checker.close()
+
+    asyncio.run(scenario())
