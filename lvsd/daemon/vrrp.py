@@ -321,8 +321,10 @@ class VRRPInstance:
                 return
 
     async def update(self, ha: HAConfig) -> None:
-        """Apply a reload that keeps the interface, VRID and family: priority, interval, preempt
-        and the virtual addresses; a master moves its addresses at once."""
+        """Apply a reload that keeps the interface, VRID and family: priority, interval, preempt,
+        the virtual addresses, unicast peers and source, the password, ARP refresh and tracking
+        (objects kept keep their state; scripts restart if they changed); a master moves its
+        addresses at once."""
         new_vips = _vips(ha)
         if core.family_of([a for a, _ in new_vips]) != self.af:
             raise VRRPError("ha.vips: cannot change the address family on reload")
@@ -334,14 +336,23 @@ class VRRPInstance:
         self.base_priority = ha.priority
         self.garp_refresh = ha.garp_refresh
         self.garp_repeat = ha.garp_repeat
+        self.peers = tuple(ha.unicast_peers)
+        if ha.unicast_src != self.unicast_src:
+            self.unicast_src = ha.unicast_src
+            if self._running:
+                await self._find_primary()
+        await self._update_tracking(ha)
         self.params = replace(
             self.params,
+            auth=ha.auth_pass.encode(),
             priority=self._tracked_priority() or ha.priority,
             advert_int=_advert_int(ha.advert_interval),
             vips=tuple(a for a, _ in new_vips),
             preempt=ha.preempt,
             preempt_delay=ha.preempt_delay,
         )
+        if self._running:
+            self._apply_priority()  # a weight-0 object failing now: fault
         if self.state.state is core.State.MASTER and self._running:
             gone = [(a, plen, old_place.get(a, self.ifindex)) for a, plen in old - set(new_vips)]
             added = [v for v in new_vips if v not in old]
@@ -780,6 +791,38 @@ class VRRPInstance:
         self._changed()
 
     # --- tracking ---
+    async def _update_tracking(self, ha: HAConfig) -> None:
+        """A reload's tracked objects: kept ones keep their state, new ones start unknown (an
+        interface is read now), scripts restart if their list changed."""
+        keep = {k: v for k, v in self.tracked.items() if k.startswith("group:")}
+        self._track_ifaces = {t.name: t.weight for t in ha.track_interfaces}
+        self._track_services = {t.service: t.weight for t in ha.track_services}
+        links = {lk.name: lk for lk in await self.links.links()} if self._track_ifaces else {}
+        for ti in ha.track_interfaces:
+            key = f"interface:{ti.name}"
+            was = self.tracked.get(key, (0, None))[1]
+            lk = links.get(ti.name)
+            keep[key] = (ti.weight, was if was is not None else (lk is not None and lk.running))
+        for ts in ha.track_services:
+            key = f"service:{ts.service}"
+            keep[key] = (ts.weight, self.tracked.get(key, (0, None))[1])
+        if ha.track_scripts != self._track_scripts:
+            for t in self._script_tasks:
+                t.cancel()
+            self._script_tasks = []
+            self._track_scripts = ha.track_scripts
+            for i, sc in enumerate(ha.track_scripts):
+                keep[f"script:{i}"] = (sc.weight, None)
+            if self._running and self._loop is not None:
+                self._script_tasks = [
+                    self._loop.create_task(self._run_script(i, sc), name=f"vrrp-track-{i}")
+                    for i, sc in enumerate(ha.track_scripts)
+                ]
+        else:
+            for i, sc in enumerate(ha.track_scripts):
+                keep[f"script:{i}"] = self.tracked.get(f"script:{i}", (sc.weight, None))
+        self.tracked = keep
+
     def own_fault(self) -> bool:
         """In fault for a reason of its own (its link, its source address, a weight-0 object it
         tracks), not only because a member of its sync group is: what the group follows."""

@@ -279,3 +279,29 @@ def test_two_instances_a_sync_group_and_the_directors_role(sysdir: Path) -> None
 
     run(go())
     assert roles[:2] == ["backup", "master"] and "fault" in roles
+
+
+def test_a_reload_takes_new_peers_password_and_tracking_in_place() -> None:
+    async def go() -> None:
+        inst, links, sockets, _ = await master(vrrp_ha(interval=0.05))
+        links.add_nic("eth1", up=False)
+        ha = vrrp_ha(
+            interval=0.05,
+            unicast_peers=("10.1.0.12",),
+            track_interfaces=(TrackInterface("eth1", -30),),
+            track_services=(TrackService("web", -20),),
+        )
+        await inst.update(ha)
+        assert inst.peers == ("10.1.0.12",) and inst.params.priority == 70  # eth1 is down: -30
+        assert inst.state.state is core.State.MASTER
+        n = len(sockets.last.sent)
+        await until(lambda: len(sockets.last.sent) > n + 2, "adverts after the reload")
+        assert {addr[0] for _, _, addr in sockets.last.sent[n:]} == {"10.1.0.12"}  # unicast now
+        inst.set_services({"web": False})
+        await inst.update(replace(ha, track_interfaces=()))  # the service keeps its state
+        assert inst.tracked == {"service:web": (-20, False)} and inst.params.priority == 80
+        await inst.update(replace(ha, track_interfaces=(TrackInterface("eth1"),)))  # weight 0, down
+        assert inst.state.state is core.State.FAULT
+        await inst.stop()
+
+    run(go())
