@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import textwrap
 import time
@@ -85,25 +87,46 @@ def director(tmp_path: Path):
         for ns, (addr, gw, dev) in RS.items():
             lab.routed_netns(ns, dev, gw, f"{addr}/24")
             lab.http_server(ns, addr, 80)
-        cfg = tmp_path / "lvsd.toml"
-        cfg.write_text(textwrap.dedent(CONFIG.format(dir=tmp_path, vip=VIP)))
-        log = open(tmp_path / "lvsd.log", "w")
-        env = dict(os.environ, PYTHONPATH=os.getcwd())
-        proc = lab.popen(sys.executable, "-m", "lvsd.daemon.main", "-f", str(cfg), stdout=log, stderr=log, env=env)
+        d = Director(lab, tmp_path)
         try:
+            d.start()
             wait_until(lambda: weights() == {"10.77.72.11": 1, "10.77.73.12": 1}, DEADLINE, "lvsd's table")
-            wait_until(lambda: (tmp_path / "lvsd.sock").exists(), DEADLINE, "the control socket")
-            yield tmp_path / "lvsd.sock"
+            yield d
         except BaseException:
             print((tmp_path / "lvsd.log").read_text()[-4000:])
             raise
         finally:
-            assert proc.poll() is None, "lvsd died"
+            assert d.proc is not None and d.proc.poll() is None, "lvsd died"
             sh("ipvsadm", "-C", check=False)
 
 
-def test_drain_lets_a_live_connection_finish_before_the_server_leaves(director: Path) -> None:
-    sock = director
+class Director:
+    """lvsd as its own process, restartable; its control socket is ``sock``."""
+
+    def __init__(self, lab: Lab, tmp: Path) -> None:
+        self.lab, self.tmp = lab, tmp
+        self.sock = tmp / "lvsd.sock"
+        self.cfg = tmp / "lvsd.toml"
+        self.cfg.write_text(textwrap.dedent(CONFIG.format(dir=tmp, vip=VIP)))
+        self.log = open(tmp / "lvsd.log", "a")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=os.getcwd())
+        self.proc = self.lab.popen(
+            sys.executable, "-m", "lvsd.daemon.main", "-f", str(self.cfg), stdout=self.log, stderr=self.log, env=env
+        )
+        wait_until(lambda: self.sock.exists(), DEADLINE, "the control socket")
+
+    def restart(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)  # on_stop = "keep": the table stays as it is
+        assert self.proc.wait(timeout=DEADLINE) == 0
+        self.start()
+
+
+def test_drain_lets_a_live_connection_finish_before_the_server_leaves(director: Director) -> None:
+    sock = director.sock
     client = HttpClient("drc", VIP, 80, timeout=20)
     first = client.get()  # the keep-alive connection lands on one server: that one drains
     addr = RS[first][0]
@@ -131,3 +154,31 @@ def test_drain_lets_a_live_connection_finish_before_the_server_leaves(director: 
     wait_until(lambda: weights() == {addr: 1, other: 1}, DEADLINE, "enable to bring the server back")
     assert "override" not in services(sock)[addr]
 
+
+
+def test_overrides_last_across_restart_and_reload_on_the_kernel(director: Director) -> None:
+    sock = director.sock
+    assert ctl(sock, "disable", "web", "10.77.73.12", "--reason", "maintenance") == 0
+    assert ctl(sock, "weight", "web", "10.77.72.11", "3") == 0
+    wait_until(lambda: weights() == {"10.77.72.11": 3}, DEADLINE, "the overrides in the table")
+    director.restart()
+    # the new process plans with the overrides from its first pass: still out, still pinned
+
+    def restored() -> bool:
+        try:
+            return services(sock)["10.77.73.12"].get("override") is not None
+        except lvsctl.Unreachable:  # the socket is bound before the API serves
+            return False
+
+    wait_until(restored, DEADLINE, "overrides restored")
+    assert weights() == {"10.77.72.11": 3}
+    row = services(sock)["10.77.73.12"]["override"]
+    assert (row["kind"], row["reason"], row["by"][:5]) == ("disable", "maintenance", "uid 0")
+    # a reload that removes the disabled server drops its override; the pin stays
+    director.cfg.write_text(director.cfg.read_text().replace('  [[service.server]]\n  address = "10.77.73.12"\n', ""))
+    assert ctl(sock, "reload") == 0
+    assert set(services(sock)) == {"10.77.72.11"} and services(sock)["10.77.72.11"]["override"]["kind"] == "weight"
+    doc = json.loads((director.tmp / "state" / "overrides.json").read_text())
+    assert [(r["addr"], r["kind"]) for r in doc["overrides"]] == [("10.77.72.11", "weight")]
+    assert ctl(sock, "enable", "web") == 0
+    wait_until(lambda: weights() == {"10.77.72.11": 1}, DEADLINE, "enable")
