@@ -118,7 +118,14 @@ def plan(path: str, backend_name: str, state: str | None) -> int:
     managed = configured | set(retired(configured, recorded, actual))
     up = ServerHealth(Health.UP)
     health = {srv.id: up for s in cfg.services for srv in s.servers}
-    ops = make_plan(cfg, health, actual, managed=managed, timeouts=have).ops
+    from lvsd.daemon.overrides import OverrideStore, overrides_path
+
+    store = OverrideStore(overrides_path(cfg), read_only=True)  # the daemon starts with these (lvsctl disable/drain/weight)
+    store.load()
+    store.reloaded(cfg, cfg, why="the config no longer has the server")
+    if store.active:
+        print(f"# {len(store.active)} overrides from {store.path} applied (lvsctl services shows them)", file=sys.stderr)
+    ops = make_plan(cfg, health, actual, managed=managed, timeouts=have, overrides=store.active).ops
     for op in ops:
         print(describe(op))
     others = [k for k in actual if k not in managed]

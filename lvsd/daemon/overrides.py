@@ -101,8 +101,10 @@ def decode(doc: Any) -> dict[ServerId, Override]:
 class OverrideStore:
     """The overrides in force (``active``: the reconciler plans with this very dict) and their file."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, read_only: bool = False) -> None:
         self.path = path
+        #: never write the file (``lvsd --plan`` applies nothing, not even a file)
+        self.read_only = read_only
         self.active: dict[ServerId, Override] = {}
         #: why the file could not be read or written ("" = fine), for /status
         self.error = ""
@@ -135,6 +137,8 @@ class OverrideStore:
 
     def save(self) -> None:
         """Write the file atomically; a failure is logged, never fatal."""
+        if self.read_only:
+            return
         if not self.path:
             if not self._warned_memory and self.active:
                 log.warning("overrides: no daemon.state_file, so they are kept in memory only (lost at restart)")

@@ -249,3 +249,21 @@ def test_a_server_removed_while_lvsd_was_stopped_loses_its_override(tmp_path: Pa
     with caplog.at_level(logging.INFO, logger="lvsd"):
         asyncio.run(asyncio.wait_for(main(), 3 * DEADLINE))
     assert "override disable of web 192.168.0.2:80 dropped: the config no longer has the server" in caplog.text
+
+
+def test_plan_shows_what_a_start_with_the_overrides_file_would_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lvsd.core.overrides import Override
+    from lvsd.daemon.main import main as lvsd_main
+
+    cfg = write_config(tmp_path)
+    (tmp_path / "state").mkdir()
+    path = tmp_path / "state" / "overrides.json"
+    gone = ("web", DestKey.of("192.168.0.7", 80))  # a server the config no longer has: dropped
+    doc = overrides_mod.encode({("web", DestKey.of("192.168.0.2", 80)): Override("disable"), gone: Override("disable")})
+    path.write_text(json.dumps(doc))
+    kernel_file = tmp_path / "kernel.json"
+    assert lvsd_main(["--plan", str(cfg), "--backend", "memory", "--state", str(kernel_file)]) == 0
+    out, err = capsys.readouterr()
+    assert "192.168.0.2" not in out and out.count("add-server") == 2
+    assert "# 1 overrides from" in err
+    assert json.loads(path.read_text()) == doc  # --plan writes nothing
