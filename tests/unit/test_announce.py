@@ -27,6 +27,7 @@ from lvsd.daemon.ha import HAManager
 from lvsd.daemon.links import MemoryLinks
 from lvsd.daemon.metrics import render
 from lvsd.daemon.notify import Notifier
+from lvsd.ipvs.backend import OpKind
 from lvsd.ipvs.memory import MemoryBackend
 from lvsd.ipvs.model import SVC_F_MH_PORT, DestKey
 from tests.conftest import run_coroutine
@@ -438,3 +439,46 @@ def _status_json(sock: str) -> str:
 
 def test_bgp_of_is_none_outside_bgp_mode() -> None:
     assert bgp_of(parse_config("")) is None
+
+
+@aio
+async def test_reload_with_announce_false_withdraws_and_true_announces_again(tmp_path: Path) -> None:
+    an, links, _ = make(tmp_path)
+    await an.start()
+    await an.update([svc("web", False)])
+    off = parse_config(bgp_text(tmp_path).replace('mode = "bgp"', 'mode = "bgp"\nannounce = false'))
+    await an.reload(off)
+    assert held(links) == set() and an.statuses[VIP].reason == core.DISABLED
+    await an.reload(parse_config(bgp_text(tmp_path)))
+    assert held(links) == {VIP}
+
+
+@aio
+async def test_on_stop_remove_withdraws_before_the_services_go_and_removes_the_link(tmp_path: Path) -> None:
+    path = tmp_path / "lvsd.toml"
+    path.write_text(bgp_text(tmp_path).replace("[ha]", '[daemon]\non_stop = "remove"\n\n[ha]'))
+    links = MemoryLinks()
+    seen: list[set[str]] = []
+
+    class Backend(MemoryBackend):
+        def apply(self, ops):  # type: ignore[no-untyped-def,override]  # records the link at each write
+            ops = list(ops)
+            if any(op.kind is OpKind.DEL_SERVICE for op in ops):
+                seen.append(held(links))
+            return super().apply(ops)
+
+    def make_ha(cfg: Any, backend: Any, on_role: Any) -> HAManager:
+        ha = HAManager(cfg, backend, on_role, links=links, sysctl_dir=str(tmp_path))
+        ha.announcer_options = {"net_admin": lambda: True, "sysctl_dir": str(tmp_path)}
+        return ha
+
+    d = Daemon(load_config(str(path)), Backend(), str(path), Notifier(""), ha_factory=make_ha,
+               install_signals=False, api=False)
+    task = asyncio.create_task(d.run())
+    await asyncio.wait_for(d.running.wait(), 10)
+    await wait_for(lambda: VIP2 in held(links), "dns announced")
+    d.request_stop()
+    await asyncio.wait_for(task, 10)
+    assert seen and seen[0] == set(), "services were removed while a VIP was still announced"
+    with pytest.raises(OSError):
+        await links.link("lvsd0")
