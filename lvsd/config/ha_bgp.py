@@ -103,13 +103,25 @@ def scheduler_warnings(services: Any) -> list[str]:
     return out
 
 
+def _sets_on_failure(tbl: Table) -> bool:
+    servers = tbl.get("server")
+    return "on_failure" in tbl or (
+        isinstance(servers, list) and any(isinstance(x, dict) and "on_failure" in x for x in servers)
+    )
+
+
 def apply_bgp_rules(data: Table, services: tuple[Any, ...], ha: Any) -> tuple[Any, ...]:
     """In bgp mode: ``mh`` services without ``sched_flags`` in their table or ``[defaults]`` get
-    ``mh-port``; the scheduler warnings are logged. Other modes: ``services`` as they are."""
+    ``mh-port``; services whose config sets no ``on_failure`` get ``"inhibit"`` (a failed server
+    keeps its place in the kernel's list at weight 0: ``mh`` builds its table from that list's
+    order, so a server removed and added back would land elsewhere in it and this director's
+    table would differ from the others'); the scheduler warnings are logged. Other modes:
+    ``services`` as they are."""
     if not isinstance(getattr(ha, "mode_config", None), BGPConfig):
         return services
     defaults = data.get("defaults")
     dflt_set = isinstance(defaults, dict) and "sched_flags" in defaults
+    dflt_fail = isinstance(defaults, dict) and "on_failure" in defaults
     raw = data.get("service")
     tables = raw if isinstance(raw, list) else []
     if len(tables) == len(services):  # one service per table (a config with errors never gets here)
@@ -121,6 +133,8 @@ def apply_bgp_rules(data: Table, services: tuple[Any, ...], ha: Any) -> tuple[An
     for s, tbl in pairs:
         if s.service.scheduler == "mh" and not dflt_set and "sched_flags" not in tbl:
             s = replace(s, service=replace(s.service, flags=s.service.flags | SVC_F_MH_PORT))
+        if not dflt_fail and not _sets_on_failure(tbl):
+            s = replace(s, on_failure="inhibit", servers=tuple(replace(x, on_failure="inhibit") for x in s.servers))
         out.append(s)
     for w in scheduler_warnings(out):
         log.warning("%s", w)

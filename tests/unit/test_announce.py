@@ -147,6 +147,14 @@ def test_mh_gets_mh_port_in_bgp_mode_unless_sched_flags_are_set(tmp_path: Path) 
     assert not plain.services[0].service.flags & SVC_F_MH_PORT
 
 
+def test_servers_default_to_inhibit_in_bgp_mode_so_the_mh_list_keeps_its_order(tmp_path: Path) -> None:
+    cfg = parse_config(bgp_text(tmp_path))
+    assert {srv.on_failure for s in cfg.services for srv in s.servers} == {"inhibit"}
+    own = parse_config(bgp_text(tmp_path).replace('name = "dns"', 'name = "dns"\non_failure = "remove"'))
+    assert [srv.on_failure for srv in own.services[1].servers] == ["remove"]
+    assert parse_config('[[service]]\nvip = "10.0.0.1:80"\n[[service.server]]\naddress = "10.1.0.1"\n').services[0].servers[0].on_failure == "remove"
+
+
 def test_bgp_and_vrrp_keys_together_are_refused_and_bgp_keys_need_bgp_mode() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config('[ha]\nmode = "bgp"\ninterface = "eth0"\nvrid = 5\n')
