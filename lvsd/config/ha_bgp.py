@@ -127,7 +127,7 @@ def apply_bgp_rules(data: Table, services: tuple[Any, ...], ha: Any) -> tuple[An
     if len(tables) == len(services):  # one service per table (a config with errors never gets here)
         pairs = [(s, t if isinstance(t, dict) else {}) for s, t in zip(services, tables, strict=True)]
     else:
-        by_name = {t.get("name"): t for t in tables if isinstance(t, dict)}
+        by_name = {t["name"]: t for t in tables if isinstance(t, dict) and isinstance(t.get("name"), str)}
         pairs = [(s, by_name.get(s.name, {})) for s in services]
     out = []
     for s, tbl in pairs:

@@ -363,3 +363,15 @@ def test_api_mode_letting_every_local_user_connect_needs_allow_world(mode):
         assert outcome(doc) == "ok"
     else:
         assert got == "ok"
+
+
+def test_bgp_rules_survive_an_unnamed_or_misnamed_service():
+    """Found by the fuzzer: with mode = "bgp" a service whose name is a list reached a dict key."""
+    import tomli
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "conf", "bgp-director.toml"), "rb") as f:
+        doc = tomli.load(f)
+    doc["service"][0]["name"] = []
+    doc["service"][0]["vip"] = 0
+    got = outcome(doc)
+    assert got.startswith("service[0].name: must be a string, got array"), got
