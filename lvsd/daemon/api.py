@@ -232,16 +232,9 @@ class ControlAPI:
         """``lvsctl disable|enable|drain|weight``: set or clear servers' overrides (who: the peer's uid)."""
         from lvsd.daemon.overrides import RequestError, handle, peer_of
 
-        if (request.content_length or 0) > MAX_BODY:
-            return _closing(web.json_response({"ok": False, "message": "request body too large"}, status=413))
-        try:
-            raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
-        except asyncio.TimeoutError:
-            return _closing(web.json_response({"ok": False, "message": "request body too slow"}, status=408))
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return web.json_response({"ok": False, "message": "body must be JSON"}, status=400)
+        body = await _read_json(request, "body must be JSON")
+        if isinstance(body, web.Response):
+            return body
         by = peer_of(request.transport.get_extra_info("socket") if request.transport is not None else None)
         try:
             answer, changed = handle(self.d.overrides, self.d.config, body, by)
@@ -259,17 +252,13 @@ class ControlAPI:
         return web.json_response({"ok": ok, "message": msg}, status=200 if ok else 422)
 
     async def role(self, request: web.Request) -> web.Response:
-        if (request.content_length or 0) > MAX_BODY:
-            return _closing(web.json_response({"ok": False, "message": "request body too large"}, status=413))
-        try:
-            raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
-        except asyncio.TimeoutError:
-            return _closing(web.json_response({"ok": False, "message": "request body too slow"}, status=408))
-        try:
-            data = json.loads(raw)
-            role = data["role"]
-        except Exception:
-            return web.json_response({"ok": False, "message": 'body must be {"role": "master|backup|fault"}'}, status=400)
+        shape = 'body must be {"role": "master|backup|fault"}'
+        data = await _read_json(request, shape)
+        if isinstance(data, web.Response):
+            return data
+        if not isinstance(data, dict) or "role" not in data:
+            return web.json_response({"ok": False, "message": shape}, status=400)
+        role = data["role"]
         if role not in ROLES:
             return web.json_response({"ok": False, "message": f"role must be one of {', '.join(ROLES)}, got {role!r}"}, status=400)
         ha = self.d.ha
@@ -324,6 +313,22 @@ def _refusals_by_service(counts: Mapping[tuple[str, str], int]) -> dict[str, dic
     for (service, kind), n in sorted(counts.items()):
         out.setdefault(service, {})[kind] = n
     return out
+
+
+async def _read_json(request: web.Request, bad: str) -> Any:
+    """A control request's JSON body, or the answer that refuses it: 413/408 (connection closed)
+    when too large or too slow, 400 with ``bad`` when not JSON. One bound for every endpoint
+    that takes a body, so no slow client can hold one open."""
+    if (request.content_length or 0) > MAX_BODY:
+        return _closing(web.json_response({"ok": False, "message": "request body too large"}, status=413))
+    try:
+        raw = await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+    except asyncio.TimeoutError:
+        return _closing(web.json_response({"ok": False, "message": "request body too slow"}, status=408))
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+        return web.json_response({"ok": False, "message": bad}, status=400)
 
 
 def _closing(resp: web.Response) -> web.Response:

@@ -12,6 +12,7 @@ This module also wires the checks, HA, the control API and systemd notifications
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import time
@@ -281,28 +282,23 @@ class Daemon:
     async def _start_checks(self, cfg: Config) -> None:
         if not any(srv.checks for s in cfg.services for srv in s.servers):
             return
-        factory = self._checks_factory
+        factory = self._checks_factory or _optional_class(
+            "lvsd.checks.manager", "CheckManager", logging.ERROR,
+            "health checks configured but unavailable (%s): checked servers stay out",
+        )
         if factory is None:
-            try:
-                from lvsd.checks.manager import CheckManager
-            except ImportError as e:
-                log.error("health checks configured but unavailable (%s): checked servers stay out", e)
-                return
-            factory = CheckManager
+            return
         self.checks = factory(self._on_health)
         await self.checks.start(cfg)
         self.reconciler.health_source = self.checks.snapshot
         self.reconciler.health.update(self.checks.snapshot())
 
     async def _start_ha(self, cfg: Config) -> None:
-        factory = self._ha_factory
+        factory = self._ha_factory or _optional_class(
+            "lvsd.daemon.ha", "HAManager", logging.WARNING, "HA unavailable (%s): no role, no sync daemon"
+        )
         if factory is None:
-            try:
-                from lvsd.daemon.ha import HAManager
-            except ImportError as e:
-                log.warning("HA unavailable (%s): no role, no sync daemon", e)
-                return
-            factory = HAManager
+            return
         self.ha = factory(cfg, self.backend, self._on_role)
         try:
             await self.ha.start()
@@ -595,3 +591,13 @@ class Daemon:
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _optional_class(module: str, name: str, level: int, message: str) -> Any | None:
+    """``module.name`` imported on first use, or None after logging ``message`` (its %s: the
+    ImportError): checks and HA need optional packages the rest of the daemon runs without."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as e:
+        log.log(level, message, e)
+        return None
