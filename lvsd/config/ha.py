@@ -101,32 +101,38 @@ def _entries(r: Reader, tbl: Table, key: str, path: str) -> list[tuple[str, Tabl
     return out
 
 
-def _track_interfaces(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+def _named_weights(
+    r: Reader, tbl: Table, key: str, path: str, field: str, missing: str, name_of: Callable[[Table, str], str]
+) -> list[tuple[str, int]]:
+    """The ``{<field> = name, weight = n}`` entries of a track list as (name, weight): the shape
+    track_interfaces and track_services share; ``name_of`` reads and checks the name."""
     out = []
     for ep, e in _entries(r, tbl, key, path):
-        r.keys(e, ep, ("name", "weight"))
-        if "name" not in e:
-            r.err(_p(ep, "name"), "missing: the interface to track")
+        r.keys(e, ep, (field, "weight"))
+        if field not in e:
+            r.err(_p(ep, field), f"missing: {missing}")
             continue
-        name = _ifname(r, e, "name", ep, "", {})
+        name = name_of(e, ep)
         weight = r.get_int(e, "weight", ep, WEIGHT_MIN, WEIGHT_MAX, 0)
         if name:
-            out.append(TrackInterface(name, weight))
-    return tuple(out)
+            out.append((name, weight))
+    return out
+
+
+def _track_interfaces(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
+    """track_interfaces: the interfaces whose state moves the priority (or faults the instance)."""
+    named = _named_weights(
+        r, tbl, key, path, "name", "the interface to track", lambda e, ep: _ifname(r, e, "name", ep, "", {})
+    )
+    return tuple(TrackInterface(name, weight) for name, weight in named)
 
 
 def _track_services(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
-    out = []
-    for ep, e in _entries(r, tbl, key, path):
-        r.keys(e, ep, ("service", "weight"))
-        if "service" not in e:
-            r.err(_p(ep, "service"), "missing: the name of the service to track")
-            continue
-        name = r.get_str(e, "service", ep, "")
-        weight = r.get_int(e, "weight", ep, WEIGHT_MIN, WEIGHT_MAX, 0)
-        if name:
-            out.append(TrackService(name, weight))
-    return tuple(out)
+    """track_services: the services whose quorum verdict moves the priority."""
+    named = _named_weights(
+        r, tbl, key, path, "service", "the name of the service to track", lambda e, ep: r.get_str(e, "service", ep, "")
+    )
+    return tuple(TrackService(name, weight) for name, weight in named)
 
 
 def _track_scripts(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
