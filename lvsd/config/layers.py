@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from lvsd.ipvs.model import (
@@ -69,6 +70,16 @@ SORRY_MODES = ("add", "replace")
 
 # --- sub-tables ----------------------------------------------------------------------------------
 
+def _sub_table(r: Reader, tbl: Table, key: str, path: str, rows: Sequence[Key]) -> tuple[Table, str, dict[str, Any]] | None:
+    """The inline table ``tbl[key]`` read by ``rows``, as (table, its path, values); None when
+    absent or not a table. The start every sub-table reader shares before its own cross-checks."""
+    t = r.table(tbl, key, path)
+    if t is None:
+        return None
+    p = _p(path, key)
+    return t, p, read_table(r, t, p, rows)
+
+
 TUNNEL_ROWS = (
     Key("type", Choice(tuple(TUN_TYPES)), "ipip", doc="the tunnel: " + ", ".join(TUN_TYPES)),
     Key("port", INT(1, 65535), None, doc='the tunnel destination port (type "gue" only, required)'),
@@ -78,11 +89,10 @@ TUNNEL_ROWS = (
 
 def tunnel(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
     """``tunnel = { type, port, csum }`` -> (TunType, port, csum flags)."""
-    t = r.table(tbl, key, path)
-    if t is None:
+    sub = _sub_table(r, tbl, key, path, TUNNEL_ROWS)
+    if sub is None:
         return default
-    p = _p(path, key)
-    v = read_table(r, t, p, TUNNEL_ROWS)
+    t, p, v = sub
     tname, tport, csum = v["type"], v["port"], v["csum"]
     if tname == "gue" and tport is None and "port" not in t:
         r.err(_p(p, "port"), 'missing: type "gue" needs the tunnel destination port')
@@ -103,11 +113,10 @@ THRESHOLD_ROWS = (
 
 
 def _thresholds(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
-    t = r.table(tbl, key, path)
-    if t is None:
+    sub = _sub_table(r, tbl, key, path, THRESHOLD_ROWS)
+    if sub is None:
         return default
-    p = _p(path, key)
-    v = read_table(r, t, p, THRESHOLD_ROWS)
+    _, p, v = sub
     up, lo = v["upper"], v["lower"]
     if lo > up:
         r.err(_p(p, "lower"), f"must not exceed upper ({up}; the kernel refuses it), got {lo}")
