@@ -306,6 +306,21 @@ class Site:
             else:
                 sh("tc", "-n", f"sd{i}", "qdisc", "del", "dev", dev, "clsact")
 
+    def settle(self, i: int) -> None:
+        """After a cut of director i: wait until its checks see every server up again and the
+        router holds all three nexthops. (Cut, its checks failed; uncut, BGP can come back while
+        its servers are still down there: within withdraw_delay it announces a VIP it cannot
+        serve, and the kernel refuses new connections (ICMP port unreachable) until they are up.)"""
+        end = time.monotonic() + 60
+        while True:
+            st = self.status(i)
+            vips = st["ha"]["announce"]["vips"]
+            if st["health"].get("down", 0) == 0 and st["health"].get("unknown", 0) == 0 and all(v["reason"] == "quorum" for v in vips):
+                break
+            assert time.monotonic() < end, f"director {i} did not recover: {st['health']} {vips}"
+            time.sleep(0.3)
+        self.route.wait(lambda g: len(g) == N, 60, "the director back in the route")
+
     def sloppy(self, value: str) -> None:
         for i in range(1, N + 1):
             sh("ip", "netns", "exec", f"sd{i}", "sysctl", "-qw", f"net.ipv4.vs.sloppy_tcp={value}")
@@ -406,7 +421,7 @@ def _death(site: Site, position: str) -> dict[str, float]:
         ok, bad = site.survivors(clients)
     finally:
         site.cut(victim, on=False)
-    site.route.wait(lambda g: len(g) == N, 60, "the director back in the route")
+    site.settle(victim)
     res = {"victim": victim, "withdraw_s": t_gone - t0, "new_ok_s": (t_new or 0) - t0, "survived": ok}
     print(f"\ndeath ({position} nexthop, d{victim}): {res}, conns per director {spread}; lost: {bad[:5]}")
     return res
@@ -527,7 +542,8 @@ def test_7_health_divergence_window(site: Site) -> None:
             site.cut(2, on=False)
     finally:
         sh("tc", "-n", "sd1", "qdisc", "del", "dev", "eth1", "clsact")
-    site.route.wait(lambda g: len(g) == N, 60, "d2 back")
+    site.settle(2)
+    site.settle(1)
     on_rs1 = sum(1 for _, first in clients if first == "rs1")
     print(f"\nhealth divergence (rs1 down on d1 only, d2 dies): {ok}/{CONNS} survived, "
           f"{CONNS - ok} lost ({on_rs1} were on rs1); lost: {bad[:8]}")  # fmt: skip
