@@ -19,7 +19,7 @@ from .common import Argv, _d, _ifname
 from .ha_bgp import BGP_ROWS, build_bgp
 from .ha_bgp import MODE as BGP_MODE
 from .keys import ARGV, BOOL, CODE, INT, Choice, Duration, Key, names, pick, read_rows
-from .reader import Reader, Table, _not_unicast, _p, _show, _tname
+from .reader import ABSENT, Reader, Table, _not_unicast, _p, _show, _tname
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +154,8 @@ def _track_scripts(r: Reader, tbl: Table, key: str, path: str, default: Any, val
 
 
 def _peers(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
-    raw = tbl.get(key)
-    if raw is None:
-        return default
-    if not isinstance(raw, list):
-        r.err(_p(path, key), f"must be a list of IP address strings, got {_tname(raw)}")
+    raw = r.typed(tbl, key, path, lambda v: isinstance(v, list), "a list of IP address strings", show=False)
+    if raw is ABSENT:
         return default
     out: list[str] = []
     for i, v in enumerate(raw):

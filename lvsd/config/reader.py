@@ -72,19 +72,22 @@ def _p(path: str, key: str | int) -> str:
     return f"{path}.{shown}" if path else shown
 
 
+#: TOML's names for the Python types a parse yields, bool before int (a bool is an int to Python)
+_TOML_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "float"),
+    (str, "string"),
+    (dict, "table"),
+    (list, "array"),
+)
+
+
 def _tname(v: object) -> str:
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "float"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, dict):
-        return "table"
-    if isinstance(v, list):
-        return "array"
+    """The TOML name of ``v``'s type, for messages."""
+    for t, name in _TOML_TYPES:
+        if isinstance(v, t):
+            return name
     return type(v).__name__  # dates and times
 
 
@@ -111,6 +114,29 @@ def _secs(x: float) -> str:
 
 #: a string longer than this is shown cut, with its length (a message stays a readable line)
 _SHOW_CHARS = 200
+
+#: what ``Reader.typed`` returns for a key that is absent or of the wrong type
+ABSENT: Any = object()
+
+
+def _is_dict(v: object) -> bool:
+    """A table."""
+    return isinstance(v, dict)
+
+
+def _is_int(v: object) -> bool:
+    """An integer, not a bool (TOML true is no number)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_bool(v: object) -> bool:
+    """true or false."""
+    return isinstance(v, bool)
+
+
+def _is_str(v: object) -> bool:
+    """A string."""
+    return isinstance(v, str)
 
 
 def _quote_list(items: Sequence[str]) -> str:
@@ -154,23 +180,27 @@ class Reader:
             hint = f' (did you mean "{close[0]}"?)' if close else ""
             self.err(_p(path, k), f"unknown key{hint}")
 
-    def table(self, tbl: Table, key: str, path: str) -> Table | None:
-        """The sub-table ``tbl[key]``, None if absent or not a table (an error then)."""
+    def typed(self, tbl: Table, key: str, path: str, ok: Callable[[Any], bool], want: str, show: bool = True) -> Any:
+        """``tbl[key]`` when ``ok(value)``; else ABSENT, after the error "must be <want>, got <type>
+        <value>" when present (the value left out if not ``show``). The first step of every getter."""
         v = tbl.get(key)
         if v is None:
-            return None
-        if not isinstance(v, dict):
-            self.err(_p(path, key), f"must be a table, got {_tname(v)}")
-            return None
+            return ABSENT
+        if not ok(v):
+            got = f"{_tname(v)} {_show(v)}" if show else _tname(v)
+            self.err(_p(path, key), f"must be {want}, got {got}")
+            return ABSENT
         return v
+
+    def table(self, tbl: Table, key: str, path: str) -> Table | None:
+        """The sub-table ``tbl[key]``, None if absent or not a table (an error then)."""
+        v = self.typed(tbl, key, path, _is_dict, "a table", show=False)
+        return None if v is ABSENT else v
 
     # scalars -----------------------------------------------------------------------------------
     def get_int(self, tbl: Table, key: str, path: str, lo: int, hi: int, default: Any = None) -> Any:
-        v = tbl.get(key)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.err(_p(path, key), f"must be an integer, got {_tname(v)} {_show(v)}")
+        v = self.typed(tbl, key, path, _is_int, "an integer")
+        if v is ABSENT:
             return default
         if not lo <= v <= hi:
             self.err(_p(path, key), f"must be {lo}..{hi}, got {show_number(v)}")
@@ -178,23 +208,15 @@ class Reader:
         return v
 
     def get_bool(self, tbl: Table, key: str, path: str, default: Any = None) -> Any:
-        v = tbl.get(key)
-        if v is None:
-            return default
-        if not isinstance(v, bool):
-            self.err(_p(path, key), f"must be true or false, got {_tname(v)} {_show(v)}")
-            return default
-        return v
+        v = self.typed(tbl, key, path, _is_bool, "true or false")
+        return default if v is ABSENT else v
 
     def get_str(
         self, tbl: Table, key: str, path: str, default: Any = None, nonempty: bool = True, nul_ok: bool = False
     ) -> Any:
         """A string; ``nul_ok``: it may hold NUL (bytes sent on the wire), else a NUL is an error."""
-        v = tbl.get(key)
-        if v is None:
-            return default
-        if not isinstance(v, str):
-            self.err(_p(path, key), f"must be a string, got {_tname(v)} {_show(v)}")
+        v = self.typed(tbl, key, path, _is_str, "a string")
+        if v is ABSENT:
             return default
         if nonempty and not v:
             self.err(_p(path, key), "must not be empty")
@@ -205,11 +227,8 @@ class Reader:
         return v
 
     def choice(self, tbl: Table, key: str, path: str, choices: Sequence[str], default: Any = None) -> Any:
-        v = tbl.get(key)
-        if v is None:
-            return default
-        if not isinstance(v, str):
-            self.err(_p(path, key), f"must be {_quote_list(choices)}, got {_tname(v)} {_show(v)}")
+        v = self.typed(tbl, key, path, _is_str, _quote_list(choices))
+        if v is ABSENT:
             return default
         if v not in choices:
             close = difflib.get_close_matches(v, choices, n=1, cutoff=0.6)
