@@ -566,5 +566,5 @@ def test_8_death_without_bfd_waits_for_the_hold_timer(site: Site) -> None:
         conf.write_text(text)
         sh("ip", "netns", "exec", "sr", "birdc", "-s", sock, "configure")
     site.route.wait(lambda g: len(g) == N, 60, "three paths with BFD again")
-    print(f"\nwithout BFD (hold time 3 s): {res}")
+    print(f"\nwithout BFD (hold time {HOLD} s): {res}")
     assert res["withdraw_s"] > BFD_DETECT, res  # BFD is off: the hold timer is what noticed
