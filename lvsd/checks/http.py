@@ -371,28 +371,21 @@ class HTTPChecker(StreamChecker):
         self._on_send()
 
     def _on_send(self) -> None:
-        s = self.sock
-        if s is None:
-            return
-        try:
-            n = s.send(self.pending)
-        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError):
-            self._watch(_OUT, self._on_send)
-            return
-        except ssl.SSLWantReadError:
-            self._watch(_IN, self._on_send)
-            return
-        except OSError as e:
-            self._finish(False, f"{self.kind} send: {e.strerror or e}")
-            return
-        self.pending = self.pending[n:]
-        if self.pending:
-            self._watch(_OUT, self._on_send)
+        if not self._send_pending():
             return
         self.phase = "read"
         self._watch(_IN, self._on_read)
         if self.tls:
             self._on_read()  # TLS may already hold decrypted data
+
+    def _send_failed(self, e: OSError) -> None:
+        """TLS may need the socket writable or readable before the send can go on; else the check fails."""
+        if isinstance(e, ssl.SSLWantWriteError):
+            self._watch(_OUT, self._on_send)
+        elif isinstance(e, ssl.SSLWantReadError):
+            self._watch(_IN, self._on_send)
+        else:
+            self._finish(False, f"{self.kind} send: {e.strerror or e}")
 
     def _on_read(self) -> None:
         while True:

@@ -73,6 +73,7 @@ class StreamChecker(SocketProbe):
     cfg: NetCheckConfig
 
     phase = "connect"
+    pending: memoryview  # what is left to send
     #: the C socket type: no Python-level __init__ per probe (https needs socket.socket for ssl)
     socket_type: type[_socket.socket] | type[socket.socket] = _socket.socket
 
@@ -122,6 +123,33 @@ class StreamChecker(SocketProbe):
         """The TCP connection is up: the type's protocol goes on from here."""
         raise NotImplementedError
 
+    def _on_send(self) -> None:
+        """Writable again: send on (``_send_pending``), then the type's next phase."""
+        raise NotImplementedError
+
+    def _send_pending(self) -> bool:
+        """Send what is pending; True once all of it is out. Otherwise ``_on_send`` waits for the
+        socket again, or the check ended on an error (``_send_failed``)."""
+        s = self.sock
+        if s is None:
+            return False
+        try:
+            n = s.send(self.pending)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as e:
+            self._send_failed(e)
+            return False
+        self.pending = self.pending[n:]
+        if self.pending:
+            self._watch(_OUT, self._on_send)
+            return False
+        return True
+
+    def _send_failed(self, e: OSError) -> None:
+        """A send raised ``e``: the check fails (TLS first tells a renegotiation's wait apart)."""
+        self._finish(False, f"{self.kind} send: {_err(e.errno or 0)}")
+
     def cancel(self) -> str:
         phase = self.phase if self.sock is not None else "connect"
         self._release()
@@ -150,19 +178,7 @@ class TCPChecker(StreamChecker):
             self._want_read()
 
     def _on_send(self) -> None:
-        s = self.sock
-        if s is None:
-            return
-        try:
-            n = s.send(self.pending)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError as e:
-            self._finish(False, f"{self.kind} send: {_err(e.errno or 0)}")
-            return
-        self.pending = self.pending[n:]
-        if self.pending:
-            self._watch(_OUT, self._on_send)
+        if not self._send_pending():
             return
         if self.cfg.expect is None:
             self._finish(True, "tcp send ok")
