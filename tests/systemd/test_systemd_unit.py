@@ -62,7 +62,10 @@ scheduler = "rr"
 
 def run(*argv: str, check: bool = True, timeout: float = TIMEOUT, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run a command; with check, fail the test with its output if it fails."""
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", SYSTEMD_PAGER="", MANPAGER="cat", PAGER="cat")
+    # the system's PATH: the suite tests what the package installed, not a virtualenv's commands
+    # (a venv under a 0700 directory is not even readable by the unprivileged user)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", SYSTEMD_PAGER="", MANPAGER="cat", PAGER="cat",
+               PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
                        stdin=subprocess.DEVNULL, **kw)  # type: ignore[call-overload]  # kw: run's own
     if check and r.returncode != 0:
