@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from budget import budget
+from fakes import FakeChecks
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -43,28 +44,6 @@ vip = "10.0.0.1:80"
   check = {{ type = "tcp" }}
 """
 WEB = ServiceKey.inet("tcp", "10.0.0.1", 80)
-
-
-class Checks:
-    def __init__(self, on_change: Any) -> None:
-        self.on_change = on_change
-        self.state: dict[Any, ServerHealth] = {}
-
-    async def start(self, config: Any) -> None:
-        pass
-
-    async def reload(self, config: Any) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def snapshot(self) -> dict[Any, ServerHealth]:
-        return dict(self.state)
-
-    def set(self, sid: Any, h: ServerHealth) -> None:
-        self.state[sid] = h
-        self.on_change(sid, h)
 
 
 class HA:
@@ -107,7 +86,7 @@ class Running:
         cfg = tmp / "lvsd.toml"
         cfg.write_text(CONFIG.format(sock=self.sock))
         self.backend = MemoryBackend()
-        self.checks: list[Checks] = []
+        self.checks: list[FakeChecks] = []
         self.d = Daemon(load_config(str(cfg)), self.backend, config_path=str(cfg), checks_factory=self._checks,
                         ha_factory=HA, api=True, install_signals=False)
         self.loop = asyncio.new_event_loop()
@@ -115,8 +94,8 @@ class Running:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.d.running.wait(), self.loop).result(30)
 
-    def _checks(self, cb: Any) -> Checks:
-        self.checks.append(Checks(cb))
+    def _checks(self, cb: Any) -> FakeChecks:
+        self.checks.append(FakeChecks(cb))
         return self.checks[0]
 
     def health(self, addr: str, state: Health) -> None:

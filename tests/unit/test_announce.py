@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeChecks
 
 from lvsd.cli import lvsctl
 from lvsd.config import ConfigError, load_config, parse_config
@@ -315,30 +316,6 @@ def test_bird_protocols_output_is_read_for_bgp_sessions() -> None:
 
 
 # --- the daemon -------------------------------------------------------------------------------------
-
-
-class FakeChecks:
-    """The test decides every verdict and delivers it as the CheckManager would."""
-
-    def __init__(self, on_change: Any) -> None:
-        self.on_change = on_change
-        self.state: dict[Any, ServerHealth] = {}
-
-    async def start(self, config: Any) -> None:
-        pass
-
-    async def reload(self, config: Any) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def snapshot(self) -> dict[Any, ServerHealth]:
-        return dict(self.state)
-
-    def set(self, sid: Any, h: ServerHealth) -> None:
-        self.state[sid] = h
-        self.on_change(sid, h)
 
 
 async def wait_for(cond: Any, what: str, timeout: float = 10.0) -> None:

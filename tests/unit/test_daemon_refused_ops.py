@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeChecks, NoHA
 
 from lvsd.config import load_config
 from lvsd.core.health import Health, ServerHealth
@@ -90,44 +91,6 @@ class RefusingBackend(MemoryBackend):
         raise BatchError(applied, failed)
 
 
-class Checks:
-    """The test decides every verdict (as CheckManager would deliver it)."""
-
-    def __init__(self, on_change: Callable[[Any, ServerHealth], None]) -> None:
-        self.on_change = on_change
-        self.state: dict[Any, ServerHealth] = {("b", B1): UP, ("b", B2): UP}
-
-    async def start(self, config: Any) -> None:
-        pass
-
-    async def reload(self, config: Any) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def snapshot(self) -> dict[Any, ServerHealth]:
-        return dict(self.state)
-
-    def set(self, sid: Any, h: ServerHealth) -> None:
-        self.state[sid] = h
-        self.on_change(sid, h)
-
-
-class NoHA:
-    def __init__(self, *a: Any) -> None:
-        pass
-
-    async def start(self) -> None:
-        pass
-
-    async def reload(self, config: Any) -> None:
-        pass
-
-    async def stop(self, on_stop: str) -> None:
-        pass
-
-
 def _refuses(kind: OpKind, service: ServiceKey) -> Callable[[Op], bool]:
     return lambda op: op.kind is kind and op.key == service
 
@@ -151,10 +114,10 @@ def test_a_refused_op_never_blocks_other_services(
     cfg = tmp_path / "lvsd.toml"
     cfg.write_text(CONFIG)
     backend = RefusingBackend(_refuses(kind, A), how, err)
-    checks: list[Checks] = []
+    checks: list[FakeChecks] = []
 
-    def make_checks(cb: Callable[[Any, ServerHealth], None]) -> Checks:
-        checks.append(Checks(cb))
+    def make_checks(cb: Callable[[Any, ServerHealth], None]) -> FakeChecks:
+        checks.append(FakeChecks(cb, {("b", B1): UP, ("b", B2): UP}))
         return checks[0]
 
     async def main() -> None:
