@@ -143,6 +143,17 @@ def _too_deep(data: Table) -> str | None:
     return None
 
 
+def _too_many_servers(raw: object, limit: int, source: str) -> str | None:
+    """The error line if the parsed ``[[service]]`` tables hold more than ``limit`` servers, else
+    None: a count of list lengths, made before any per-server object exists."""
+    if not isinstance(raw, list):
+        return None
+    n = sum(len(s["server"]) for s in raw if isinstance(s, dict) and isinstance(s.get("server"), list))
+    if n <= limit:
+        return None
+    return f"{source}: {n} servers, more than [daemon] max_servers = {limit} (raise it if this is meant)"
+
+
 def build_config(
     data: Table, source: str = "<string>", resolver: Resolver | None = None, check_files: bool = True
 ) -> Config:
@@ -176,6 +187,9 @@ def _build(data: Table, source: str, resolver: Resolver | None, check_files: boo
         return v
 
     daemon = _daemon(ctx, section("daemon"))
+    too_many = _too_many_servers(data.get("service"), daemon.max_servers, source)
+    if too_many is not None:  # refused before building a server: no other error is worth the memory
+        raise ConfigError([too_many])
     ipvs = _ipvs(ctx, section("ipvs"))
     dt = section("defaults")
     ctx.keys(dt, "defaults", DEFAULTS_KEYS, DEFAULTS_ELSEWHERE)

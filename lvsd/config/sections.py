@@ -65,6 +65,7 @@ DAEMON_ROWS = (
     Key("hook_timeout", Duration(0.01, 3600), 10.0, doc="a notify hook running longer is killed"),
     Key("state_file", _state_file, "", doc='where lvsd records the services it manages ("" = nowhere)'),
     Key("allow_empty", BOOL, False, doc="a config of no service may remove every managed service"),
+    Key("max_servers", INT(1, INT32_MAX), 200_000, doc="a config of more servers is refused before they are built"),
 )
 _DAEMON = _d(DAEMON_ROWS)
 
@@ -84,6 +85,10 @@ class DaemonConfig:
     hook_timeout: float = _DAEMON["hook_timeout"]
     state_file: str = _DAEMON["state_file"]
     allow_empty: bool = _DAEMON["allow_empty"]
+    #: more [[service.server]] entries than this (all files together) refuse the whole config,
+    #: counted before any server is built (``load._build``): a runaway generator's file costs
+    #: its parse, not the memory of every server
+    max_servers: int = _DAEMON["max_servers"]
 
 
 def _daemon(r: Reader, t: Table) -> DaemonConfig:
