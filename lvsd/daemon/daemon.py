@@ -16,10 +16,10 @@ import importlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
-from lvsd.config.model import Config, ServerId
+from lvsd.config.model import Config, ServerId, ServiceConfig
 from lvsd.core.desired import server_health
 from lvsd.core.health import Health, ServerHealth
 from lvsd.core.plan import describe, summarize_change
@@ -556,10 +556,11 @@ class Daemon:
             parts.append(f"{len(self.reconciler.refused)} kernel ops refused")
         return "; ".join(parts)
 
-    def server_states(self) -> list[dict[str, Any]]:
-        """Per service: its servers with configured weight, health and reason (for the API)."""
+    def server_states(self, services: Iterable[ServiceConfig] | None = None) -> list[dict[str, Any]]:
+        """Per service (every configured one, or only ``services``: the API's filtered page): its
+        servers with configured weight, health and reason (for the API)."""
         out = []
-        for svc in self.config.services:
+        for svc in self.config.services if services is None else services:
             servers = []
             for srv in svc.servers:
                 h = server_health(svc, srv, self.health)
