@@ -35,6 +35,9 @@ NOFILE_TARGET = 65536
 
 #: Seconds a rendered /metrics page is served again before it is rendered anew.
 METRICS_CACHE_SECONDS = 1.0
+#: Seconds the kernel's counters and connection counts (one dump, shared by the control API and
+#: /metrics) are served again before the kernel is read anew: its rate estimator runs every 2 s.
+KERNEL_STATS_SECONDS = 2.0
 
 # --- hooks -------------------------------------------------------------------------------------
 
