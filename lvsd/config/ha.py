@@ -130,7 +130,13 @@ def _track_interfaces(r: Reader, tbl: Table, key: str, path: str, default: Any, 
 def _track_services(r: Reader, tbl: Table, key: str, path: str, default: Any, vals: dict[str, Any]) -> Any:
     """track_services: the services whose quorum verdict moves the priority."""
     named = _named_weights(
-        r, tbl, key, path, "service", "the name of the service to track", lambda e, ep: r.get_str(e, "service", ep, "")
+        r,
+        tbl,
+        key,
+        path,
+        "service",
+        "the name of the service to track",
+        lambda e, ep: r.get_str(e, "service", ep, ""),
     )
     return tuple(TrackService(name, weight) for name, weight in named)
 
@@ -229,6 +235,9 @@ VRRP_ROWS = (
         doc="repeat gratuitous ARP / NA this often while master (0 = never)",
     ),
     Key("garp_repeat", INT(1, 20), 4, doc="announcements on takeover (at 0, 0.5, 2, 5 s, then every 5 s)"),
+    Key("use_vmac", BOOL, False, doc="carry the VIPs on a macvlan with the VRRP MAC 00:00:5e:00:01:{vrid}"),
+    Key("vmac_name", _ifname, "", doc="the virtual MAC interface's name (default vrrp.{vrid})"),
+    Key("vmac_xmit_base", BOOL, False, doc="send adverts on the interface itself, not the virtual MAC one"),
 )
 NOTIFY_ROWS = (
     Key("notify_master", ARGV, (), doc="run on becoming master"),
@@ -241,7 +250,7 @@ NOTIFY_ROWS = (
 #: [[ha.instance]] and [[ha.group]]: several VRRP instances per daemon, and sync groups
 MULTI_ROWS = (
     Key("instance", CODE, (), doc="[[ha.instance]]: one VRRP instance each (name + the VRRP keys)"),
-    Key("group", CODE, (), doc="[[ha.group]]: { name, instances }: instances that fail together"),
+    Key("group", CODE, (), doc="[[ha.group]]: { name, instances }: instances that change role together"),
 )
 HA_ROWS = COMMON_ROWS + VRRP_ROWS + MULTI_ROWS + NOTIFY_ROWS + tuple(k for m in PLUGGED_MODES for k in m.rows)
 #: [ha] keys that only mode = "vrrp" takes
@@ -296,12 +305,15 @@ class HAConfig:
     notify: Argv = _HA["notify"]
     notify_stop: Argv = _HA["notify_stop"]
     notify_fifo: str = _HA["notify_fifo"]
+    use_vmac: bool = _HA["use_vmac"]
+    vmac_name: str = _HA["vmac_name"]
+    vmac_xmit_base: bool = _HA["vmac_xmit_base"]
     mode_config: object = None
     #: an instance's name ("" for the single-instance shorthand: called VI_<vrid>)
     name: str = ""
     #: [[ha.instance]]: each a vrrp HAConfig of its own (its VRRP fields and name)
     instances: tuple[HAConfig, ...] = ()
-    #: [[ha.group]]: (group name, instance names) that change to fault together
+    #: [[ha.group]]: (group name, instance names) that change role together (master, backup, fault)
     groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def vrrp_instances(self) -> tuple[HAConfig, ...]:
@@ -310,6 +322,11 @@ class HAConfig:
         if self.mode != "vrrp":
             return ()
         return self.instances or (self,)
+
+    @property
+    def vmac_ifname(self) -> str:
+        """The virtual MAC interface's name: ``vmac_name``, or ``vrrp.<vrid>`` (keepalived's)."""
+        return self.vmac_name or f"vrrp.{self.vrid}"
 
     @property
     def label(self) -> str:
@@ -378,6 +395,19 @@ def _vrrp_rules(r: Reader, t: Table, p: str, vals: dict[str, Any], vips: tuple[V
                 r.err(_p(p, k), f"{a} is not of the family of the vips")
     if vals["unicast_src"] and not vals["unicast_peers"]:
         r.err(_p(p, "unicast_src"), "only with unicast_peers")
+    for k in ("vmac_name", "vmac_xmit_base"):
+        if vals[k] and not vals["use_vmac"]:
+            r.err(_p(p, k), "only with use_vmac = true")
+    if vals["use_vmac"]:
+        if fam == AF_INET6:
+            r.err(
+                _p(p, "use_vmac"), "IPv4 only for now (an IPv6 virtual MAC needs its own link-local address)"
+            )
+        name = vals["vmac_name"] or f"vrrp.{vals['vrid']}"
+        if name == vals["interface"]:
+            r.err(_p(p, "vmac_name"), f"{name!r} is the VRRP interface itself")
+        elif name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
+            r.err(_p(p, "vmac_name"), f"{name!r} is not a valid interface name")
     for k, attr in (("track_interfaces", "name"), ("track_services", "service")):
         seen: set[str] = set()
         for e in vals[k]:
@@ -430,7 +460,17 @@ def _instances(r: Reader, t: Table, p: str) -> tuple[HAConfig, ...]:
         if any((x.interface, x.vrid) == (vals["interface"], vals["vrid"]) for x in out):
             r.err(_p(ip, "vrid"), f"vrid {vals['vrid']} is already used on {vals['interface']}")
             continue
-        out.append(HAConfig(**vals))
+        new = HAConfig(**vals)
+        if new.use_vmac:
+            taken = [x for x in out if x.use_vmac and x.vmac_ifname == new.vmac_ifname]
+            if taken:
+                r.err(
+                    _p(ip, "vmac_name" if new.vmac_name else "use_vmac"),
+                    f"virtual MAC interface {new.vmac_ifname!r} is already instance {taken[0].name!r}'s"
+                    " (set vmac_name)",
+                )
+                continue
+        out.append(new)
     return tuple(out)
 
 

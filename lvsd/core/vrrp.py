@@ -249,6 +249,8 @@ class VRRPState:
     master_adver_int: int = 0  # centiseconds, learned from the master's adverts
     master_addr: str = ""  # who we last accepted as master
     lower_since: float | None = None  # when we first saw a lower-priority master (preempt_delay)
+    #: the Master_Down_Timer fired but the sync group held us back (``may_master`` False)
+    wants_master: bool = False
 
 
 # events
@@ -280,7 +282,18 @@ class Received:
     src: str
 
 
-Event = Startup | Shutdown | InterfaceDown | Tick | Received
+@dataclass(frozen=True, slots=True)
+class GroupMaster:
+    """A member of our sync group became master: a backup follows it at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupBackup:
+    """A member of our sync group left master for backup: a master follows, resigning (priority
+    0) so that the peer's member takes over after its skew time, as the whole group moves."""
+
+
+Event = Startup | Shutdown | InterfaceDown | Tick | Received | GroupMaster | GroupBackup
 
 
 # actions
@@ -325,9 +338,21 @@ def _as_master(p: Params, now: float) -> VRRPState:
     return VRRPState(State.MASTER, now + p.advert_int / 100.0, p.advert_int, p.primary, None)
 
 
-def step(p: Params, st: VRRPState, now: float, ev: Event) -> tuple[VRRPState, list[Action]]:
-    """One transition of RFC 5798 section 6.4 (with keepalived's preempt_delay); pure."""
+def step(
+    p: Params, st: VRRPState, now: float, ev: Event, *, may_master: bool = True
+) -> tuple[VRRPState, list[Action]]:
+    """One transition of RFC 5798 section 6.4 (with keepalived's preempt_delay); pure.
+    ``may_master`` False (a sync group not ready, ``group_may_master``) keeps a backup whose
+    Master_Down_Timer fires in backup, wanting master, with the timer armed again."""
     s = st.state
+    if isinstance(ev, GroupMaster):
+        if s is not State.BACKUP:
+            return st, []
+        return _as_master(p, now), [SendAdvert(p.priority), TakeOver()]
+    if isinstance(ev, GroupBackup):
+        if s is not State.MASTER:
+            return st, []
+        return _as_backup(p, now, p.advert_int, ""), [SendAdvert(0), Release()]
     if isinstance(ev, Startup):
         if s not in (State.INITIALIZE, State.FAULT):
             return st, []
@@ -348,6 +373,9 @@ def step(p: Params, st: VRRPState, now: float, ev: Event) -> tuple[VRRPState, li
         if st.deadline is None or now < st.deadline:
             return st, []
         if s is State.BACKUP:  # Master_Down_Timer fired
+            if not may_master:  # the sync group is not ready: wait another interval, wanting master
+                interval = st.master_adver_int or p.advert_int
+                return replace(st, deadline=now + p.master_down_interval(interval), wants_master=True), []
             return _as_master(p, now), [SendAdvert(p.priority), TakeOver()]
         if s is State.MASTER:  # Adver_Timer fired
             return replace(st, deadline=now + p.advert_int / 100.0), [SendAdvert(p.priority)]
@@ -450,3 +478,37 @@ def tracked_priority(base: int, tracked: Sequence[tuple[int, bool | None]]) -> i
     if base == 255:
         return 255
     return max(1, min(254, prio))
+
+
+# --- sync groups (keepalived's vrrp_sync_group): members change role together -----------------------
+
+
+def group_may_master(others: Sequence[VRRPState]) -> bool:
+    """May a member whose Master_Down_Timer fired become master, given the other members' states?
+    Yes if one of them is master already (the group is), or if every one wants master too (its
+    own timer fired); otherwise it waits in backup: keepalived prefers backup, so a member that
+    still hears its peer's master keeps the whole group from thrashing."""
+    if any(o.state is State.MASTER for o in others):
+        return True
+    return all(o.state is State.BACKUP and o.wants_master for o in others)
+
+
+def group_orders(
+    before: State, after: State, others: dict[str, State]
+) -> dict[str, GroupMaster | GroupBackup]:
+    """What the other members of a sync group must do when one goes from ``before`` to ``after``:
+    to master, the backups follow (``GroupMaster``); from master to backup, the masters follow
+    (``GroupBackup``). Fault is followed through tracking (a weight-0 object per member)."""
+    if after is State.MASTER:
+        return {k: GroupMaster() for k, s in others.items() if s is State.BACKUP}
+    if before is State.MASTER and after is State.BACKUP:
+        return {k: GroupBackup() for k, s in others.items() if s is State.MASTER}
+    return {}
+
+
+def vmac_address(vrid: int, af: int = AF_INET) -> bytes:
+    """The virtual router MAC address of RFC 5798 7.3: 00-00-5E-00-01-{VRID} for IPv4,
+    00-00-5E-00-02-{VRID} for IPv6."""
+    if not 1 <= vrid <= 255:
+        raise ValueError(f"vrid must be 1..255, got {vrid}")
+    return bytes([0, 0, 0x5E, 0, 2 if af == AF_INET6 else 1, vrid])

@@ -30,7 +30,7 @@ from lvsd.ipvs.model import DaemonState, SyncDaemon, ValueInvalid
 
 from .hooks import run_hook
 from .links import Links, in_netns, open_links
-from .vrrp import SocketFactory, VRRPError, VRRPInstance, open_advert_socket
+from .vrrp import SocketFactory, VRRPError, VRRPInstance, open_advert_socket, open_xmit_socket
 
 log = logging.getLogger("lvsd.ha")
 
@@ -93,6 +93,7 @@ class HAManager:
         sysctl_dir: str = SYSCTL_DIR,
         links: Links | None = None,
         socket_factory: SocketFactory = open_advert_socket,
+        xmit_factory: SocketFactory = open_xmit_socket,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -110,6 +111,7 @@ class HAManager:
         self._last_instance = ""
         self.links = links
         self.socket_factory = socket_factory
+        self.xmit_factory = xmit_factory  # the virtual MAC's send-only advert socket
         self._own_links = links is None  # opened here, so closed here
         self.sync_error = ""
         self.sysctl_values: dict[str, str] = {}
@@ -149,9 +151,12 @@ class HAManager:
                         lambda st, label=label: self._on_vrrp(st, label),  # type: ignore[misc]  # bound per instance
                         socket_factory=self.socket_factory,
                         netns=self.netns,
+                        xmit_factory=self.xmit_factory,
                     )
                     for other in self._group_of(label):
                         inst.tracked[f"group:{other}"] = (0, None)  # weight 0: fault while it is in fault
+                    if self._group_of(label):
+                        inst.may_master = lambda label=label: self._group_may_master(label)
                     inst.on_change = self._sync_groups
                     self.vrrps[label] = inst
                     self.vrrp = self.vrrp or inst
@@ -316,9 +321,15 @@ class HAManager:
                 return [m for m in members if m != label]
         return []
 
+    def _group_may_master(self, label: str) -> bool:
+        """A sync group member's gate (``core.group_may_master`` over the other members)."""
+        others = [self.vrrps[m].state for m in self._group_of(label) if m in self.vrrps]
+        return core.group_may_master(others)
+
     def _on_vrrp(self, state: core.State, label: str = "") -> None:
-        """An instance changed state: its sync group follows it into and out of fault, and the
-        director's role is master if any instance is master, fault if all are, else backup."""
+        """An instance changed state: its sync group follows it (to master, from master to
+        backup, into and out of fault), and the director's role is master if any instance is
+        master, fault if all are, else backup."""
         if self._stopping:
             return
         before = self.vrrp_states.get(label)
@@ -326,6 +337,12 @@ class HAManager:
         self._last_instance = label
         if (before is core.State.FAULT) != (state is core.State.FAULT):
             self._sync_groups()
+        members = self._group_of(label)
+        if members and before is not None:
+            others = {m: self.vrrps[m].state.state for m in members if m in self.vrrps}
+            for m, ev in core.group_orders(before, state, others).items():
+                log.info("ha: sync group: %s follows %s to %s", m, label, state.value)
+                self.vrrps[m].follow(ev)
         states = list(self.vrrp_states.values())
         if len(self.vrrps) <= 1:
             self._set(_VRRP_ROLE[state], f"vrrp {state.value}")

@@ -39,7 +39,9 @@ IFF_UP, IFF_RUNNING = 0x1, 0x40
 class Link:
     """A network interface as the kernel reports it. ``kind`` is the rtnetlink link kind
     ("dummy", "veth", "macvlan", ...; "" for a physical device); ``up`` is the administrative state
-    (IFF_UP), ``carrier`` whether it can pass packets (IFF_RUNNING)."""
+    (IFF_UP), ``carrier`` whether it can pass packets (IFF_RUNNING). ``parent`` is the link it
+    is stacked on (IFLA_LINK: a macvlan's lower device; 0 for none) and ``mode`` a macvlan's mode
+    ("private", "bridge", ...; "" for other kinds)."""
 
     index: int
     name: str
@@ -47,6 +49,8 @@ class Link:
     mac: bytes = b""
     up: bool = False
     carrier: bool = False
+    parent: int = 0
+    mode: str = ""
 
     @property
     def running(self) -> bool:
@@ -128,6 +132,12 @@ class Links(Protocol):
 
     async def set_link_up(self, index: int, up: bool) -> None:
         """Set the administrative state (ip link set up/down)."""
+        ...
+
+    async def link_conf(self, name: str, key: str, value: str | None = None) -> str:
+        """A per-link setting, ``key`` = "ipv4/arp_ignore", "ipv6/disable_ipv6", ... (the
+        kernel's /proc/sys/net/<family>/conf/<name>/<setting>): returns its value, and sets it
+        to ``value`` if given (returning the value before). OSError(ENODEV) if no such link."""
         ...
 
     async def watch(self, callback: Callable[[LinkEvent], None]) -> Callable[[], None]:
@@ -224,6 +234,12 @@ def link_local_of(mac: bytes) -> str:
 
 # --- the in-memory kernel ----------------------------------------------------------------------------
 
+#: the per-link settings MemoryLinks knows (the kernel has more; these are the ones lvsd sets)
+MEMORY_CONF = frozenset(
+    f"ipv4/{k}"
+    for k in ("arp_ignore", "arp_filter", "arp_announce", "accept_local", "rp_filter", "forwarding")
+) | frozenset(f"ipv6/{k}" for k in ("disable_ipv6", "addr_gen_mode", "forwarding"))
+
 
 class MemoryLinks:
     """An in-memory kernel for the port: links, addresses, events and announcements.
@@ -241,6 +257,8 @@ class MemoryLinks:
         self._next_index = 1
         self._cables: dict[int, bool] = {}
         self.announcements: list[tuple[str, str]] = []
+        #: per-link settings set through ``link_conf``: (index, "ipv4/arp_ignore") -> value
+        self.conf: dict[tuple[int, str], str] = {}
         self.closed = False
         lo = self._new("lo", "", b"\0" * 6)
         self._links[lo.index] = replace(lo, up=True, carrier=True)
@@ -266,6 +284,8 @@ class MemoryLinks:
         if new != link:
             self._links[link.index] = new
             self._emit(LinkChanged(new))
+        for child in [lk for lk in self._links.values() if lk.parent == link.index]:
+            self.set_carrier(child.index, carrier)  # a macvlan has its lower link's carrier
 
     def addresses_now(self, index: int = 0) -> list[Address]:
         """The addresses at this instant (on link ``index``, 0 = all), for observers that cannot await."""
@@ -286,7 +306,9 @@ class MemoryLinks:
 
     async def addresses(self, family: int = 0, index: int = 0) -> list[Address]:
         """Addresses of ``family`` (0 = both) on link ``index`` (0 = every link)."""
-        return [a for a in self._addrs if (not family or a.family == family) and (not index or a.index == index)]
+        return [
+            a for a in self._addrs if (not family or a.family == family) and (not index or a.index == index)
+        ]
 
     async def add_address(self, index: int, address: str, prefixlen: int) -> None:
         """Add an address; OSError(EEXIST) if it is there, ENODEV if the link is not."""
@@ -295,7 +317,13 @@ class MemoryLinks:
         fam = family_of(addr)
         if self._find(index, addr, prefixlen, fam) is not None:
             raise os_error(errno.EEXIST, f"{addr}/{prefixlen}")
-        scope = 254 if ipaddress.ip_address(addr).is_loopback else 253 if ipaddress.ip_address(addr).is_link_local else 0
+        scope = (
+            254
+            if ipaddress.ip_address(addr).is_loopback
+            else 253
+            if ipaddress.ip_address(addr).is_link_local
+            else 0
+        )
         a = Address(index, addr, prefixlen, fam, scope)
         self._addrs.append(a)
         self._emit(AddressChanged(a))
@@ -310,11 +338,20 @@ class MemoryLinks:
         self._emit(AddressChanged(a, removed=True))
 
     async def create_link(self, name: str, kind: str, **info: object) -> Link:
-        """Create a link of ``kind``, down; OSError(EEXIST) if the name is taken."""
+        """Create a link of ``kind``, down; OSError(EEXIST) if the name is taken. A macvlan needs
+        its lower link (``link``, ENODEV if missing), takes ``macvlan_mode`` (default "vepa",
+        the kernel's) and has its lower link's carrier."""
         if not kind:
             raise os_error(errno.EINVAL, f"{name}: a link kind is needed")
+        parent = 0
+        if kind == "macvlan":
+            parent = self._get(int(str(info.get("link", 0)))).index
         mac = info.get("address")
         link = self._new(name, kind, bytes.fromhex(str(mac).replace(":", "")) if mac else None)
+        if parent:
+            link = replace(link, parent=parent, mode=str(info.get("macvlan_mode") or "vepa"))
+            self._links[link.index] = link
+            self._cables[link.index] = self._links[parent].carrier
         self._emit(LinkChanged(link))
         return link
 
@@ -324,6 +361,9 @@ class MemoryLinks:
         for a in [a for a in self._addrs if a.index == index]:
             self._addrs.remove(a)
             self._emit(AddressChanged(a, removed=True))
+        for child in [lk for lk in self._links.values() if lk.parent == index]:
+            await self.delete_link(child.index)  # stacked links go with their lower link
+        self.conf = {k: v for k, v in self.conf.items() if k[0] != index}
         del self._links[index]
         self._emit(LinkChanged(link, removed=True))
 
@@ -331,6 +371,16 @@ class MemoryLinks:
         """Set the administrative state."""
         self._get(index)
         self._set_up(index, up)
+
+    async def link_conf(self, name: str, key: str, value: str | None = None) -> str:
+        """A per-link setting (kernel defaults "0"); set to ``value`` if given; returns the one before."""
+        link = self._get(name)
+        if key not in MEMORY_CONF:
+            raise os_error(errno.ENOENT, f"{name}: no setting {key!r}")
+        before = self.conf.get((link.index, key), "0")
+        if value is not None:
+            self.conf[(link.index, key)] = value
+        return before
 
     async def watch(self, callback: Callable[[LinkEvent], None]) -> Callable[[], None]:
         """Call ``callback`` for each later event; returns the function that stops it."""
@@ -381,7 +431,11 @@ class MemoryLinks:
     def _find(self, index: int, addr: str, prefixlen: int, fam: int) -> Address | None:
         for a in self._addrs:
             # the kernel keys IPv4 addresses by address and prefix, IPv6 ones by address alone
-            if a.index == index and a.address == addr and (fam == socket.AF_INET6 or a.prefixlen == prefixlen):
+            if (
+                a.index == index
+                and a.address == addr
+                and (fam == socket.AF_INET6 or a.prefixlen == prefixlen)
+            ):
                 return a
         return None
 
@@ -392,7 +446,8 @@ class MemoryLinks:
             return
         self._links[index] = new
         self._emit(LinkChanged(new))
-        if up and link.name != "lo" and new.mac.strip(b"\0"):
+        no_ipv6 = self.conf.get((index, "ipv6/disable_ipv6"), "0") == "1"
+        if up and link.name != "lo" and new.mac.strip(b"\0") and not no_ipv6:
             ll = link_local_of(new.mac)
             if self._find(index, ll, 64, socket.AF_INET6) is None:
                 a = Address(index, ll, 64, socket.AF_INET6, 253)

@@ -52,6 +52,8 @@ IFA_F_NODAD = 0x02
 SO_BINDTODEVICE = 25
 ICMP6_FILTER = 1
 EVENT_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
+#: IFLA_MACVLAN_MODE values (linux/if_link.h) by name
+MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
 
 
 def _oserror(e: NetlinkError, what: str) -> OSError:
@@ -61,13 +63,17 @@ def _oserror(e: NetlinkError, what: str) -> OSError:
 def _link(msg: Any) -> Link:
     mac = msg.get("address") or ""
     flags = msg.get("flags") or 0
+    kind = msg.get(("linkinfo", "kind")) or ""
+    mode = msg.get(("linkinfo", "data", "macvlan_mode")) if kind == "macvlan" else None
     return Link(
         index=msg["index"],
         name=msg.get("ifname") or "",
-        kind=msg.get(("linkinfo", "kind")) or "",
+        kind=kind,
         mac=bytes.fromhex(mac.replace(":", "")) if mac else b"",
         up=bool(flags & IFF_UP),
         carrier=bool(flags & IFF_RUNNING),
+        parent=msg.get("link") or 0,
+        mode=MACVLAN_MODES.get(mode, str(mode)) if isinstance(mode, int) else str(mode or ""),
     )
 
 
@@ -75,7 +81,9 @@ def _address(msg: Any) -> Address | None:
     raw = msg.get("local") or msg.get("address")
     if not raw:
         return None
-    return Address(msg["index"], str(ipaddress.ip_address(raw)), msg["prefixlen"], msg["family"], msg["scope"])
+    return Address(
+        msg["index"], str(ipaddress.ip_address(raw)), msg["prefixlen"], msg["family"], msg["scope"]
+    )
 
 
 class PyrouteLinks:
@@ -158,6 +166,28 @@ class PyrouteLinks:
             await self._ipr.link("set", index=index, state="up" if up else "down")
         except NetlinkError as e:
             raise _oserror(e, f"link {index}") from None
+
+    async def link_conf(self, name: str, key: str, value: str | None = None) -> str:
+        """A per-link setting (/proc/sys/net/<family>/conf/<name>/<setting>, in the namespace);
+        set to ``value`` if given; returns the one before. OSError(ENODEV) if no such link."""
+        fam, _, setting = key.partition("/")
+        if fam not in ("ipv4", "ipv6") or not setting or "/" in setting or "/" in name:
+            raise os_error(errno.ENOENT, f"{name}: no setting {key!r}")
+        path = f"/proc/sys/net/{fam}/conf/{name}/{setting}"
+        try:
+            with in_netns(self.netns):  # /proc/sys/net is the namespace of the opener
+                fd = os.open(path, os.O_RDWR if value is not None else os.O_RDONLY)
+        except FileNotFoundError:
+            await self.link(name)  # ENODEV if the link is missing
+            raise os_error(errno.ENOENT, f"{name}: no setting {key!r}") from None
+        try:
+            before = os.read(fd, 64).decode().strip()
+            if value is not None:
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, f"{value}\n".encode())
+        finally:
+            os.close(fd)
+        return before
 
     # --- events ---
     async def watch(self, callback: Callable[[LinkEvent], None]) -> Callable[[], None]:

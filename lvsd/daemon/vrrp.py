@@ -126,6 +126,40 @@ def open_advert_socket(af: int, ifname: str, ifindex: int) -> AdvertSocket:
     return s
 
 
+def open_xmit_socket(af: int, ifname: str, ifindex: int) -> AdvertSocket:
+    """A send-only VRRP socket on the virtual MAC interface (IPv4): like ``open_advert_socket``
+    but joined to no group, since a backup's IGMP report from the shared virtual MAC would teach
+    the switches that the MAC is at the backup."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, core.VRRP_PROTO)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # never read: keep nothing
+        s.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        mreqn = struct.pack("=4s4si", b"\0" * 4, b"\0" * 4, ifindex)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, core.VRRP_TTL)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, core.VRRP_TTL)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, TOS_NETWORK_CONTROL)
+    except OSError:
+        s.close()
+        raise
+    s.setblocking(False)
+    return s
+
+
+#: per-link settings of the virtual MAC interface and of the interface it sits on (keepalived's):
+#: the macvlan answers ARP only for its own addresses (the VIPs) and hears its peers; the lower
+#: interface no longer answers ARP for the VIPs (with its own MAC) nor for addresses it would not
+#: route through itself. IPv6 is off on an IPv4 instance's macvlan, so a backup never sends from
+#: the shared MAC (no link-local address, no neighbour discovery, no MLD).
+VMAC_CONF = {"ipv4/arp_ignore": "1", "ipv4/accept_local": "1", "ipv4/rp_filter": "0"}
+VMAC_CONF4 = {"ipv6/disable_ipv6": "1"}
+PARENT_CONF = {"ipv4/arp_ignore": "1", "ipv4/arp_filter": "1"}
+#: lower interfaces whose settings lvsd changed: (links port id, name) -> (users, values before)
+_parents: dict[tuple[int, str], tuple[int, dict[str, str]]] = {}
+
+
 def _vips(ha: HAConfig) -> list[tuple[str, int]]:
     return [(str(ipaddress.ip_address(v.address)), v.prefixlen) for v in ha.vips]
 
@@ -157,6 +191,7 @@ class VRRPInstance:
         *,
         socket_factory: SocketFactory = open_advert_socket,
         netns: str | None = None,
+        xmit_factory: SocketFactory = open_xmit_socket,
     ) -> None:
         vips = _vips(ha)
         if not vips:
@@ -199,6 +234,16 @@ class VRRPInstance:
             self.tracked[f"script:{i}"] = (sc.weight, None)
         self._link_running = False
         self._refresh: asyncio.TimerHandle | None = None
+        #: the virtual MAC (use_vmac): its interface's name, index once made, and whether adverts
+        #: go out through it (multicast, not vmac_xmit_base) on the send-only ``_xsock``
+        self.use_vmac = ha.use_vmac
+        self.vmac_name = ha.vmac_ifname
+        self.vmac_xmit_base = ha.vmac_xmit_base
+        self.vmac_index = 0
+        self.xmit_factory = xmit_factory
+        self._xsock: AdvertSocket | None = None
+        #: a sync group's gate: may this backup become master now (``core.group_may_master``)?
+        self.may_master: Callable[[], bool] | None = None
         #: called when what ``own_fault`` depends on may have changed (a sync group follows it)
         self.on_change: Callable[[], None] | None = None
         if ha.version == 2 and self.af != core.AF_INET:
@@ -244,15 +289,18 @@ class VRRPInstance:
         self.ifindex = link.index
         with in_netns(self.netns):
             self._sock = self.socket_factory(self.af, self.interface, self.ifindex)
+        if self.use_vmac:
+            await self._open_vmac()
         await self._place_vips()
         self._running = True
         for addr, plen in self.vips:  # a crashed predecessor may have left them
-            try:
-                await self.links.delete_address(self.vip_ifindex[addr], addr, plen)
-                log.warning("vrrp: removed left-over virtual address %s/%d", addr, plen)
-            except OSError as e:
-                if e.errno not in (errno.EADDRNOTAVAIL, errno.ENOENT):
-                    raise
+            for idx in {self.vip_ifindex[addr], self.ifindex}:
+                try:
+                    await self.links.delete_address(idx, addr, plen)
+                    log.warning("vrrp: removed left-over virtual address %s/%d", addr, plen)
+                except OSError as e:
+                    if e.errno not in (errno.EADDRNOTAVAIL, errno.ENOENT):
+                        raise
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
         for lk in await self.links.links():
             if lk.name in self._track_ifaces:
@@ -310,6 +358,7 @@ class VRRPInstance:
                 self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
+        await self._close_vmac()
 
     async def settle(self) -> None:
         """Wait until the link work asked for so far (addresses, announcements, state reports) is
@@ -328,6 +377,13 @@ class VRRPInstance:
         new_vips = _vips(ha)
         if core.family_of([a for a, _ in new_vips]) != self.af:
             raise VRRPError("ha.vips: cannot change the address family on reload")
+        vmac = (ha.use_vmac, ha.vmac_ifname if ha.use_vmac else "", ha.vmac_xmit_base)
+        if vmac != (self.use_vmac, self.vmac_name if self.use_vmac else "", self.vmac_xmit_base):
+            if self._running:
+                self._queue(lambda: self._switch_vmac(ha.use_vmac, ha.vmac_ifname, ha.vmac_xmit_base))
+                await self.settle()
+            else:
+                self.use_vmac, self.vmac_name, self.vmac_xmit_base = vmac[0], ha.vmac_ifname, vmac[2]
         old = set(self.vips)
         old_place = dict(self.vip_ifindex)
         self.vips = new_vips
@@ -354,7 +410,7 @@ class VRRPInstance:
         if self._running:
             self._apply_priority()  # a weight-0 object failing now: fault
         if self.state.state is core.State.MASTER and self._running:
-            gone = [(a, plen, old_place.get(a, self.ifindex)) for a, plen in old - set(new_vips)]
+            gone = [(a, plen, old_place.get(a, self.home)) for a, plen in old - set(new_vips)]
             added = [v for v in new_vips if v not in old]
 
             async def move() -> None:
@@ -393,7 +449,129 @@ class VRRPInstance:
             "base_priority": self.base_priority,
             "unicast_peers": list(self.peers),
             "tracked": {k: {"weight": w, "ok": ok} for k, (w, ok) in self.tracked.items()},
+            "wants_master": self.state.wants_master,
+            "vmac": {
+                "interface": self.vmac_name,
+                "mac": core.vmac_address(p.vrid, self.af).hex(":"),
+                "adverts_via": self.vmac_name
+                if self._xsock is not None and not self.peers
+                else self.interface,
+            }
+            if self.vmac_index
+            else None,
         }
+
+    # --- sync groups ---
+    def follow(self, ev: core.GroupMaster | core.GroupBackup) -> None:
+        """A member of our sync group changed role: follow it (``core.group_orders``)."""
+        if self._running:
+            self._event(ev)
+
+    # --- the virtual MAC (use_vmac) ---
+    @property
+    def home(self) -> int:
+        """Where the virtual addresses go by default: the virtual MAC interface, or the VRRP one."""
+        return self.vmac_index or self.ifindex
+
+    async def _open_vmac(self) -> None:
+        """Make (or take over, after a crash) the macvlan with the VRRP MAC on the VRRP interface,
+        keepalived's way: mode private, IPv6 off, ARP settings on it and on its lower interface,
+        up in every state (a backup's holds no address, so it answers and sends nothing). A link
+        of that name with another MAC, lower interface or mode is made again; one of another kind
+        is refused."""
+        mac = core.vmac_address(self.params.vrid, self.af)
+        name = self.vmac_name
+        try:
+            have: Link | None = await self.links.link(name)
+        except OSError:
+            have = None
+        if have is not None and have.kind != "macvlan":
+            raise VRRPError(
+                f"ha.vmac_name: {name!r} exists and is a {have.kind or 'physical'} link, not a macvlan"
+            )
+        if have is not None and (have.mac, have.parent, have.mode) != (mac, self.ifindex, "private"):
+            log.warning("vrrp: %s has another MAC, lower interface or mode: making it again", name)
+            await self.links.delete_link(have.index)
+            have = None
+        if have is None:
+            have = await self.links.create_link(
+                name, "macvlan", link=self.ifindex, macvlan_mode="private", address=mac.hex(":")
+            )
+            log.info("vrrp: made %s (macvlan, %s) on %s", name, mac.hex(":"), self.interface)
+        else:
+            log.info("vrrp: took over %s (%s) left by a predecessor", name, mac.hex(":"))
+        for setting, value in {**VMAC_CONF, **(VMAC_CONF4 if self.af == core.AF_INET else {})}.items():
+            await self.links.link_conf(name, setting, value)
+        key = (id(self.links), self.interface)
+        users, saved = _parents.get(key, (0, {}))
+        if not users:
+            saved = {k: await self.links.link_conf(self.interface, k, v) for k, v in PARENT_CONF.items()}
+        _parents[key] = (users + 1, saved)
+        if not have.up:
+            await self.links.set_link_up(have.index, True)
+        self.vmac_index = have.index
+        self._vip_links[have.index] = await self.links.link(have.index)
+        if not self.vmac_xmit_base:
+            with in_netns(self.netns):
+                self._xsock = self.xmit_factory(self.af, name, have.index)
+
+    async def _close_vmac(self) -> None:
+        """Remove the virtual MAC interface (its addresses go with it) and put the lower
+        interface's ARP settings back once no instance of ours uses it."""
+        index, xsock, self.vmac_index, self._xsock = self.vmac_index, self._xsock, 0, None
+        await self._drop_vmac(index, xsock, self.vmac_name)
+
+    async def _drop_vmac(self, index: int, xsock: AdvertSocket | None, name: str) -> None:
+        if xsock is not None:
+            xsock.close()
+        if not index:
+            return
+        self._vip_links.pop(index, None)
+        try:
+            await self.links.delete_link(index)
+            log.info("vrrp: removed %s", name)
+        except OSError as e:
+            if e.errno != errno.ENODEV:
+                log.error("vrrp: cannot remove %s: %s", name, e.strerror)
+        key = (id(self.links), self.interface)
+        users, saved = _parents.pop(key, (1, {}))
+        if users > 1:
+            _parents[key] = (users - 1, saved)
+            return
+        for k, v in saved.items():
+            try:
+                await self.links.link_conf(self.interface, k, v)
+            except OSError as e:
+                log.warning("vrrp: cannot restore %s on %s: %s", k, self.interface, e.strerror)
+
+    async def _switch_vmac(self, on: bool, name: str, xmit_base: bool) -> None:
+        """A reload turned the virtual MAC on or off, or renamed it: a master adds its addresses
+        at their new home and announces them before removing them from the old one (the old
+        link goes last), so it stays master and reachable throughout."""
+        if on and self.vmac_index and name == self.vmac_name:  # only vmac_xmit_base changed
+            self.vmac_xmit_base = xmit_base
+            if xmit_base and self._xsock is not None:
+                self._xsock.close()
+                self._xsock = None
+            elif not xmit_base and self._xsock is None:
+                with in_netns(self.netns):
+                    self._xsock = self.xmit_factory(self.af, name, self.vmac_index)
+            return
+        old_place = dict(self.vip_ifindex)
+        old = (self.vmac_index, self._xsock, self.vmac_name)
+        self.vmac_index, self._xsock = 0, None
+        self.use_vmac, self.vmac_name, self.vmac_xmit_base = on, name, xmit_base
+        if on:
+            await self._open_vmac()
+        await self._place_vips()
+        if self.state.state is core.State.MASTER:
+            for a, plen in self.vips:
+                await self._add(a, plen)
+            self._announce_vips([a for a, _ in self.vips])
+            for a, plen in self.vips:
+                if old_place.get(a, self.vip_ifindex[a]) != self.vip_ifindex[a]:
+                    await self._delete(old_place[a], a, plen)
+        await self._drop_vmac(*old)
 
     # --- placement and source address ---
     async def _place_vips(self) -> None:
@@ -411,12 +589,12 @@ class VRRPInstance:
         for a, _plen in self.vips:
             ip = ipaddress.ip_address(a)
             own = [idx for idx, net in nets if ip in net]
-            place[a] = self.ifindex if (not own or self.ifindex in own) else own[0]
+            place[a] = self.home if (not own or self.ifindex in own or self.home in own) else own[0]
         self.vip_ifindex = place
         for idx in sorted(set(place.values())):
             self._vip_links[idx] = await self.links.link(idx)
         for a, idx in place.items():
-            if idx != self.ifindex:
+            if idx != self.home:
                 log.info("vrrp: %s goes on %s, which holds its subnet", a, self._vip_links[idx].name)
 
     async def _find_primary(self) -> bool:
@@ -445,7 +623,10 @@ class VRRPInstance:
     def _event(self, ev: core.Event) -> None:
         assert self._loop is not None
         before = self.state.state
-        self.state, actions = core.step(self.params, self.state, self._loop.time(), ev)
+        may = True
+        if isinstance(ev, core.Tick) and before is core.State.BACKUP and self.may_master is not None:
+            may = self.may_master()
+        self.state, actions = core.step(self.params, self.state, self._loop.time(), ev, may_master=may)
         for act in actions:
             if isinstance(act, core.SendAdvert):
                 self._send(act.priority)
@@ -504,15 +685,21 @@ class VRRPInstance:
     def _send_to(self, adv: core.Advert, dst: str, priority: int) -> None:
         assert self._sock is not None
         data = core.encode(adv, self.params.primary, dst)
+        # multicast adverts leave through the virtual MAC interface, so they carry its MAC and
+        # switches learn where it is; unicast ones through the interface itself (an ARP request
+        # for the peer from the virtual MAC would teach the peer our own address at that MAC)
+        sock, ifindex = self._sock, self.ifindex
+        if self._xsock is not None and not self.peers:
+            sock, ifindex = self._xsock, self.vmac_index
         if self.af == core.AF_INET:
-            info = struct.pack("=i4s4s", self.ifindex, socket.inet_aton(self.params.primary), b"\0" * 4)
+            info = struct.pack("=i4s4s", ifindex, socket.inet_aton(self.params.primary), b"\0" * 4)
             anc = [(socket.IPPROTO_IP, IP_PKTINFO, info)]
         else:
-            info = socket.inet_pton(socket.AF_INET6, self.params.primary) + struct.pack("=I", self.ifindex)
+            info = socket.inet_pton(socket.AF_INET6, self.params.primary) + struct.pack("=I", ifindex)
             anc = [(socket.IPPROTO_IPV6, IPV6_PKTINFO, info)]
         try:
-            dest = (dst, 0) if self.af == core.AF_INET else (dst, 0, 0, self.ifindex)
-            self._sock.sendmsg([data], anc, 0, dest)
+            dest = (dst, 0) if self.af == core.AF_INET else (dst, 0, 0, ifindex)
+            sock.sendmsg([data], anc, 0, dest)
             self.counters["sent"] += 1
             if priority == 0:
                 self.counters["sent_priority_0"] += 1
@@ -523,7 +710,7 @@ class VRRPInstance:
 
     # --- link work (run in order by _run_work) ---
     async def _add(self, addr: str, plen: int) -> None:
-        idx = self.vip_ifindex.get(addr, self.ifindex)
+        idx = self.vip_ifindex.get(addr, self.home)
         try:
             await self.links.add_address(idx, addr, plen)
         except OSError as e:
@@ -584,7 +771,7 @@ class VRRPInstance:
         if self.state.state is core.State.MASTER:
             return  # master again before the work ran: keep the addresses
         for addr, plen in self.vips:
-            await self._delete(self.vip_ifindex.get(addr, self.ifindex), addr, plen)
+            await self._delete(self.vip_ifindex.get(addr, self.home), addr, plen)
 
     def _reannounce(self) -> None:
         """Announce again after meeting another master, at most once a second: a peer that never
@@ -603,7 +790,7 @@ class VRRPInstance:
 
     def _announce_vips(self, addrs: list[str]) -> None:
         for a in addrs:
-            link = self._vip_links.get(self.vip_ifindex.get(a, self.ifindex))
+            link = self._vip_links.get(self.vip_ifindex.get(a, self.home))
             if link is None:
                 continue
             try:
@@ -717,6 +904,8 @@ class VRRPInstance:
                 self.set_tracked(f"interface:{ev.link.name}", ev.link.running and not ev.removed)
             if ev.link.index in self._vip_links and not ev.removed:
                 self._vip_links[ev.link.index] = ev.link  # a new MAC is announced from then on
+            if ev.removed and self.vmac_index and ev.link.index == self.vmac_index:
+                self._queue(self._vmac_lost)
             if ev.link.index == self.ifindex:
                 running = ev.link.running and not ev.removed
                 self._queue(lambda: self._link_changed(running))
@@ -737,14 +926,23 @@ class VRRPInstance:
             self._queue(self._recheck_link)
             self._queue(self._restore_vips)
 
+    async def _vmac_lost(self) -> None:
+        """Someone deleted the virtual MAC interface: make it again; a master puts its addresses back."""
+        if not self._running or not self.vmac_index:
+            return
+        log.warning("vrrp: %s was removed; making it again", self.vmac_name)
+        self.counters["vmac_restored"] += 1
+        await self._close_vmac()
+        await self._open_vmac()
+        await self._place_vips()
+        await self._restore_vips()
+
     async def _restore_vips(self) -> None:
         """A master puts back virtual addresses someone removed (ip addr del, a network manager)."""
         if self.state.state is not core.State.MASTER or not self._running:
             return
         have = {(a.index, a.address) for a in await self.links.addresses(self.fam)}
-        missing = [
-            (a, plen) for a, plen in self.vips if (self.vip_ifindex.get(a, self.ifindex), a) not in have
-        ]
+        missing = [(a, plen) for a, plen in self.vips if (self.vip_ifindex.get(a, self.home), a) not in have]
         for a, plen in missing:
             log.warning(
                 "vrrp: virtual address %s/%d was removed from %s; putting it back", a, plen, self.interface

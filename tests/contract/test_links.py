@@ -176,7 +176,10 @@ def test_addresses_add_list_delete_with_kernel_errors(world: Callable[[], Awaita
             await w.links.add_address(99999, "10.7.0.2", 24)
         assert e.value.errno == errno.ENODEV
         await w.links.delete_address(n0.index, "2001:db8:7::1", 64)
-        assert not {a.address for a in await w.links.addresses(index=n0.index)} & {"10.7.0.1", "2001:db8:7::1"}
+        assert not {a.address for a in await w.links.addresses(index=n0.index)} & {
+            "10.7.0.1",
+            "2001:db8:7::1",
+        }
         await w.links.close()
 
     run(go())
@@ -200,6 +203,47 @@ def test_create_and_delete_a_link(world: Callable[[], Awaitable[World]]) -> None
         with pytest.raises(OSError) as e:
             await w.links.delete_link(d.index)
         assert e.value.errno == errno.ENODEV
+        await w.links.close()
+
+    run(go())
+
+
+def test_a_macvlan_with_the_vrrp_mac_and_per_link_settings(world: Callable[[], Awaitable[World]]) -> None:
+    """What the virtual MAC needs: a private macvlan on n0 with a given MAC (its parent and mode
+    read back), per-link settings read and set (the value before returned), errors for a missing
+    lower link or setting."""
+
+    async def go() -> None:
+        w = await world()
+        n0 = await w.links.link("n0")
+        v = await w.links.create_link(
+            "vrrp.51", "macvlan", link=n0.index, macvlan_mode="private", address="00:00:5e:00:01:33"
+        )
+        assert (v.kind, v.mac, v.parent, v.mode) == (
+            "macvlan",
+            bytes.fromhex("00005e000133"),
+            n0.index,
+            "private",
+        )
+        assert not v.up and await w.links.link("vrrp.51") == v
+        with pytest.raises(OSError) as e:
+            await w.links.create_link("vrrp.52", "macvlan", link=99999, macvlan_mode="private")
+        assert e.value.errno in (errno.ENODEV, errno.EINVAL)
+        assert await w.links.link_conf("vrrp.51", "ipv6/disable_ipv6", "1") == "0"
+        assert await w.links.link_conf("vrrp.51", "ipv6/disable_ipv6") == "1"
+        before = await w.links.link_conf("n0", "ipv4/arp_ignore", "1")
+        assert await w.links.link_conf("n0", "ipv4/arp_ignore", before) == "1"
+        await w.links.set_link_up(v.index, True)
+        up = await w.links.link(v.index)
+        assert up.up and up.running  # n0 has a carrier
+        # IPv6 off before it came up: no link-local address from the shared MAC
+        assert not await w.links.addresses(socket.AF_INET6, v.index)
+        for which, key in (("vrrp.51", "ipv4/nosuch_setting"), ("nosuch0", "ipv4/arp_ignore")):
+            with pytest.raises(OSError) as e:
+                await w.links.link_conf(which, key)
+            assert e.value.errno in (errno.ENOENT, errno.ENODEV)
+        await w.links.delete_link(v.index)
+        assert "vrrp.51" not in {lk.name for lk in await w.links.links()}
         await w.links.close()
 
     run(go())
@@ -302,7 +346,9 @@ def test_lost_events_are_reported_and_events_flow_again(world: Callable[[], Awai
         await expect(q, lambda e: isinstance(e, EventsLost), "events lost")
         await w.links.add_address((await w.links.link("n0")).index, "10.4.0.1", 32)
         await expect(
-            q, lambda e: isinstance(e, AddressChanged) and e.address.address == "10.4.0.1", "an event after the loss"
+            q,
+            lambda e: isinstance(e, AddressChanged) and e.address.address == "10.4.0.1",
+            "an event after the loss",
         )
         await w.links.close()
 

@@ -260,10 +260,13 @@ def test_two_instances_a_sync_group_and_the_directors_role(sysdir: Path) -> None
             lambda: m.vrrp_states == {"front": core.State.MASTER, "back": core.State.MASTER}, "both master"
         )
         assert m.role == "master" and set(m.status()["instances"]) == {"front", "back"}
-        # the peer takes "front" (the other half of an active-active pair): still master of "back"
+        # the peer takes "front": its sync group follows it to backup (resigning with priority 0)
         await deliver(f, sockets.made[0], advert4(200, "10.1.0.12"), pktinfo(eth0.index), ("10.1.0.12", 0))
-        assert m.vrrp_states["front"] is core.State.BACKUP and m.role == "master"
-        assert "back" in m.role_reason
+        await until(lambda: m.vrrp_states.get("back") is core.State.BACKUP, "back to follow front")
+        assert m.vrrp_states["front"] is core.State.BACKUP and m.role == "backup"
+        assert sockets.made[1].priorities("10.2.0.2")[-1] == 0
+        # the peer goes silent: both timers fire, and the group becomes master together
+        await until(lambda: m.vrrp_states == {"front": core.State.MASTER, "back": core.State.MASTER}, "both master")
         # the server side fails: its group follows it into fault; every instance in fault: fault
         links.set_carrier("eth1", False)
         await b.settle()
