@@ -36,6 +36,9 @@ from dataclasses import dataclass
 from multiprocessing import Process, Value
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import proc_cpu as _proc_cpu  # noqa: E402
+from benchlib import proc_tree as _tree  # noqa: E402
 
 HTTP_REPLY = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
@@ -238,33 +241,6 @@ REAL_HTTP = """    real_server {addr} {port} {{
         }}
     }}
 """
-
-
-def _proc_cpu(pids: list[int]) -> float:
-    tck = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tck
-        except (OSError, IndexError):
-            pass
-    return total
-
-
-def _tree(root: int) -> list[int]:
-    out = [root]
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid in out:
-                out.append(int(d))
-    return out
 
 
 def run_keepalived(kind: str, n: int, interval: float, seconds: float, port: int, warm: float = 3.0) -> tuple[float, int]:

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import gc
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -340,28 +339,13 @@ def main() -> int:
 
 def run_process(path: str, kernel: bool, tmp: str) -> tuple[float, float]:
     """Start `lvsd -f path`, wait for READY=1, read VmRSS, stop it. (MB, seconds)."""
+    from benchlib import Lvsd
+
     if kernel:
         subprocess.run(["ipvsadm", "-C"], check=True)
-    nsock = os.path.join(tmp, "notify.sock")
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind(nsock)
-    s.settimeout(300)
-    cmd = [sys.executable, "-m", "lvsd.daemon.main", "-f", path]
-    if not kernel:
-        cmd += ["--backend", "memory"]
-    env = dict(os.environ, NOTIFY_SOCKET=nsock, PYTHONPATH=ROOT)
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
-    try:
-        while b"READY=1" not in s.recv(4096):
-            pass
-        ready = time.perf_counter() - t0
-        with open(f"/proc/{p.pid}/status") as f:
-            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-    finally:
-        p.terminate()
-        p.wait(60)
-        s.close()
+    with Lvsd(path, tmp, kernel=kernel) as p:
+        ready = p.wait_ready(300)
+        rss = p.rss_mb()
     return rss, ready
 
 
