@@ -10,8 +10,14 @@ Design (measured in docs/performance.md, "checks"):
   that uses them; a probe's rise/fall state lives in the probe (lvsd.core.health.CheckState).
 * A server's health is the combination of its probes (all must pass); ``on_change`` fires when its
   state or dynamic weight changes, and each transition is logged with its reason.
-* Reload keeps probes whose key is unchanged (state, counters and next-run time untouched), starts
-  new ones at a jittered time and stops the ones no longer used.
+* Cold start and reload: new probes run at once, spread over at most ``START_SPREAD`` (1 s) at
+  ``START_RATE`` a second, with at most ``Scheduler.cap`` probes in flight (derived from the
+  descriptor limit; the rest wait in a queue worked off as probes finish). A probe's second run is
+  placed at a random point of its interval, so the steady state is spread, not synchronised by
+  the start; a server still gets no traffic before its first check passes.
+* A server's first verdict (out of UNKNOWN) is handed to the daemon in batches every
+  ``FIRST_BATCH`` (thousands of servers coming UP at start are a few reconciles, not thousands)
+  and summarised in the log (``StartLog``); any later transition is handed over and logged at once.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import heapq
 import logging
 import random
 import sys
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,6 +45,21 @@ SLACK = SLACK_MIN
 #: At most this many entries per batch: a backlog (overload, a stalled loop) is worked off in
 #: slices so I/O callbacks and the daemon's reconcile interleave with it.
 BATCH = 32
+#: First runs of the probes a start or reload adds are spread over at most this long, at most
+#: START_RATE a second (so a handful of new probes run at once): 10,000 probes at 10,000/s take
+#: 1 s, which one loop sustains (docs/performance.md, "checks").
+START_SPREAD = 1.0
+START_RATE = 10_000.0
+#: Descriptors left to the rest of the daemon (API, netlink, logs, hooks) when the probes'
+#: in-flight cap is derived from the open-files limit.
+FD_RESERVE = 256
+#: A server's first verdict waits at most this long to join a batch for the daemon: at start,
+#: 10,000 servers coming UP in about a second are some 20 reconciles instead of thousands.
+FIRST_BATCH = 0.05
+#: At start and reload, this many first verdicts are logged one line each; the rest at debug,
+#: with a summary when every new server has a verdict (and every PROGRESS_EVERY seconds until).
+LOG_FIRST = 20
+PROGRESS_EVERY = 5.0
 
 
 class BrokenChecker(Checker):
@@ -81,6 +103,7 @@ class Probe:
     def launch(self, now: float) -> None:
         """Start a probe now; its deadline replaces the start entry."""
         self.inflight = True
+        self.sched.running_probes += 1
         self.started = now
         self.gen += 1
         self.sched.push(now + self.cfg.timeout, self)
@@ -105,6 +128,9 @@ class Probe:
         self.inflight = False
         self.gen += 1
         sched = self.sched
+        sched.running_probes -= 1
+        if sched.waiting:
+            sched.drain_soon()
         cfg = self.cfg
         now = sched.loop.time()
         if ok is None:
@@ -113,7 +139,11 @@ class Probe:
             sched.push(nxt, self)
             return
         self.results += 1
-        nxt = self.started + (cfg.interval if ok else cfg.retry_delay)
+        if self.results == 1 and ok:
+            # the start ran every probe within a second: spread the steady state over the interval
+            nxt = now + random.uniform(0, cfg.interval)
+        else:
+            nxt = self.started + (cfg.interval if ok else cfg.retry_delay)
         sched.push(nxt if nxt > now else now, self)
         if self.state.record(ok, detail, weight):
             sched.transition(self)
@@ -123,6 +153,9 @@ class Probe:
         self.gen += 1
         if self.inflight:
             self.inflight = False
+            self.sched.running_probes -= 1
+            if self.sched.waiting:
+                self.sched.drain_soon()
             self.checker.cancel()
         self.checker.close()
 
@@ -130,7 +163,8 @@ class Probe:
 class Scheduler:
     """The single timer heap behind every probe."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_transition: Callable[[Probe], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_transition: Callable[[Probe], None],
+                 cap: int | None = None) -> None:
         self.loop = loop
         self.transition = on_transition
         self.heap: list[tuple[float, int, int, Probe]] = []
@@ -142,6 +176,12 @@ class Scheduler:
         self.poller = poller_for(loop)
         self.local_failures = 0
         self.local_logged = float("-inf")
+        #: probes in flight, and at most how many (each holds a socket or a process)
+        self.running_probes = 0
+        self.cap = cap if cap is not None else inflight_cap()
+        #: (probe, its generation) due but held back by the cap, oldest first
+        self.waiting: deque[tuple[Probe, int]] = deque()
+        self.drain_armed = False
 
     def push(self, when: float, probe: Probe) -> None:
         """Queue the probe's next event (start or deadline) at ``when``."""
@@ -172,6 +212,9 @@ class Scheduler:
                     deferred.append(entry)  # starts may run a slack early, deadlines never do
                     continue
                 probe.timeout()
+            elif self.running_probes >= self.cap or self.waiting:
+                self.waiting.append((probe, gen))  # runs when a probe in flight finishes
+                continue
             else:
                 probe.launch(now)
             budget -= 1
@@ -179,6 +222,8 @@ class Scheduler:
                 break  # let I/O callbacks and the reconcile run between batches
         for entry in deferred:
             heapq.heappush(heap, entry)
+        if self.waiting and self.running_probes < self.cap:
+            self.drain_soon()
         if budget != BATCH:
             # probes already answered (loopback, a LAN while the batch ran) finish in this turn
             # instead of costing another event-loop wake-up
@@ -187,6 +232,26 @@ class Scheduler:
         if heap and self.running:
             self.timer_when = heap[0][0]
             self.timer = self.loop.call_at(self.timer_when, self._tick)
+
+    def drain_soon(self) -> None:
+        """Launch waiting probes from the loop's next turn (never inside a checker's callback)."""
+        if not self.drain_armed and self.running:
+            self.drain_armed = True
+            self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self.drain_armed = False
+        waiting = self.waiting
+        budget = BATCH
+        now = self.loop.time()
+        while waiting and self.running_probes < self.cap and budget:
+            probe, gen = waiting.popleft()
+            if gen != probe.gen or probe.inflight:
+                continue  # stopped (or relaunched) while it waited
+            probe.launch(now)
+            budget -= 1
+        if waiting and self.running_probes < self.cap:
+            self.drain_soon()  # a slice at a time: I/O and the reconcile run in between
 
     def local_failure(self, probe: Probe, detail: str) -> None:
         """The director could not run a probe: log it (at most every 10 s), decide nothing."""
@@ -203,6 +268,7 @@ class Scheduler:
             self.timer.cancel()
             self.timer = None
         self.heap.clear()
+        self.waiting.clear()
 
 
 class _Server:
@@ -225,9 +291,13 @@ class _Server:
 class CheckManager:
     """Runs the checks of a Config; see the module docstring and docs/checks.md."""
 
-    def __init__(self, on_change: Callable[[ServerId, ServerHealth], None]) -> None:
+    def __init__(self, on_change: Callable[[ServerId, ServerHealth], None], inflight_max: int | None = None) -> None:
         self.on_change = on_change
+        self.inflight_max = inflight_max  # None: derived from the open-files limit
         self.sched: Scheduler | None = None
+        self._first: dict[ServerId, _Server] = {}  # first verdicts waiting for their batch
+        self._first_timer: asyncio.TimerHandle | None = None
+        self.startlog: StartLog | None = None
         self.probes: dict[Any, Probe] = {}
         self.servers: dict[ServerId, _Server] = {}
         self._canon: dict[CheckConfig, int] = {}  # CheckConfig -> token
@@ -238,22 +308,35 @@ class CheckManager:
     async def start(self, config: Any) -> None:
         """Start checking every server of ``config`` that has checks."""
         loop = asyncio.get_running_loop()
-        self.sched = Scheduler(loop, self._on_transition)
-        self._apply(config)
+        self.sched = Scheduler(loop, self._on_transition, self.inflight_max)
+        self._apply(config, "start")
+        self._limit()
+
+    def _limit(self) -> None:
+        """Lift the open-files limit for the probes, then cap probes in flight below it."""
         raise_nofile(len(self.probes) + 1024)
+        if self.sched is not None and self.inflight_max is None:
+            self.sched.cap = inflight_cap()
 
     async def reload(self, config: Any) -> None:
         """Switch to a new config; unchanged checks keep their state and timers."""
         if self.sched is None:
             await self.start(config)
             return
-        self._apply(config)
-        raise_nofile(len(self.probes) + 1024)
+        self._apply(config, "reload")
+        self._limit()
 
     async def stop(self) -> None:
         """Stop every probe, release every socket and kill every script still running."""
         if self.sched is not None:
             self.sched.stop()
+        if self._first_timer is not None:
+            self._first_timer.cancel()
+            self._first_timer = None
+        self._first.clear()
+        if self.startlog is not None:
+            self.startlog.close()
+            self.startlog = None
         for p in self.probes.values():
             p.stop()
         self.probes.clear()
@@ -286,7 +369,7 @@ class CheckManager:
         self._by_id[id(cc)] = (cc, token)
         return token
 
-    def _apply(self, config: Any) -> None:
+    def _apply(self, config: Any, why: str) -> None:
         sched = self.sched
         assert sched is not None
         now = sched.loop.time()
@@ -308,6 +391,7 @@ class CheckManager:
         sched.slack = max(SLACK_MIN, min(SLACK_MAX, shortest / 50))
         old_probes = self.probes
         new_probes: dict[Any, Probe] = {}
+        added: list[Probe] = []
         for _sid, (_label, keys) in wanted.items():
             for key, cfg, addr, port in keys:
                 if key in new_probes:
@@ -315,9 +399,13 @@ class CheckManager:
                 p = old_probes.get(key)
                 if p is None:
                     p = Probe(key, cfg, addr, port, sched)
-                    sched.push(now + random.uniform(0, cfg.interval), p)  # jittered first run
+                    added.append(p)
                 new_probes[key] = p
                 p.servers = []
+        if added:  # first runs at once, evenly over at most START_SPREAD (the heap batches them)
+            step = min(START_SPREAD, len(added) / START_RATE) / len(added)
+            for i, p in enumerate(added):
+                sched.push(now + i * step, p)
         for key, p in old_probes.items():
             if key not in new_probes:
                 p.stop()
@@ -326,10 +414,12 @@ class CheckManager:
         old_servers = self.servers
         servers: dict[ServerId, _Server] = {}
         changed: list[_Server] = []
+        new = 0
         for sid, (label, keys) in wanted.items():
             s = old_servers.get(sid)
             if s is None:
                 s = _Server(sid, label)
+                new += 1
             s.label = label
             s.probes = []
             for key, _spec, _a, _p in keys:
@@ -344,8 +434,15 @@ class CheckManager:
         live = {k[0] for k in new_probes}
         self._canon = {cc: t for cc, t in self._canon.items() if t in live}
         self._by_id = {i: e for i, e in self._by_id.items() if e[1] in live}
+        for sid in [sid for sid in self._first if sid not in servers]:
+            del self._first[sid]
         for s in changed:
             self._update(s)
+        if self.startlog is not None:
+            self.startlog.close()
+        # the servers this start or reload added, or whose checks it changed, wait for a verdict
+        waiting = sum(1 for s in servers.values() if s.health.state is Health.UNKNOWN) if new or added else 0
+        self.startlog = StartLog(why, waiting, now, sched.loop) if waiting else None
 
     def _on_transition(self, probe: Probe) -> None:
         for s in probe.servers:
@@ -359,17 +456,97 @@ class CheckManager:
         s.health = h
         if h.state is Health.UNKNOWN and old.state is Health.UNKNOWN:
             return
+        if old.state is Health.UNKNOWN:
+            # a first verdict: batched for the daemon, summarised in the log
+            self._first[s.sid] = s
+            if self._first_timer is None and self.sched is not None:
+                self._first_timer = self.sched.loop.call_later(FIRST_BATCH, self._flush_first)
+            return
+        self._first.pop(s.sid, None)
+        self._hand_over(s, h)
+        _log_transition(s.label, h, logging.INFO)
+
+    def _hand_over(self, s: _Server, h: ServerHealth) -> None:
         try:  # first the daemon (it schedules the kernel change), then the log line
             self.on_change(s.sid, h)
         except Exception:
             log.exception("%s: on_change handler failed", s.label)
-        if h.state is Health.DOWN:
-            log.warning("%s DOWN: %s", s.label, h.reason)
-        elif h.state is Health.UP:
-            w = "" if h.weight is None else f", weight {h.weight}"
-            log.info("%s UP: %s%s", s.label, h.reason, w)
-        else:
-            log.info("%s UNKNOWN: checks changed, waiting for a verdict", s.label)
+
+    def _flush_first(self) -> None:
+        """Hand the batch of first verdicts to the daemon (one reconcile for all of them)."""
+        self._first_timer = None
+        batch, self._first = self._first, {}
+        slog = self.startlog
+        for s in batch.values():
+            h = s.health
+            self._hand_over(s, h)
+            if slog is not None:
+                slog.verdict(s.label, h)
+            else:
+                _log_transition(s.label, h, logging.INFO)
+        if slog is not None and slog.finished():
+            slog.close()
+            self.startlog = None
+
+
+def _log_transition(label: str, h: ServerHealth, level: int) -> None:
+    """One server's transition, as operators grep for it: DOWN at warning, UP and UNKNOWN at
+    ``level`` (info; debug for the verdicts a start-up summary counts)."""
+    if h.state is Health.DOWN:
+        log.log(max(level, logging.WARNING) if level >= logging.INFO else level, "%s DOWN: %s", label, h.reason)
+    elif h.state is Health.UP:
+        w = "" if h.weight is None else f", weight {h.weight}"
+        log.log(level, "%s UP: %s%s", label, h.reason, w)
+    else:
+        log.log(level, "%s UNKNOWN: checks changed, waiting for a verdict", label)
+
+
+class StartLog:
+    """The log of the first verdicts of the servers a start or reload added: the first
+    ``LOG_FIRST`` one line each, the rest at debug, then one summary line when every one has a
+    verdict ("start: 9,990 servers up, 10 down, in 1.3 s"), with a progress line every
+    ``PROGRESS_EVERY`` seconds until then."""
+
+    def __init__(self, why: str, servers: int, t0: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.why = why
+        self.servers = servers
+        self.t0 = t0
+        self.loop = loop
+        self.up = self.down = self.logged = 0
+        self.timer: asyncio.TimerHandle | None = loop.call_later(PROGRESS_EVERY, self._progress)
+
+    def verdict(self, label: str, h: ServerHealth) -> None:
+        """One new server's first verdict."""
+        if h.state is Health.UP:
+            self.up += 1
+        elif h.state is Health.DOWN:
+            self.down += 1
+        self.logged += 1
+        _log_transition(label, h, logging.INFO if self.logged <= LOG_FIRST else logging.DEBUG)
+
+    def finished(self) -> bool:
+        """Every new server has a verdict: log the summary."""
+        if self.up + self.down < self.servers:
+            return False
+        log.info("%s", self.line("checked"))
+        return True
+
+    def line(self, what: str) -> str:
+        took = self.loop.time() - self.t0
+        more = "" if self.logged <= LOG_FIRST else f" ({self.logged - LOG_FIRST:,} more lines at debug)"
+        waiting = self.servers - self.up - self.down
+        wait = f", {waiting:,} waiting for a verdict" if waiting else ""
+        return (f"{self.why}: {what} {self.servers:,} servers: {self.up:,} up, {self.down:,} down{wait}, "
+                f"in {took:.1f} s{more}")
+
+    def _progress(self) -> None:
+        log.info("%s", self.line("still checking"))
+        self.timer = self.loop.call_later(PROGRESS_EVERY, self._progress)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def raise_nofile(needed: int) -> None:
@@ -386,6 +563,17 @@ def raise_nofile(needed: int) -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         except (ValueError, OSError) as e:
             log.warning("cannot raise the open-files limit to %d: %s", new, e)
+
+
+def inflight_cap() -> int:
+    """Probes allowed in flight at once: the open-files limit less what the rest of the daemon
+    needs (each probe holds a socket, a script probe a pipe), at least 64."""
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(64, soft - FD_RESERVE)
 
 
 def _services(config: Any) -> Iterable[Any]:

@@ -1,5 +1,6 @@
 """CheckManager over real loopback servers: transitions and their reasons, dedup of identical
-checks, reload keeping state, all-must-pass, jitter, cadence, stop. How fast transitions come
+checks, reload keeping state, all-must-pass, cadence, stop (start-up spread and jitter:
+test_checks_manager_start.py). How fast transitions come
 (DOWN within interval x fall + timeout, UP within interval x rise) and how close each probe keeps
 to its interval depend on the machine's load: tests/bench/check_timing.py reports those figures;
 these tests check the behaviour."""
@@ -216,29 +217,6 @@ def test_all_checks_must_pass(free_port, run_async) -> None:
     states = run_async(main())
     ls.close()
     assert states == [Health.DOWN, Health.UP]
-
-
-def test_first_checks_are_jittered_across_the_interval(free_port, run_async) -> None:
-    ports: list[int] = []
-    while len(ports) < 50:  # distinct: two picks of free_port may be the same port
-        p = free_port()
-        if p not in ports:
-            ports.append(p)
-    cfg = config([("web", ports, '{ type = "tcp", interval = 1.0, timeout = 0.1, rise = 1, fall = 1 }')])
-
-    async def main():
-        m = CheckManager(lambda sid, h: None)
-        t0 = asyncio.get_running_loop().time()
-        await m.start(cfg)
-        slack = asyncio.get_running_loop().time() - t0  # a slow start lets early probes run and re-arm
-        starts = sorted(w - t0 for w, _s, _g, _p in m.sched.heap)
-        await m.stop()
-        return starts, slack
-
-    starts, slack = run_async(main())
-    assert len(starts) == 50 and 0 <= starts[0] and starts[-1] <= 1.0 + slack
-    assert starts[-1] - starts[0] > 0.5  # spread, not all at once
-    assert len({round(s, 3) for s in starts}) > 40
 
 
 def test_stop_releases_everything(run_async) -> None:
