@@ -1,6 +1,8 @@
 """``lvsctl``: talk to a running lvsd over its control socket.
 
     lvsctl [-s SOCKET] [--json] status | services | reload | role master|backup|fault | metrics
+    lvsctl services [--service NAME|GLOB]... [--vip ADDR[:PORT]]... [--state up|down|unknown]...
+                    [--limit N] [--offset N]
     lvsctl disable|enable SERVICE [SERVER] | drain SERVICE [SERVER] [--timeout 10m]
     lvsctl weight SERVICE SERVER N | weight --clear SERVICE SERVER        (each with --reason TEXT)
 
@@ -130,6 +132,19 @@ def _print_announce(a: dict[str, Any]) -> None:
         print(f"  drain file: {a['drain_error']}")
 
 
+#: characters sent as they are in a query value (RFC 3986 unreserved); the rest percent-encoded
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _query(args: argparse.Namespace) -> str:
+    """``/services``' query from ``lvsctl services``' options ("" for none). Encoded by hand:
+    urllib.parse is not worth its import for a few values."""
+    pairs = [(k, v) for k in ("service", "vip", "state") for v in getattr(args, k) or ()]
+    pairs += [(k, str(v)) for k in ("limit", "offset") if (v := getattr(args, k)) is not None]
+    query = "&".join(k + "=" + "".join(chr(b) if b in _SAFE else f"%{b:02X}" for b in v.encode()) for k, v in pairs)
+    return "?" + query if query else ""
+
+
 def _print_services(data: dict[str, Any]) -> None:
     for svc in data["services"]:
         flag = "" if svc.get("in_kernel", True) else "  [not in kernel]"
@@ -152,6 +167,13 @@ def _print_services(data: dict[str, Any]) -> None:
                 print(f"  {other['server']:<28} {'extra':<8} (in the kernel only, weight {other['kernel_weight']})")
     if "kernel_error" in data:
         print(f"kernel: {data['kernel_error']}", file=sys.stderr)
+    total, shown, offset = data.get("total"), len(data["services"]), data.get("offset") or 0
+    if total is not None and shown < total:  # a page, or an offset: say where the rest is
+        more = f"; --offset {offset + shown} for the next" if offset + shown < total else ""
+        print(f"lvsctl: services {offset + 1}-{offset + shown} of {total} shown{more}" if shown
+              else f"lvsctl: none of {total} services shown (offset {offset})", file=sys.stderr)
+    elif total == 0:
+        print("lvsctl: no service matches", file=sys.stderr)
 
 
 def _override_text(ov: dict[str, Any] | None) -> str:
@@ -177,6 +199,13 @@ def _duration(text: str) -> float:
     raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 10m, 1h)")
 
 
+def _count(text: str) -> int:
+    """``--limit``, ``--offset``: a whole number 0 or more."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a whole number 0 or more: {text!r}")
+    return int(text)
+
+
 def _control_body(args: argparse.Namespace) -> dict[str, Any]:
     """The /override request of disable, enable, drain and weight."""
     body: dict[str, Any] = {"action": args.cmd, "service": args.service, "server": args.server or None,
@@ -196,7 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("status", help="daemon state, health summary, last reconcile and reload")
-    sub.add_parser("services", help="every service with its servers' health and kernel weights")
+    sv = sub.add_parser("services", help="the services (every one, or those the options select) with their servers' "
+                        "health and kernel weights")
+    sv.add_argument("--service", action="append", metavar="NAME", help="this service; a glob (web-*) selects by "
+                    "pattern; repeat for more")
+    sv.add_argument("--vip", action="append", metavar="ADDR[:PORT]", help="the services of this VIP; repeat for more")
+    sv.add_argument("--state", action="append", choices=("up", "down", "unknown"),
+                    help="only servers in this state (and their services); repeat for more")
+    sv.add_argument("--limit", type=_count, metavar="N", help="at most N services (one page)")
+    sv.add_argument("--offset", type=_count, metavar="N", help="skip the first N services selected (the next page)")
     sub.add_parser("reload", help="re-read the config (as SIGHUP) and wait for the result")
     r = sub.add_parser("role", help="set the HA role (mode = external)")
     r.add_argument("role", choices=("master", "backup", "fault"))
@@ -227,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "status":
             code, body = request(args.socket, "GET", "/status")
         elif args.cmd == "services":
-            code, body = request(args.socket, "GET", "/services")
+            code, body = request(args.socket, "GET", "/services" + _query(args))
         elif args.cmd == "reload":
             code, body = request(args.socket, "POST", "/reload", {})
         elif args.cmd == "role":

@@ -1,7 +1,9 @@
 """The control API: aiohttp on a unix socket (lvsctl's peer), plus /metrics, optionally on TCP.
 
-``GET /status``, ``GET /services``, ``POST /reload``, ``POST /role {"role": ...}``,
-``GET /metrics``. The socket is created with the configured mode (0660 by default) inside
+``GET /status``, ``GET /services`` (filtered and paged by its query: ``service``, ``vip``,
+``state``, ``limit``, ``offset``), ``POST /reload``, ``POST /role {"role": ...}``, ``GET /metrics``.
+The kernel's counters are read when a request needs them, through one cache shared by /services
+and /metrics (``lvsd.daemon.kernel_stats``). The socket is created with the configured mode (0660 by default) inside
 systemd's RuntimeDirectory; a stale socket left by a crash is replaced, a live one (another lvsd
 answering on it) is an error. Both listeners are served within the limits of
 ``lvsd.daemon.listeners`` (connection cap, header and idle timeouts, a descriptor reserve for the
@@ -18,12 +20,15 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from lvsd.daemon import metrics
+from lvsd.daemon.kernel_stats import Dests, KernelStats
 from lvsd.daemon.limits import (
     BODY_TIMEOUT,
     CONTROL_MAX_CONNECTIONS,
@@ -34,14 +39,18 @@ from lvsd.daemon.limits import (
     METRICS_MAX_CONNECTIONS,
 )
 from lvsd.daemon.listeners import Listener
+from lvsd.ipvs.model import ValueInvalid, normalize_addr
 
 if TYPE_CHECKING:
-    from lvsd.config.model import Config
+    from lvsd.config.model import Config, ServiceConfig
     from lvsd.daemon.daemon import Daemon
 
 log = logging.getLogger("lvsd")
 
 ROLES = ("master", "backup", "fault")
+#: the query parameters of GET /services, and the server states ``state`` takes
+SERVICES_PARAMS = ("service", "vip", "state", "limit", "offset")
+STATES = ("up", "down", "unknown")
 
 
 class APIError(Exception):
@@ -80,6 +89,9 @@ class ControlAPI:
         self._metrics_sock: socket.socket | None = None
         self._metrics_cache: tuple[float, bytes] | None = None  # (monotonic time, rendered page)
         self._metrics_lock = asyncio.Lock()
+        #: the kernel's counters for /services and /metrics: one read per period, shared
+        self.kernel = KernelStats(lambda: daemon.backend.dump(), lambda key: daemon.backend.dests(key))
+        self._index: _Index | None = None
         self.control = Listener("control socket", CONTROL_MAX_CONNECTIONS)
         self.metrics_listener = Listener("metrics listener", METRICS_MAX_CONNECTIONS)
 
@@ -204,29 +216,55 @@ class ControlAPI:
         return web.json_response(body)
 
     async def services(self, request: web.Request) -> web.Response:
+        """The configured services the query selects (every one without a query), one page of
+        them: rows are built, and the kernel read, for that page only, so one service of 50,000
+        servers costs its own rows (docs/operations.md lists the parameters)."""
         d = self.d
-        out = d.server_states()
+        cfg = d.config
+        index = self._index
+        if index is None or index.config is not cfg:  # once per config: names and VIPs to positions
+            index = self._index = _Index(cfg)
         try:
-            table = d.backend.dump()
-        except Exception as e:
-            return web.json_response({"services": out, "kernel_error": str(e)})
-        keys = {s.name: s.key for s in d.config.services}
-        sorry = {s.name: str(s.sorry_server.key) for s in d.config.services if s.sorry_server is not None}
-        for svc in out:
-            entry = table.get(keys[svc["name"]])
-            svc["in_kernel"] = entry is not None
-            kdests = {str(k): v for k, v in entry.dests.items()} if entry else {}
-            for srv in svc["servers"]:
-                kd = kdests.pop(srv["server"], None)
+            chosen, states, offset, limit = _select(request.query, index)
+        except _BadQuery as e:
+            return web.json_response({"ok": False, "message": str(e)}, status=e.status)
+        if states:  # servers in those states only; a service with none of them is left out
+            rows = [
+                dict(row, servers=kept)
+                for row in d.server_states(chosen)
+                if (kept := [srv for srv in row["servers"] if srv["health"] in states])
+            ]
+            by_name = {s.name: s for s in chosen}
+            total = len(rows)
+            rows = rows[offset:] if limit is None else rows[offset : offset + limit]
+            page = [by_name[r["name"]] for r in rows]
+        else:
+            total = len(chosen)
+            page = chosen[offset:] if limit is None else chosen[offset : offset + limit]
+            rows = d.server_states(page)
+        answer: dict[str, Any] = {"services": rows, "total": total, "offset": offset, "limit": limit}
+        try:
+            kernel = await self.kernel.services([s.key for s in page], len(cfg.services))
+        except Exception as e:  # the rows still answer, without the kernel's side
+            answer["kernel_error"] = str(e)
+            return web.json_response(answer)
+        for row, svc in zip(rows, page, strict=True):
+            dests = kernel.get(svc.key)
+            row["in_kernel"] = dests is not None
+            kdests = {str(k): v for k, v in dests.items()} if dests else {}
+            for srv in row["servers"]:
+                kd = kdests.get(srv["server"])
                 srv["kernel_weight"] = kd.weight if kd else None
                 srv["active_conns"] = kd.active_conns if kd else 0
                 srv["inact_conns"] = kd.inact_conns if kd else 0
-            svc["other_kernel_servers"] = [
-                {"server": k, "kernel_weight": v.weight, "sorry": k == sorry.get(svc["name"])}
-                for k, v in kdests.items()
+            for srv_cfg in svc.servers:  # every configured one, also those a state filter left out
+                kdests.pop(str(srv_cfg.key), None)
+            sorry = str(svc.sorry_server.key) if svc.sorry_server is not None else None
+            row["other_kernel_servers"] = [
+                {"server": k, "kernel_weight": v.weight, "sorry": k == sorry} for k, v in kdests.items()
             ]
-        _add_overrides(d, out, table)
-        return web.json_response({"services": out})
+        _add_overrides(d, rows, page, kernel)
+        return web.json_response(answer)
 
     async def override(self, request: web.Request) -> web.Response:
         """``lvsctl disable|enable|drain|weight``: set or clear servers' overrides (who: the peer's uid)."""
@@ -302,7 +340,7 @@ class ControlAPI:
             async with self._metrics_lock:  # concurrent scrapes of a stale page: one render
                 cached = self._metrics_cache
                 if cached is None or time.monotonic() - cached[0] >= METRICS_CACHE_SECONDS:
-                    body = await metrics.render_page(self.d)
+                    body = await metrics.render_page(self.d, self.kernel)
                     cached = self._metrics_cache = (time.monotonic(), body)
         return web.Response(body=cached[1], headers={"Content-Type": metrics.CONTENT_TYPE})
 
@@ -350,25 +388,124 @@ def _runner(app: web.Application) -> web.AppRunner:
     )
 
 
-def _add_overrides(d: Daemon, out: list[dict[str, Any]], table: Mapping[Any, Any]) -> None:
-    """Each server's override (kind, label, who, why, when) into /services' rows; a server a reload
-    removed that still drains is marked in ``other_kernel_servers``."""
+def _add_overrides(
+    d: Daemon, out: list[dict[str, Any]], services: Sequence[ServiceConfig], kernel: Mapping[Any, Dests | None]
+) -> None:
+    """Each server's override (kind, label, who, why, when) into /services' rows (of ``services``,
+    in the same order); a server a reload removed that still drains is marked in
+    ``other_kernel_servers``."""
     store = d.overrides
     if not store.active:
         return
-    for svc, cfg in zip(out, d.config.services, strict=True):
+    for svc, cfg in zip(out, services, strict=True):
         by_str = {str(srv.key): srv.id for srv in cfg.servers}
         for srv in svc["servers"]:
             sid = by_str.get(srv["server"])
             if sid is not None and sid in store.active:
                 srv["override"] = store.report(sid, srv.get("active_conns", 0) + srv.get("inact_conns", 0))
-        entry = table.get(cfg.key)
+        dests = kernel.get(cfg.key)
         for other in svc.get("other_kernel_servers", []):
             for (name, key), ov in store.active.items():
                 if name == cfg.name and ov.dest is not None and str(key) == other["server"]:
-                    kd = entry.dests.get(key) if entry is not None else None
+                    kd = dests.get(key) if dests is not None else None
                     conns = kd.active_conns + kd.inact_conns if kd is not None else 0
                     other["override"] = store.report((name, key), conns)
+
+
+class _BadQuery(Exception):
+    """A /services query the API refuses: ``status`` (400, or 404 for an unknown service) and
+    the one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Index:
+    """The positions of a config's services by name and by VIP address (built once per config),
+    so a query for one service or one VIP looks it up instead of walking 50,000 servers."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.by_name = {s.name: i for i, s in enumerate(config.services)}
+        self.by_addr: dict[str, list[int]] = {}
+        for i, s in enumerate(config.services):
+            if not s.key.is_fwmark:
+                self.by_addr.setdefault(s.key.addr, []).append(i)
+
+
+def _select(query: MultiMapping[str], index: _Index) -> tuple[list[ServiceConfig], set[str], int, int | None]:
+    """The services a /services query selects, in config order, and its states, offset and
+    limit; raises _BadQuery. ``service`` (repeatable): a name, or a glob (``*``, ``?``,
+    ``[...]``: characters no name has); ``vip`` (repeatable): an address, or address:port;
+    ``state`` (repeatable): up, down, unknown; the parameters of different names must all hold."""
+    getall = query.getall
+    unknown = [k for k in query if k not in SERVICES_PARAMS]
+    if unknown:
+        raise _BadQuery(400, f"unknown parameter {_show(unknown[0])}: /services takes {', '.join(SERVICES_PARAMS)}")
+    services = index.config.services
+    chosen: set[int] | None = None
+    names: list[str] = getall("service", [])
+    if names:
+        chosen, missing = set(), []
+        for name in names:
+            if any(c in name for c in "*?["):
+                chosen.update(i for i, s in enumerate(services) if fnmatchcase(s.name, name))
+            elif (i := index.by_name.get(name)) is not None:
+                chosen.add(i)
+            else:
+                missing.append(name)
+        if missing:
+            raise _BadQuery(404, "no service named " + ", ".join(_show(m) for m in missing))
+    vips: list[str] = getall("vip", [])
+    if vips:
+        by_vip: set[int] = set()
+        for v in vips:
+            addr, port = _vip(v)
+            by_vip.update(i for i in index.by_addr.get(addr, ()) if port is None or services[i].key.port == port)
+        chosen = by_vip if chosen is None else chosen & by_vip
+    states = set(getall("state", []))
+    wrong = sorted(states - set(STATES))
+    if wrong:
+        raise _BadQuery(400, f"state: must be {', '.join(STATES)}, got {_show(wrong[0])}")
+    offset = _count(getall, "offset")
+    limit = _count(getall, "limit")
+    picked = list(services) if chosen is None else [services[i] for i in sorted(chosen)]
+    return picked, states, offset or 0, limit
+
+
+def _count(getall: Any, name: str) -> int | None:
+    """The query's ``name`` as a whole number 0 or more, None if absent; _BadQuery if not one."""
+    values: list[str] = getall(name, [])
+    if not values:
+        return None
+    if len(values) > 1:
+        raise _BadQuery(400, f"{name}: given {len(values)} times")
+    v = values[0]
+    if not (v.isascii() and v.isdigit()) or len(v) > 18:
+        raise _BadQuery(400, f"{name}: must be a whole number 0 or more, got {_show(v)}")
+    return int(v)
+
+
+def _vip(text: str) -> tuple[str, int | None]:
+    """``vip=``'s (canonical address, port or None): ``10.0.0.1``, ``10.0.0.1:80``,
+    ``2001:db8::1``, ``[2001:db8::1]:80``."""
+    bad = _BadQuery(400, f"vip: must be an address or address:port, got {_show(text)}")
+    host, port = text, None
+    if text.startswith("[") and "]:" in text or text.count(":") == 1:
+        host, _, p = text.rpartition(":")
+        if not (p.isascii() and p.isdigit()) or len(p) > 5 or int(p) > 65535:
+            raise bad
+        port = int(p)
+    try:
+        return normalize_addr(host)[1], port
+    except ValueInvalid:
+        raise bad from None
+
+
+def _show(v: str) -> str:
+    """A query value in a message: quoted, at most 100 characters, control characters escaped."""
+    return repr(v[:100] + ("..." if len(v) > 100 else ""))
 
 
 def _count_health(d: Daemon) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """Prometheus text exposition (format 0.0.4) of the daemon's state and the kernel's counters.
 
 Written by hand: a few dozen lines beat a dependency, and the kernel counters are read with
-one dump at scrape time so they are as fresh as IPVS keeps them (2 s). The control API renders
+one dump when a scrape asks, shared with the control API and at most once per IPVS's own
+period (2 s: ``lvsd.daemon.kernel_stats``). The control API renders
 in steps: ``Snapshot`` copies what the page shows (a few milliseconds for 10,000 servers), then
 ``render_steps`` formats it CHUNK lines at a time, the event loop free between chunks, so the
 hundreds of milliseconds a page of 10,000 servers takes never hold the checks in one piece (a
@@ -23,6 +24,7 @@ from lvsd.ipvs.backend import IPVSError
 
 if TYPE_CHECKING:
     from lvsd.daemon.daemon import Daemon
+    from lvsd.daemon.kernel_stats import KernelStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _HEALTH_VALUE = {Health.UP: 1, Health.DOWN: 0, Health.UNKNOWN: -1}
@@ -70,9 +72,10 @@ class _Table:
 
 class Snapshot:
     """What ``render`` reads of the daemon, copied at one instant, so that a render made in
-    steps shows one state while the loop changes the originals in between."""
+    steps shows one state while the loop changes the originals in between. ``kernel``: the
+    table (or the error reading it) from the API's shared ``KernelStats``; else read here."""
 
-    def __init__(self, d: Daemon) -> None:
+    def __init__(self, d: Daemon, kernel: tuple[Any, Exception | None] | None = None) -> None:
         st = d.stats
         self.stats = dataclasses.replace(
             st,
@@ -89,6 +92,9 @@ class Snapshot:
         self.reconciler = SimpleNamespace(refused=dict(d.reconciler.refused))
         self.announce = announce_state(d)
         self.overrides = dict(d.overrides.active)
+        if kernel is not None:
+            self.backend = _Table(*kernel)
+            return
         try:
             self.backend = _Table(d.backend.dump(), None)
         except (IPVSError, OSError) as e:
@@ -107,10 +113,17 @@ def render(d: Daemon | Snapshot) -> str:
     return "\n".join(o.lines) + "\n"
 
 
-async def render_page(d: Daemon) -> bytes:
-    """The page of a snapshot of ``d``, rendered in steps: the event loop runs between them."""
+async def render_page(d: Daemon, stats: KernelStats | None = None) -> bytes:
+    """The page of a snapshot of ``d``, rendered in steps: the event loop runs between them.
+    The kernel's counters come from ``stats`` (the cache the control API shares) if given."""
+    kernel: tuple[Any, Exception | None] | None = None
+    if stats is not None:
+        try:
+            kernel = (await stats.table(), None)
+        except Exception as e:  # the page says lvsd_kernel_up 0, as for a read made here
+            kernel = (None, e)
     o = _Out()
-    for _ in render_steps(Snapshot(d), o):
+    for _ in render_steps(Snapshot(d, kernel), o):
         await asyncio.sleep(0)  # checks and reconciles run between chunks
     return ("\n".join(o.lines) + "\n").encode()
 
@@ -222,7 +235,7 @@ def _kernel(o: _Out, d: Daemon | Snapshot) -> Iterator[None]:
     names = {s.key: s.name for s in d.config.services}
     try:
         table = d.backend.dump()
-    except (IPVSError, OSError):
+    except Exception:  # IPVSError, OSError, BackendUnavailable, or the shared cache's remembered error
         o.family("lvsd_kernel_up", "gauge", "1 if the IPVS table could be read.")
         o.sample("lvsd_kernel_up", 0)
         return

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Control API and /metrics at scale (issue 16), run by hand:
+
+    python3 tests/bench/api_bench.py [--sizes 1000,10000,50000] [--repeat 7]
+
+For each size, a real lvsd process (memory backend, services of 10 NAT servers, no checks) serves
+its control socket; measured over that socket: ``GET /services`` whole and filtered to one
+service, one page of 100 services, ``GET /status``, ``GET /metrics`` (a fresh render and a cached
+one), each with its answer's size, and ``lvsctl services --service NAME`` end to end (a new
+process, as an operator runs it) next to ``python -c pass`` (the interpreter's start, the floor
+of any lvsctl run) measured in the same loop. Prints a table, the growth 10k -> 50k and
+``uptime``; exits 1 if ``lvsctl services --service NAME`` takes 100 ms or more at any size.
+
+``measure(sock, name)`` is the part tests/bench/scale.py calls against its own running lvsd.
+Not collected by pytest (no test_ prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PY = sys.executable
+#: the issue's target for `lvsctl services --service NAME` at 50,000 servers (seconds)
+ONE_SERVICE_TARGET = 0.100
+
+
+def get(sock: str, path: str, timeout: float = 120) -> tuple[int, bytes]:
+    """One HTTP/1.0 GET over the control socket: (status, body)."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(timeout)
+    s.connect(sock)
+    s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+    chunks = []
+    while True:
+        b = s.recv(1 << 20)
+        if not b:
+            break
+        chunks.append(b)
+    s.close()
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return int(head.split(None, 2)[1]), body
+
+
+def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
+    """Median wall time of ``repeat`` calls of ``fn`` (seconds), and the last result."""
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def measure(sock: str, name: str, repeat: int = 7) -> dict[str, float]:
+    """Latency (s) and answer size (bytes) of the API's list requests against the lvsd serving
+    ``sock``, one of whose services is ``name``. Keys: ``<what>_s`` and ``<what>_bytes``."""
+    out: dict[str, float] = {}
+
+    def one(what: str, path: str, n: int = repeat) -> None:
+        t, res = timed(lambda: get(sock, path), n)
+        code, body = res  # type: ignore[misc]
+        assert code == 200, (path, code, body[:200])
+        out[f"{what}_s"], out[f"{what}_bytes"] = t, len(body)
+
+    one("services_all", "/services", max(3, repeat // 2))
+    one("services_one", f"/services?service={name}")
+    one("services_page100", "/services?limit=100&offset=100")
+    one("status", "/status")
+    time.sleep(2.1)  # past the metrics cache: the first scrape renders, the next are cached
+    t0 = time.perf_counter()
+    code, body = get(sock, "/metrics")
+    out["metrics_render_s"], out["metrics_bytes"] = time.perf_counter() - t0, len(body)
+    one("metrics_cached", "/metrics", 3)
+    cmd = [PY, "-m", "lvsd.cli.lvsctl", "-s", sock, "services", "--service", name]
+    floor = [PY, "-c", "pass"]
+    lv, py = [], []
+    for _ in range(repeat):  # interleaved: the host's load disturbs both alike
+        for argv, into in ((cmd, lv), (floor, py)):
+            t0 = time.perf_counter()
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
+            into.append(time.perf_counter() - t0)
+    out["lvsctl_one_s"], out["python_start_s"] = statistics.median(lv), statistics.median(py)
+    return out
+
+
+def config_text(servers: int, sock: str, per_service: int = 10) -> str:
+    """``servers`` NAT servers in services of ``per_service``, no checks, control API on ``sock``."""
+    lines = ["[api]", f'socket = "{sock}"', "[defaults]", 'forward = "nat"', 'scheduler = "wrr"']
+    base_vip, base_rip = ipaddress.IPv4Address("10.0.0.1"), ipaddress.IPv4Address("172.16.0.1")
+    for s in range((servers + per_service - 1) // per_service):
+        lines += ["[[service]]", f'name = "svc{s}"', f'vip = "{base_vip + s}:80"']
+        lines.append("server = [" + ", ".join(
+            f'{{ address = "{base_rip + k}", port = 8080 }}'
+            for k in range(s * per_service, min(servers, (s + 1) * per_service))
+        ) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def run_size(tmp: Path, servers: int, repeat: int) -> dict[str, float]:
+    """Start lvsd on a config of ``servers``, measure, stop it."""
+    sock = str(tmp / f"api-{servers}.sock")
+    cfg = tmp / f"lvsd-{servers}.toml"
+    cfg.write_text(config_text(servers, sock))
+    log = open(tmp / f"lvsd-{servers}.log", "w")  # noqa: SIM115  # closed below
+    p = subprocess.Popen([PY, "-m", "lvsd.daemon.main", "-f", str(cfg), "--backend", "memory"],
+                         stderr=log, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if p.poll() is not None:
+                raise SystemExit(f"lvsd exited {p.returncode}: {(tmp / f'lvsd-{servers}.log').read_text()[-2000:]}")
+            try:
+                if get(sock, "/status", 5)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("lvsd not ready within 600 s")
+            time.sleep(0.2)
+        return measure(sock, f"svc{servers // 20}", repeat)
+    finally:
+        p.terminate()
+        p.wait(60)
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="1000,10000,50000", help="numbers of servers, comma-separated")
+    ap.add_argument("--repeat", type=int, default=7, help="runs per figure (the median is shown)")
+    a = ap.parse_args(argv)
+    sizes = [int(x) for x in a.sizes.split(",")]
+    print(f"# uptime: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (load 1/5/15 min)")
+    results: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            results[n] = run_size(Path(tmp), n, a.repeat)
+            print(f"# {n} servers measured; load {os.getloadavg()[0]:.2f}", flush=True)
+    rows = [
+        ("GET /services (all)", "services_all"),
+        ("GET /services?service=NAME", "services_one"),
+        ("GET /services?limit=100", "services_page100"),
+        ("GET /status", "status"),
+        ("GET /metrics (render)", "metrics_render"),
+        ("GET /metrics (cached)", "metrics_cached"),
+        ("lvsctl services --service NAME", "lvsctl_one"),
+        ("python -c pass (peer)", "python_start"),
+    ]
+    print("| request | " + " | ".join(f"{n:,} servers" for n in sizes) + (" | 50k/10k |" if {10000, 50000} <= set(sizes) else " |"))
+    print("| --- " * (len(sizes) + 1 + ({10000, 50000} <= set(sizes))) + "|")
+    for label, key in rows:
+        cells = []
+        for n in sizes:
+            r = results[n]
+            size = r.get(f"{key}_bytes")
+            cells.append(f"{r[key + '_s'] * 1000:.1f} ms" + (f", {size / 1024:,.0f} KiB" if size is not None else ""))
+        if {10000, 50000} <= set(sizes):
+            cells.append(f"{results[50000][key + '_s'] / results[10000][key + '_s']:.1f}x")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    worst = max(r["lvsctl_one_s"] for r in results.values())
+    print(f"lvsctl services --service NAME: worst {worst * 1000:.1f} ms (target < {ONE_SERVICE_TARGET * 1000:.0f} ms)")
+    return 0 if worst < ONE_SERVICE_TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
