@@ -73,14 +73,18 @@ def measure(sock: str, name: str, repeat: int = 7) -> dict[str, float]:
         assert code == 200, (path, code, body[:200])
         out[f"{what}_s"], out[f"{what}_bytes"] = t, len(body)
 
+    import json
+
+    services = json.loads(get(sock, "/status")[1])["services"]
     one("services_all", "/services", max(3, repeat // 2))
     one("services_one", f"/services?service={name}")
-    one("services_page100", "/services?limit=100&offset=100")
+    one("services_page100", f"/services?limit=100&offset={services // 2}")
+    one("services_state100", "/services?state=unknown&limit=100")
     one("status", "/status")
-    time.sleep(2.1)  # past the metrics cache: the first scrape renders, the next are cached
+    time.sleep(2.1)  # past the metrics page's and the kernel read's caches: the next scrape renders
     t0 = time.perf_counter()
     code, body = get(sock, "/metrics")
-    out["metrics_render_s"], out["metrics_bytes"] = time.perf_counter() - t0, len(body)
+    out["metrics_render_s"], out["metrics_render_bytes"] = time.perf_counter() - t0, len(body)
     one("metrics_cached", "/metrics", 3)
     cmd = [PY, "-m", "lvsd.cli.lvsctl", "-s", sock, "services", "--service", name]
     floor = [PY, "-c", "pass"]
@@ -150,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("GET /services (all)", "services_all"),
         ("GET /services?service=NAME", "services_one"),
-        ("GET /services?limit=100", "services_page100"),
+        ("GET /services?limit=100 (mid-table page)", "services_page100"),
+        ("GET /services?state=unknown&limit=100 (scans all)", "services_state100"),
         ("GET /status", "status"),
         ("GET /metrics (render)", "metrics_render"),
         ("GET /metrics (cached)", "metrics_cached"),
