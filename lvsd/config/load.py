@@ -142,14 +142,11 @@ def _too_deep(data: Table) -> str | None:
     while stack:
         entry = stack.pop()
         v, depth = entry[0], entry[1]
-        items = v.items() if isinstance(v, dict) else enumerate(v)
         if depth == MAX_DEPTH:
-            last = None
-            for last in items:
-                pass
-            if last is not None:  # its last item (the first one the walk meets) is one level too deep
-                return _trail_path(entry, last[0])
+            if v:  # its last item (the first one the walk meets) is one level too deep
+                return _trail_path(entry, next(reversed(v)) if isinstance(v, dict) else len(v) - 1)
             continue
+        items = v.items() if isinstance(v, dict) else enumerate(v)
         stack.extend((x, depth + 1, entry, k) for k, x in items if isinstance(x, (dict, list)))
     return None
 
