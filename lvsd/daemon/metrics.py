@@ -186,19 +186,31 @@ def render_steps(d: Daemon | Snapshot, o: _Out) -> Iterator[None]:
         o.sample("lvsd_announce_repairs_total", an["repairs"])
     o.family("lvsd_server_health", "gauge", "Server health: 1 up, 0 down, -1 unknown.")
     o.family("lvsd_server_configured_weight", "gauge", "Weight from the config.")
-    health_lines: list[tuple[str, str, int, int]] = []
+    # Per server: its label text made once and written into each family's line, not formatted
+    # from keyword arguments per line: a render of 50,000 servers went from 2.3 s to about 0.3 s
+    # (tests/bench/api_bench.py). A server's address:port needs no escaping (no quote, backslash
+    # or newline can be in it); a service name is escaped once.
+    # Columns, not a list of tuples: strings and ints are not tracked by the garbage collector,
+    # so a render adds no collections, each of which walks the whole heap (half of a 50,000-server
+    # render's time when the lines were tuples).
+    labs: list[str] = []
+    hvs: list[int] = []
+    weights: list[int] = []
     for s in cfg.services:
+        head = f'service="{_esc(s.name)}",server="'
         for srv in s.servers:
-            h = server_health(s, srv, d.health)
-            health_lines.append((s.name, str(srv.key), _HEALTH_VALUE[h.state], srv.dest.weight))
-        if len(health_lines) % CHUNK < len(s.servers):
+            labs.append(f'{head}{srv.key}"')
+            hvs.append(_HEALTH_VALUE[server_health(s, srv, d.health).state])
+            weights.append(srv.dest.weight)
+        if len(labs) % CHUNK < len(s.servers):
             yield
-    for i, (name, server, hv, _) in enumerate(health_lines, 1):
-        o.sample("lvsd_server_health", hv, service=name, server=server)
+    lines = o.lines
+    for i, (lab, hv) in enumerate(zip(labs, hvs, strict=True), 1):
+        lines.append(f"lvsd_server_health{{{lab}}} {hv}")
         if i % CHUNK == 0:
             yield
-    for i, (name, server, _, w) in enumerate(health_lines, 1):
-        o.sample("lvsd_server_configured_weight", w, service=name, server=server)
+    for i, (lab, w) in enumerate(zip(labs, weights, strict=True), 1):
+        lines.append(f"lvsd_server_configured_weight{{{lab}}} {w}")
         if i % CHUNK == 0:
             yield
     _overrides(o, d.overrides if isinstance(d, Snapshot) else d.overrides.active)
@@ -262,13 +274,19 @@ def _kernel(o: _Out, d: Daemon | Snapshot) -> Iterator[None]:
         ("lvsd_ipvs_server_in_bytes_total", "counter", "Bytes in.", lambda x: x.stats.inbytes),
         ("lvsd_ipvs_server_out_bytes_total", "counter", "Bytes out.", lambda x: x.stats.outbytes),
     )
+    labs: list[str] = []  # each destination's label made once for the six families (see render_steps)
+    dests: list[Any] = []
+    for name, e in managed:
+        head = f'service="{_esc(name)}",server="'
+        for dest in e.dests.values():
+            labs.append(f'{head}{dest.key}"')
+            dests.append(dest)
+        if len(labs) % CHUNK < len(e.dests):
+            yield
+    lines = o.lines
     for fam, kind, help_, get in dest_fams:
         o.family(fam, kind, help_)
-        n = 0
-        for name, e in managed:
-            for dest in e.dests.values():
-                o.sample(fam, get(dest), service=name, server=str(dest.key))
-            n += len(e.dests)
-            if n >= CHUNK:
-                n = 0
+        for i, (lab, dest) in enumerate(zip(labs, dests, strict=True), 1):
+            lines.append(f"{fam}{{{lab}}} {get(dest)}")  # kernel values are ints
+            if i % CHUNK == 0:
                 yield
