@@ -22,7 +22,7 @@ from typing import Any
 from lvsd.config.model import Config, ServerId, ServiceConfig
 from lvsd.core.desired import server_health
 from lvsd.core.health import Health, ServerHealth
-from lvsd.core.plan import describe, summarize_change
+from lvsd.core.plan import NO_CHANGE, describe, summarize_change
 from lvsd.core.runner import BoundedFrequency
 from lvsd.daemon import early
 from lvsd.daemon.hooks import Hooks
@@ -498,14 +498,15 @@ class Daemon:
         if why:
             return self._reload_failed(f"reload refused, keeping the running config: {why}")
         old = self.config
-        if new == old:
+        change = summarize_change(old, new)  # compares each service once (the no-op test below too)
+        if change == NO_CHANGE and new.defaults == old.defaults and _names(new) == _names(old):
             st.reloads["noop"] += 1
             st.last_reload_ok = True
             st.last_reload_error = ""
             log.info("reload: %s unchanged", path)
             self.notifier.ready(self.status_line())
             return True, "unchanged"
-        log.info("reload: %s", summarize_change(old, new))
+        log.info("reload: %s", change)
         self.reconciler.set_config(new)  # keeps the old keys managed until their deletion succeeds
         self.overrides.path = overrides_path(new)
         self.overrides.reloaded(old, new)  # drops removed servers' overrides, drains drain_on_remove ones
@@ -587,6 +588,11 @@ class Daemon:
                 }
             )
         return out
+
+
+def _names(config: Config) -> list[str]:
+    """The services' names in file order (a reordered file is a change the kernel's list order sees)."""
+    return [s.name for s in config.services]
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
