@@ -10,6 +10,7 @@ way against the same listener with one virtual server holding the N real servers
     python tests/bench/checks.py lvsd --kind https -n 200 --interval 0.1 --seconds 10  # TLS (trustme)
     python tests/bench/checks.py compare --kind tcp -n 200 --interval 1 --seconds 20    # needs keepalived+IPVS
     python tests/bench/checks.py latency -n 1000 --interval 0.1 --flips 300            # result->change p99
+    python tests/bench/checks.py loop --rates 5000,10000,20000,30000 --seconds 10      # one loop's limit
 
 ``--kind https`` serves TLS (a trustme CA and an ECDSA certificate for ``bench.test``); the
 checks verify the chain and the name (``ca``, ``sni``), each probe a full handshake, as a
@@ -472,9 +473,68 @@ def latency(n: int, interval: float, port: int, flips: int = 100, backend_name: 
             print("   ", " ".join(f"{x * 1000:.2f}" for x in xs[-10:]))
 
 
+def loop_limit(rates: list[int], seconds: float, port: int, interval: float = 1.0) -> None:
+    """Where one event loop stops holding its checks: for each rate (checks/s, as N probes every
+    ``interval``), the checks/s achieved against the nominal, the checker process's CPU, and how
+    late a 10 ms sleep wakes (the loop lag a reconcile would see), p50/p99; rate 0 first, the
+    host's own lag in the same run (other processes' load shows there too)."""
+    import logging
+
+    from lvsd.checks import base, manager
+    from lvsd.checks.manager import CheckManager
+
+    logging.getLogger("lvsd").addHandler(logging.NullHandler())
+    logging.getLogger("lvsd").propagate = False
+    # the engine's own share of the lag, free of other processes' load: the CPU time (this
+    # thread's, so time preempted by the host is not counted) of each callback the engine runs
+    spans: list[float] = []
+
+    def timed(fn):  # noqa: ANN001, ANN202
+        def run(self):  # noqa: ANN001, ANN202
+            t = time.thread_time()
+            fn(self)
+            spans.append(time.thread_time() - t)
+        return run
+
+    manager.Scheduler._tick = timed(manager.Scheduler._tick)  # type: ignore[method-assign]
+    manager.Scheduler._drain = timed(manager.Scheduler._drain)  # type: ignore[method-assign]
+    base.Poller.dispatch = timed(base.Poller.dispatch)  # type: ignore[method-assign]
+    with Listener(port, False) as lst:
+        print("lag: how late a 10 ms sleep wakes (wall clock, host load included); engine: CPU time of"
+              " one engine callback (the part of the lag the check engine itself causes)")
+        print(f"{'rate':>7} {'achieved':>9} {'cpu':>6} {'lag p50':>8} {'lag p99':>8} {'engine p99':>11} "
+              f"{'max':>7}   load")
+        for rate in [0, *rates]:
+            n = int(rate * interval)
+            cfg = make_config("tcp", addrs(n), port, interval, 1.0)
+
+            async def main(cfg: object = cfg, n: int = n) -> tuple[float, float, list[float]]:
+                m = CheckManager(lambda sid, h: None)
+                if n:
+                    await m.start(cfg)
+                await asyncio.sleep(1.0 + interval)  # first runs and their spread
+                lags: list[float] = []
+                lp = asyncio.get_running_loop()
+                c0, n0, t0 = cpu_self(), lst.count(), time.monotonic()
+                spans.clear()
+                while time.monotonic() - t0 < seconds:
+                    t = lp.time()
+                    await asyncio.sleep(0.01)
+                    lags.append(lp.time() - t - 0.01)
+                c1, n1, t1 = cpu_self(), lst.count(), time.monotonic()
+                await m.stop()
+                return (n1 - n0) / (t1 - t0), (c1 - c0) / (t1 - t0), sorted(lags)
+
+            got, cpu, lags = asyncio.run(main())
+            sp = sorted(spans) or [0.0]
+            print(f"{rate:7d} {got:9.0f} {100 * cpu:5.0f}% {lags[len(lags) // 2] * 1000:7.2f}ms "
+                  f"{lags[int(len(lags) * 0.99)] * 1000:7.2f}ms {sp[int(len(sp) * 0.99)] * 1000:9.2f}ms "
+                  f"{sp[-1] * 1000:5.2f}ms   {os.getloadavg()[0]:.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("lvsd", "keepalived", "compare", "latency"))
+    ap.add_argument("mode", choices=("lvsd", "keepalived", "compare", "latency", "loop"))
     ap.add_argument("--kind", choices=("tcp", "http", "https"), default="tcp")
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--interval", type=float, default=0.1)
@@ -484,7 +544,11 @@ def main() -> None:
                     help="latency: transitions timed (p99 of 100 is just the maximum)")
     ap.add_argument("--backend", choices=("table", "netlink"), default="table",
                     help="latency: dict stand-in (host) or the real kernel (VM; creates and removes services)")
+    ap.add_argument("--rates", default="5000,10000,20000,30000", help="loop: checks/s to try, comma-separated")
     a = ap.parse_args()
+    if a.mode == "loop":
+        loop_limit([int(x) for x in a.rates.split(",")], a.seconds, a.port)
+        return
     if a.mode == "latency":
         latency(a.n, a.interval, a.port, flips=a.flips, backend_name=a.backend)
         return
