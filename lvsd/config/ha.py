@@ -466,12 +466,33 @@ def _instances(r: Reader, t: Table, p: str) -> tuple[HAConfig, ...]:
             if taken:
                 r.err(
                     _p(ip, "vmac_name" if new.vmac_name else "use_vmac"),
-                    f"virtual MAC interface {new.vmac_ifname!r} is already instance {taken[0].name!r}'s"
-                    " (set vmac_name)",
+                    f"virtual MAC interface {new.vmac_ifname!r} is already used by instance"
+                    f" {taken[0].name!r} (set vmac_name)",
                 )
                 continue
         out.append(new)
     return tuple(out)
+
+
+def _group_weights(r: Reader, t: Table, p: str, inst: HAConfig) -> None:
+    """A sync group member's tracked objects fault it (weight 0); a weight is refused, as
+    keepalived ignores it: one member's lower priority alone cannot move the group (its peer's
+    members still hear a higher master, and a group becomes master only when all its members
+    want to), so it would hold the group on a director that no longer wins."""
+    raw = t.get("instance", [])
+    idx = next(i for i, it in enumerate(raw) if isinstance(it, dict) and it.get("name") == inst.name)
+    tracks: tuple[tuple[str, tuple[TrackInterface | TrackScript | TrackService, ...]], ...] = (
+        ("track_interfaces", inst.track_interfaces),
+        ("track_scripts", inst.track_scripts),
+        ("track_services", inst.track_services),
+    )
+    for key, items in tracks:
+        for j, item in enumerate(items):
+            if item.weight:
+                r.err(
+                    f"{p}.instance[{idx}].{key}[{j}].weight",
+                    "must be 0 (fault) in a sync group member: a priority change cannot move the group",
+                )
 
 
 def _groups(
@@ -503,6 +524,8 @@ def _groups(
                 r.err(_p(gp, "instances"), f"no [[ha.instance]] named {m!r}")
             elif m in seen:
                 r.err(_p(gp, "instances"), f"{m!r} is already in group {seen[m]!r}")
+            else:
+                _group_weights(r, t, p, next(x for x in instances if x.name == m))
             seen.setdefault(m, name)
         out.append((name, tuple(members)))
     return tuple(out)

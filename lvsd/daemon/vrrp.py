@@ -151,11 +151,14 @@ def open_xmit_socket(af: int, ifname: str, ifindex: int) -> AdvertSocket:
 #: per-link settings of the virtual MAC interface and of the interface it sits on (keepalived's):
 #: the macvlan answers ARP only for its own addresses (the VIPs) and hears its peers; the lower
 #: interface no longer answers ARP for the VIPs (with its own MAC) nor for addresses it would not
-#: route through itself. IPv6 is off on an IPv4 instance's macvlan, so a backup never sends from
+#: route through itself, and asks for its neighbours from its own address (arp_announce 2, beyond
+#: keepalived: replies to clients leave from the VIP through it, and an ARP request for a client
+#: sent from the VIP would teach the client the lower interface's MAC for the VIP; the VM test saw it). IPv6 is off on an IPv4 instance's macvlan, so a backup never sends from
 #: the shared MAC (no link-local address, no neighbour discovery, no MLD).
+VMAC_MODE = "bridge"  # why not private: VRRPInstance._open_vmac
 VMAC_CONF = {"ipv4/arp_ignore": "1", "ipv4/accept_local": "1", "ipv4/rp_filter": "0"}
 VMAC_CONF4 = {"ipv6/disable_ipv6": "1"}
-PARENT_CONF = {"ipv4/arp_ignore": "1", "ipv4/arp_filter": "1"}
+PARENT_CONF = {"ipv4/arp_ignore": "1", "ipv4/arp_filter": "1", "ipv4/arp_announce": "2"}
 #: lower interfaces whose settings lvsd changed: (links port id, name) -> (users, values before)
 _parents: dict[tuple[int, str], tuple[int, dict[str, str]]] = {}
 
@@ -475,10 +478,14 @@ class VRRPInstance:
 
     async def _open_vmac(self) -> None:
         """Make (or take over, after a crash) the macvlan with the VRRP MAC on the VRRP interface,
-        keepalived's way: mode private, IPv6 off, ARP settings on it and on its lower interface,
-        up in every state (a backup's holds no address, so it answers and sends nothing). A link
-        of that name with another MAC, lower interface or mode is made again; one of another kind
-        is refused."""
+        keepalived's way (IPv6 off, ARP settings on it and on its lower interface,
+        up in every state: a backup's holds no address, so it answers and sends nothing) but in
+        mode bridge, not private: adverts are received on the lower interface, and in private
+        mode the kernel hands a multicast frame whose source is the macvlan's own MAC (the peer
+        master's adverts, from the same virtual MAC) to the macvlan alone (keepalived listens
+        there, joined to the VRRP group, so its backups send IGMP reports from the shared MAC).
+        A link of that name with another MAC, lower interface or mode is made again; one of
+        another kind is refused."""
         mac = core.vmac_address(self.params.vrid, self.af)
         name = self.vmac_name
         try:
@@ -489,13 +496,13 @@ class VRRPInstance:
             raise VRRPError(
                 f"ha.vmac_name: {name!r} exists and is a {have.kind or 'physical'} link, not a macvlan"
             )
-        if have is not None and (have.mac, have.parent, have.mode) != (mac, self.ifindex, "private"):
+        if have is not None and (have.mac, have.parent, have.mode) != (mac, self.ifindex, VMAC_MODE):
             log.warning("vrrp: %s has another MAC, lower interface or mode: making it again", name)
             await self.links.delete_link(have.index)
             have = None
         if have is None:
             have = await self.links.create_link(
-                name, "macvlan", link=self.ifindex, macvlan_mode="private", address=mac.hex(":")
+                name, "macvlan", link=self.ifindex, macvlan_mode=VMAC_MODE, address=mac.hex(":")
             )
             log.info("vrrp: made %s (macvlan, %s) on %s", name, mac.hex(":"), self.interface)
         else:

@@ -543,3 +543,244 @@ def test_track_services_hands_over_when_the_masters_checks_fail(topology, tmp_pa
         for ns in ("had1", "had2"):  # on_stop = "keep" leaves the VIPs: take them off
             for a in ("10.1.0.100/24", "10.2.0.1/24"):
                 subprocess.run(["ip", "-n", ns, "addr", "del", a, "dev", "eth0"], capture_output=True)
+
+
+# --- IPv6 unicast peers where ff02::12 is dropped ----------------------------------------------------
+
+VIP6 = "2001:db8:1::100"
+SRC6 = {"had1": "2001:db8:1::11", "had2": "2001:db8:1::12"}
+
+CONF6_UNICAST = """
+[ha]
+mode = "vrrp"
+interface = "eth0"
+vrid = 62
+priority = {priority}
+advert_interval = "200ms"
+vips = ["2001:db8:1::100/64"]
+unicast_peers = ["{peer}"]
+"""
+
+
+async def ipv6_unicast() -> dict:
+    from test_ha import addrs_of, set_link
+
+    loop = asyncio.get_running_loop()
+    drop_multicast(True)
+    for ns, a in SRC6.items():
+        sh("ip", "-n", ns, "addr", "add", f"{a}/64", "dev", "eth0", "nodad")
+    d1 = Director("had1", CONF6_UNICAST.format(priority=150, peer=SRC6["had2"]))
+    d2 = Director("had2", CONF6_UNICAST.format(priority=100, peer=SRC6["had1"]))
+    cut = False
+    try:
+        await d1.ha.start()
+        await d2.ha.start()
+        await wait_for(lambda: d1.role == "master" and d2.role == "backup", 15, "IPv6 unicast election")
+        await wait_for(
+            lambda: d2.ha.status()["vrrp"]["counters"].get("received", 0) >= 3, 10, "IPv6 unicast adverts"
+        )
+        assert d1.ha.status()["vrrp"]["primary"] == SRC6["had1"]  # a global address, for a global peer
+        c = d2.ha.status()["vrrp"]["counters"]
+        assert not {"malformed", "dropped_ttl", "dropped", "dropped_unicast_source"} & set(c), c
+        assert VIP6 in addrs_of("had1", "eth0", "inet6") and VIP6 not in addrs_of("had2", "eth0", "inet6")
+        t0 = loop.time()
+        set_link("hasw", "vhad1", False)
+        cut = True
+        await wait_for(lambda: d2.role == "master", 10, "had2 to take over (IPv6 unicast)")
+        took = next(t for t, r in d2.roles if r == "master" and t >= t0) - t0
+        assert VIP6 in addrs_of("had2", "eth0", "inet6")
+        set_link("hasw", "vhad1", True)
+        cut = False
+        await wait_for(lambda: d1.role == "master" and d2.role == "backup", 15, "had1 to take back (IPv6)")
+        return {"ipv6_unicast_takeover_s": round(took, 3)}
+    finally:
+        if cut:
+            set_link("hasw", "vhad1", True)
+        await d1.stop()
+        await d2.stop()
+        for ns, a in SRC6.items():
+            subprocess.run(["ip", "-n", ns, "addr", "del", f"{a}/64", "dev", "eth0"], capture_output=True)
+        drop_multicast(False)
+
+
+def test_ipv6_unicast_peers_without_multicast(topology) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    r = asyncio.run(asyncio.wait_for(ipv6_unicast(), 120))
+    record("ipv6_unicast", r)
+
+
+# --- a sync group changes role together ---------------------------------------------------------------
+
+GROUP_CONF = (
+    MULTI_CONF.replace('vips = ["10.1.0.101/24"]', 'vips = ["10.1.0.101/24"]\n{track}')
+    + """
+[[ha.group]]
+name = "director"
+instances = ["front", "side"]
+"""
+)
+
+
+async def sync_group() -> dict:
+    loop = asyncio.get_running_loop()
+    sh("ip", "-n", "had1", "link", "add", "eth1", "type", "dummy")
+    sh("ip", "-n", "had1", "link", "set", "eth1", "up")
+    track = 'track_interfaces = [{ name = "eth1" }]'  # weight 0: side faults without its link
+    d1 = Director("had1", GROUP_CONF.format(p1=150, p2=150, track=track))
+    d2 = Director("had2", GROUP_CONF.format(p1=100, p2=100, track=""))
+    both = {"front": core.State.MASTER, "side": core.State.MASTER}
+    try:
+        await d1.ha.start()
+        await d2.ha.start()
+        await wait_for(lambda: d1.ha.vrrp_states == both, 20, "had1 master of both")
+        await wait_for(
+            lambda: set(d2.ha.vrrp_states.values()) == {core.State.BACKUP}, 10, "had2 backup of both"
+        )
+        # side's link goes: side faults, front follows it into fault, had2 takes both together
+        t0 = loop.time()
+        sh("ip", "-n", "had1", "link", "set", "eth1", "down")
+        await wait_for(lambda: d2.ha.vrrp_states == both, 15, "both instances to move to had2")
+        took = loop.time() - t0
+        assert set(d1.ha.vrrp_states.values()) == {core.State.FAULT} and d1.role == "fault"
+        assert {VIP, GW, VIP2} <= addresses("had2") and not {VIP, GW, VIP2} & addresses("had1")
+        # the link back: both leave fault, hear had2's lower priority and preempt it together
+        t1 = loop.time()
+        sh("ip", "-n", "had1", "link", "set", "eth1", "up")
+        await wait_for(lambda: d1.ha.vrrp_states == both, 20, "both instances back on had1")
+        back = loop.time() - t1
+        await wait_for(
+            lambda: set(d2.ha.vrrp_states.values()) == {core.State.BACKUP}, 10, "had2 backup of both again"
+        )
+        return {"group_handover_s": round(took, 3), "group_takeback_s": round(back, 3)}
+    finally:
+        await d1.stop()
+        await d2.stop()
+        subprocess.run(["ip", "-n", "had1", "link", "del", "eth1"], capture_output=True)
+
+
+def test_a_sync_group_moves_together(topology) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    r = asyncio.run(asyncio.wait_for(sync_group(), 150))
+    record("sync_group", r)
+
+
+# --- virtual MAC: the client's ARP entry for the VIP never changes -----------------------------------
+
+VMAC = "00:00:5e:00:01:33"  # vrid 51
+
+
+async def vmac_takeover() -> dict:
+    from test_ha import request, set_link, start_echo_servers
+
+    loop = asyncio.get_running_loop()
+    servers = await start_echo_servers()
+    vmac = "preempt = true\nuse_vmac = true\ngarp_repeat = 2"
+    d1 = Director("had1", vrrp_conf(150, "200ms").replace("preempt = true", vmac))
+    d2 = Director("had2", vrrp_conf(100, "200ms").replace("preempt = true", vmac))
+    results: list[tuple[float, bool]] = []
+    stop = asyncio.Event()
+
+    async def client() -> None:  # a new request every 100 ms, each given 1 s
+        while not stop.is_set():
+            t = loop.time()
+            try:
+                ok = (await request("v", timeout=1.0)).endswith(" v")
+            except (OSError, asyncio.TimeoutError):
+                ok = False
+            results.append((t, ok))
+            await asyncio.sleep(0.1)
+
+    cut = False
+    task = None
+    try:
+        await d1.ha.start()
+        await d2.ha.start()
+        await wait_for(lambda: d1.role == "master" and d2.role == "backup", 15, "had1 master (vmac)")
+        for ns in ("had1", "had2"):  # the macvlan on both, up; the VIPs only on the master's
+            link = json.loads(await off(sh, "ip", "-n", ns, "-j", "-d", "link", "show", "vrrp.51"))[0]
+            assert link["address"] == VMAC and link["linkinfo"]["info_data"]["mode"] == "bridge", link
+        assert {VIP, GW} <= await off(addrs, "had1", "vrrp.51") and not await off(addrs, "had2", "vrrp.51")
+        assert not {VIP, GW} & await off(addresses, "had1")  # not on eth0
+        assert (
+            await off(sh, "ip", "netns", "exec", "had1", "sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore")
+        ).strip() == "1"
+        await wait_for(
+            lambda: d2.ha.status()["vrrp"]["counters"].get("received", 0) >= 3,
+            10,
+            "had1's adverts from its vmac",
+        )
+        assert d1.ha.status()["vrrp"]["vmac"]["adverts_via"] == "vrrp.51" and d2.role == "backup"
+        task = loop.create_task(client())
+        await wait_for(lambda: sum(ok for _, ok in results) >= 5, 20, "requests through had1")
+        before = await off(neighbour_mac, VIP)
+        assert before == VMAC, before
+        t0 = loop.time()
+        await off(set_link, "hasw", "vhad1", False)
+        cut = True
+        await wait_for(lambda: d2.role == "master", 10, "had2 to take over (vmac)")
+        t_master = next(t for t, r in d2.roles if r == "master" and t >= t0)
+        await wait_for(
+            lambda: any(ok and t > t_master for t, ok in results[-3:]), 20, "requests through had2"
+        )
+        await asyncio.sleep(1.0)
+        stop.set()
+        await task
+        after = await off(neighbour_mac, VIP)
+        assert after == VMAC, after  # the client never learned another MAC for the VIP
+        lost = [t - t0 for t, ok in results if not ok]
+        # a request is lost only if it started within the takeover gap (cut .. master + its 1 s try)
+        assert all(-1.0 <= x <= t_master - t0 + 1.0 for x in lost), (lost, t_master - t0)
+        assert {VIP, GW} <= await off(addrs, "had2", "vrrp.51")
+        # a reload that turns the virtual MAC off moves the VIPs to eth0 with no gap in mastership
+        n_roles = len(d2.roles)
+        await d2.ha.reload(
+            parse_conf(vrrp_conf(100, "200ms").replace("preempt = true", "preempt = true\ngarp_repeat = 2"))
+        )
+        await d2.ha.vrrp.settle()  # type: ignore[union-attr]
+        assert len(d2.roles) == n_roles and d2.role == "master"
+        assert {VIP, GW} <= await off(addresses, "had2")
+        assert "vrrp.51" not in await off(sh, "ip", "-n", "had2", "link", "show")
+        assert (await request("w", timeout=5.0)).endswith(" w")
+        return {
+            "vmac_takeover_s": round(t_master - t0, 3),
+            "requests": len(results),
+            "lost": len(lost),
+            "lost_window_s": [round(min(lost), 3), round(max(lost), 3)] if lost else [],
+        }
+    finally:
+        stop.set()
+        if task is not None:
+            with contextlib.suppress(Exception):
+                await task
+        if cut:
+            set_link("hasw", "vhad1", True)
+        await d1.stop()
+        await d2.stop()
+        for s in servers:
+            s.close()
+        for ns in ("had1", "had2"):
+            assert "vrrp.51" not in sh("ip", "-n", ns, "link", "show"), f"{ns}: the macvlan outlived stop"
+        assert (
+            sh("ip", "netns", "exec", "had1", "sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore").strip() == "0"
+        )
+
+
+async def off(fn, *args):  # type: ignore[no-untyped-def]
+    """A blocking probe (an ``ip`` command) in a thread: the directors' timers run meanwhile
+    (under emulation one command can take longer than a 200 ms advert interval)."""
+    return await asyncio.to_thread(fn, *args)
+
+
+def addrs(ns: str, ifname: str) -> set[str]:
+    from test_ha import addrs_of
+
+    return addrs_of(ns, ifname) if ifname in sh("ip", "-n", ns, "link", "show") else set()
+
+
+def parse_conf(text: str):  # type: ignore[no-untyped-def]
+    from lvsd.config.load import parse_config
+
+    return parse_config(text, "<reload>")
+
+
+def test_vmac_takeover_keeps_the_clients_arp_entry(topology) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    r = asyncio.run(asyncio.wait_for(vmac_takeover(), 150))
+    record("vmac", r)
