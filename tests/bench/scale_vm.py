@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -54,6 +55,11 @@ def keepalived_conf(lay: Layout, bump: set[tuple[int, int]]) -> str:
     return "".join(out)
 
 
+def say(msg: str) -> None:
+    """Progress on stderr (a step under emulation can take minutes)."""
+    print(f"#   {time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
 def table(pid: int) -> tuple[int, int, int]:
     """(services, servers, sum of weights) of the IPVS table in the namespace of process ``pid``."""
     svcs = dests = weights = 0
@@ -63,7 +69,7 @@ def table(pid: int) -> tuple[int, int, int]:
                 svcs += 1
             elif line.startswith("  ->") and "RemoteAddress" not in line:
                 dests += 1
-                weights += int(line.split()[2])
+                weights += int(line.split()[3])  # "  -> ADDR:PORT Masq WEIGHT ..."
     return svcs, dests, weights
 
 
@@ -87,7 +93,7 @@ def netns(name: str) -> None:
         subprocess.run(["ip", "netns", "exec", name, *cmd], check=True)
 
 
-def run_keepalived(lay: Layout, d: str, limit: float) -> dict[str, Any]:
+def run_keepalived(lay: Layout, d: str, limit: float, verbose: bool = False) -> dict[str, Any]:
     """keepalived in namespace "ka": services in, table full, RSS, a 1% weight reload, stop."""
     r: dict[str, Any] = {}
     netns("ka")
@@ -96,15 +102,19 @@ def run_keepalived(lay: Layout, d: str, limit: float) -> dict[str, Any]:
     with open(conf, "w") as f:
         f.write(keepalived_conf(lay, set()))
     n_svc, n = lay.n_services, lay.n_servers
+    say("listener")
     with Listener({"tcp": [TCP_PORT], "http": [], "v6": [], "victims": []}, netns="ka") as lst:
         ns_pid = lst.p.pid
         t0 = time.perf_counter()
         p = subprocess.Popen(["ip", "netns", "exec", "ka", "keepalived", "-n", "-C", "-f", conf, "-p",
-                              f"{d}/k.pid", "-c", f"{d}/c.pid", "--no-syslog"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              f"{d}/k.pid", "-c", f"{d}/c.pid", "--no-syslog", *(["-l"] if verbose else [])],
+                             stdout=None if verbose else subprocess.DEVNULL, stderr=None if verbose else subprocess.DEVNULL)
         try:
+            say("keepalived started")
             r["services_in"] = wait_for(ns_pid, lambda t: t[0] >= n_svc, t0, limit)
+            say(f"services in: {r['services_in']}")
             r["full"] = wait_for(ns_pid, lambda t: t[1] >= n, t0, limit)
+            say(f"table full: {r['full']}")
             time.sleep(2)
             r["rss"] = rss_mb(proc_tree(p.pid))
             w0 = table(ns_pid)[2]
@@ -147,9 +157,15 @@ def run_lvsd(lay: Layout, d: str, limit: float) -> dict[str, Any]:
         ns_pid = lst.p.pid
         with Lvsd(path, d, kernel=True, netns="lv") as p:
             t0 = p.t0
+            ready = threading.Thread(target=p.wait_ready, args=(limit,), daemon=True)  # timed on arrival
+            ready.start()
             r["services_in"] = wait_for(ns_pid, lambda t: t[0] >= n_svc, t0, limit)
-            r["ready"] = p.wait_ready(limit)
+            say(f"services in: {r['services_in']}")
+            ready.join(limit)
+            r["ready"] = p.ready
+            say(f"READY: {r['ready']}")
             r["full"] = wait_for(ns_pid, lambda t: t[1] >= n, t0, limit)
+            say(f"table full: {r['full']}")
             time.sleep(2)
             r["rss"] = p.rss_mb()
             w0 = table(ns_pid)[2]
@@ -215,6 +231,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="10000,50000")
     ap.add_argument("--limit", type=float, default=900.0, help="seconds to wait for each step")
     ap.add_argument("--skip-keepalived", action="store_true")
+    ap.add_argument("--verbose", action="store_true", help="keepalived's log on stderr")
     args = ap.parse_args()
     if os.geteuid() != 0 or not os.path.exists("/proc/net/ip_vs"):
         print("scale_vm.py: needs root and IPVS: run it through tests/kernel/vm.sh", file=sys.stderr)
@@ -229,7 +246,7 @@ def main() -> int:
             lay = make_layout(n, interval=30, timeout=1, sock=os.path.join(d, "lvsd.sock"), mix=False, net="172")
             r: dict[str, Any] = {"load": loadavg()}
             print(f"# {n} servers: keepalived", file=sys.stderr, flush=True)
-            r["ka"] = {} if args.skip_keepalived else run_keepalived(lay, d, args.limit)
+            r["ka"] = {} if args.skip_keepalived else run_keepalived(lay, d, args.limit, args.verbose)
             print(f"# {n}: {r['ka']}; lvsd", file=sys.stderr, flush=True)
             r["lv"] = run_lvsd(lay, d, args.limit)
             print(f"# {n}: {r['lv']}; cold start vs ipvsadm -R", file=sys.stderr, flush=True)
