@@ -60,6 +60,9 @@ FIRST_BATCH = 0.05
 #: with a summary when every new server has a verdict (and every PROGRESS_EVERY seconds until).
 LOG_FIRST = 20
 PROGRESS_EVERY = 5.0
+#: After this many progress lines (a server whose checks cannot decide: the director cannot
+#: probe it), the summary stops and later first verdicts are logged one line each.
+PROGRESS_MAX = 12
 
 
 class BrokenChecker(Checker):
@@ -477,6 +480,8 @@ class CheckManager:
         self._first_timer = None
         batch, self._first = self._first, {}
         slog = self.startlog
+        if slog is not None and slog.timer is None:  # gave up waiting: one line each from now on
+            self.startlog = slog = None
         for s in batch.values():
             h = s.health
             self._hand_over(s, h)
@@ -512,7 +517,7 @@ class StartLog:
         self.servers = servers
         self.t0 = t0
         self.loop = loop
-        self.up = self.down = self.logged = 0
+        self.up = self.down = self.logged = self.progress = 0
         self.timer: asyncio.TimerHandle | None = loop.call_later(PROGRESS_EVERY, self._progress)
 
     def verdict(self, label: str, h: ServerHealth) -> None:
@@ -540,6 +545,11 @@ class StartLog:
                 f"in {took:.1f} s{more}")
 
     def _progress(self) -> None:
+        self.progress += 1
+        if self.progress >= PROGRESS_MAX:
+            log.info("%s; later first verdicts are logged one line each", self.line("still checking"))
+            self.timer = None
+            return
         log.info("%s", self.line("still checking"))
         self.timer = self.loop.call_later(PROGRESS_EVERY, self._progress)
 

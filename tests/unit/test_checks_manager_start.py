@@ -213,3 +213,32 @@ def test_start_logs_a_summary_not_a_line_per_server(caplog, run_async) -> None:
     per_server = [x for x in msgs if " UP: " in x or " DOWN: " in x]
     assert len(per_server) == mgr.LOG_FIRST
     assert f"start: checked {n} servers: {n - 5} up, 5 down" in msgs[-1], msgs[-1]
+
+
+def test_summary_gives_up_on_servers_that_never_get_a_verdict(caplog, run_async) -> None:
+    """A server the director cannot probe stays UNKNOWN: the progress lines stop after
+    PROGRESS_MAX and later first verdicts are logged one line each (not held for a summary)."""
+    probes = fresh()
+    n = mgr.LOG_FIRST + 10
+
+    async def main() -> bool:
+        m = mgr.CheckManager(lambda sid, h: None)
+        await m.start(cfg(n))
+        await until(lambda: probes.starts == n, "first probes")
+        slog = m.startlog
+        assert slog is not None and slog.timer is not None
+        slog.timer.cancel()
+        for _ in range(mgr.PROGRESS_MAX):  # the progress timer's calls, without the waits
+            slog._progress()
+        stopped = slog.timer is None
+        probes.answer(n)
+        await until(lambda: m.startlog is None and not m._first, "the verdicts")
+        await m.stop()
+        return stopped
+
+    with caplog.at_level(logging.INFO, logger="lvsd.checks"):
+        stopped = run_async(main())
+    msgs = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert stopped
+    assert sum(1 for x in msgs if "still checking" in x) == mgr.PROGRESS_MAX
+    assert sum(1 for x in msgs if " UP: " in x) == n
