@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from multidict import MultiMapping
 
+from lvsd.core.desired import server_health
 from lvsd.daemon import metrics
 from lvsd.daemon.kernel_stats import Dests, KernelStats
 from lvsd.daemon.limits import (
@@ -228,20 +229,15 @@ class ControlAPI:
             chosen, states, offset, limit = _select(request.query, index)
         except _BadQuery as e:
             return web.json_response({"ok": False, "message": str(e)}, status=e.status)
-        if states:  # servers in those states only; a service with none of them is left out
-            rows = [
-                dict(row, servers=kept)
-                for row in d.server_states(chosen)
-                if (kept := [srv for srv in row["servers"] if srv["health"] in states])
-            ]
-            by_name = {s.name: s for s in chosen}
-            total = len(rows)
-            rows = rows[offset:] if limit is None else rows[offset : offset + limit]
-            page = [by_name[r["name"]] for r in rows]
-        else:
-            total = len(chosen)
-            page = chosen[offset:] if limit is None else chosen[offset : offset + limit]
-            rows = d.server_states(page)
+        if states:  # services with a server in those states (decided without building rows)
+            health = d.health
+            chosen = [s for s in chosen if any(server_health(s, srv, health).state.value in states for srv in s.servers)]
+        total = len(chosen)
+        page = chosen[offset:] if limit is None else chosen[offset : offset + limit]
+        rows = d.server_states(page)
+        if states:  # and of those, the servers in those states only
+            for row in rows:
+                row["servers"] = [srv for srv in row["servers"] if srv["health"] in states]
         answer: dict[str, Any] = {"services": rows, "total": total, "offset": offset, "limit": limit}
         try:
             kernel = await self.kernel.services([s.key for s in page], len(cfg.services))
@@ -509,10 +505,12 @@ def _show(v: str) -> str:
 
 
 def _count_health(d: Daemon) -> dict[str, int]:
+    """Servers by health (as /services shows them), counted without building their rows."""
     out = {"up": 0, "down": 0, "unknown": 0}
-    for row in d.server_states():
-        for srv in row["servers"]:
-            out[srv["health"]] += 1
+    health = d.health
+    for svc in d.config.services:
+        for srv in svc.servers:
+            out[server_health(svc, srv, health).state.value] += 1
     return out
 
 

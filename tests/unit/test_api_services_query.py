@@ -86,6 +86,12 @@ def test_no_query_is_every_service_with_the_total(tmp_path: Path) -> None:
         code, body = await get(sock, "/services")
         assert code == 200 and names(body) == SERVICES + ["six"]
         assert (body["total"], body["offset"], body["limit"]) == (10, 0, None)
+        counts = {"up": 0, "down": 0, "unknown": 0}
+        for svc in body["services"]:
+            for srv in svc["servers"]:
+                counts[srv["health"]] += 1
+        assert counts == {"up": 9, "down": 9, "unknown": 10}
+        assert (await get(sock, "/status"))[1]["health"] == counts  # /status counts what /services shows
 
     with_daemon(tmp_path, test)
 
