@@ -12,6 +12,7 @@ This module also wires the checks, HA, the control API and systemd notifications
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import signal
@@ -278,6 +279,7 @@ class Daemon:
         if self._want_api:
             await self._start_api(cfg)
         self.state = "running"
+        _freeze_heap(collect=False)
 
     async def _start_checks(self, cfg: Config) -> None:
         if not any(srv.checks for s in cfg.services for srv in s.servers):
@@ -365,6 +367,7 @@ class Daemon:
                 fut.set_result((False, "daemon stopping"))
         self._reload_waiters.clear()
         self.state = "stopped"
+        gc.unfreeze()  # what the daemon held is ordinary garbage again
         log.info("stopped")
 
     @staticmethod
@@ -524,6 +527,7 @@ class Daemon:
             await self._announce()
         if self.api is not None and new.api != old.api:
             log.warning("reload: [api] changes take effect at the next restart")
+        _freeze_heap(collect=True)  # the old config's cycles (e.g. stopped probes) go now
         st.reloads["ok"] += 1
         st.last_reload_ok = True
         st.last_reload_error = ""
@@ -588,6 +592,17 @@ class Daemon:
                 }
             )
         return out
+
+
+def _freeze_heap(collect: bool) -> None:
+    """Move every live object out of the cyclic collector's reach (``gc.freeze``): the config, the
+    tables and the check engine live as long as the daemon, and each full collection walked all
+    of them, 0.8 s with the event loop blocked at 50,000 servers (docs/performance.md, "memory
+    per server"). ``collect``: first collect what the previous freeze held (a reload's garbage)."""
+    if collect:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 def _names(config: Config) -> list[str]:
