@@ -6,6 +6,9 @@ exits 0 whether or not a budget is met (the unit tests check what the steps buil
 
     python tests/bench/config_bench.py [--runs N] [--services S] [--servers N]
 
+Also, for information: parse + validate of the same config with one bad server (its one error
+is checked), and its ratio to a valid load (issue 16: the same time).
+
 Budgets (docs/performance.md): validation of the parsed document <= 150 ms; re-validating an
 unchanged file (the parse is cached) <= 150 ms; parse + validate of a new text <= 300 ms, the
 whole reload budget, so it must fit well inside (only with the compiled tomli>=2.1: the stdlib
@@ -39,6 +42,16 @@ def big_config(services: int = 1000, servers: int = 10) -> str:
     return "".join(lines)
 
 
+def one_bad_server(text: str) -> tuple[str, str]:
+    """``text`` (a ``big_config``) with one server's weight made -7 in its middle service, and that
+    weight's error path: the one error a load must report."""
+    services = text.count("[[service]]\n")
+    i = services // 2
+    head = text.index(f'name = "svc{i}"\n')
+    at = text.index("  weight = 5\n", head)
+    return text[:at] + "  weight = -7\n" + text[at + len("  weight = 5\n") :], f"service[svc{i}].server[4].weight"
+
+
 def best_cpu(fn: Callable[[], object], runs: int) -> float:
     """Best CPU seconds of this process for one call of ``fn`` over ``runs`` calls."""
     best = float("inf")
@@ -65,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--servers", type=int, default=10, help="servers per service")
     args = ap.parse_args(argv)
 
-    from lvsd.config import parse_config
+    from lvsd.config import ConfigError, parse_config
     from lvsd.config.load import _toml, build_config, clear_parse_cache
 
     text = big_config(args.services, args.servers)
@@ -97,6 +110,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     if budget is None:
         print("  (no budget with the stdlib tomllib: install tomli>=2.1, compiled, for the 300 ms budget)")
+    # issue 16: one bad server is reported alone, with its path, in the time of a valid load
+    bad, path = one_bad_server(text)
+    fresh_bad = iter(range(10**9))
+
+    def load_bad() -> None:
+        try:
+            parse_config(bad + f"# {next(fresh_bad)}\n")
+        except ConfigError as e:
+            assert e.errors == [f"{path}: must be 0..2147483647, got -7"], e.errors[:3]
+        else:
+            raise AssertionError("the bad server was not reported")
+
+    valid = best_cpu(lambda: parse_config(text + f"# {next(fresh)}\n"), args.runs)
+    invalid = best_cpu(load_bad, args.runs)
+    report("parse + validate, one bad server (its error alone)", invalid, None)
+    print(f"  ratio to a valid load of the same size: {invalid / valid:.2f}x (target: about 1x)")
     return 0
 
 
