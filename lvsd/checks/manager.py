@@ -508,7 +508,7 @@ def _log_transition(label: str, h: ServerHealth, level: int) -> None:
 
 class StartLog:
     """The log of the first verdicts of the servers a start or reload added: the first
-    ``LOG_FIRST`` one line each, the rest at debug, then one summary line when every one has a
+    ``LOG_FIRST`` one line each, the rest at debug, then (if there were more) one summary line when every one has a
     verdict ("start: 9,990 servers up, 10 down, in 1.3 s"), with a progress line every
     ``PROGRESS_EVERY`` seconds until then."""
 
@@ -533,7 +533,8 @@ class StartLog:
         """Every new server has a verdict: log the summary."""
         if self.up + self.down < self.servers:
             return False
-        log.info("%s", self.line("checked"))
+        if self.servers > LOG_FIRST:  # else each verdict had its own line: enough
+            log.info("%s", self.line("checked"))
         return True
 
     def line(self, what: str) -> str:
@@ -547,10 +548,12 @@ class StartLog:
     def _progress(self) -> None:
         self.progress += 1
         if self.progress >= PROGRESS_MAX:
-            log.info("%s; later first verdicts are logged one line each", self.line("still checking"))
+            if self.servers > LOG_FIRST:
+                log.info("%s; later first verdicts are logged one line each", self.line("still checking"))
             self.timer = None
             return
-        log.info("%s", self.line("still checking"))
+        if self.servers > LOG_FIRST:
+            log.info("%s", self.line("still checking"))
         self.timer = self.loop.call_later(PROGRESS_EVERY, self._progress)
 
     def close(self) -> None:

@@ -242,3 +242,20 @@ def test_summary_gives_up_on_servers_that_never_get_a_verdict(caplog, run_async)
     assert stopped
     assert sum(1 for x in msgs if "still checking" in x) == mgr.PROGRESS_MAX
     assert sum(1 for x in msgs if " UP: " in x) == n
+
+
+def test_a_small_start_logs_each_verdict_and_no_summary(caplog, run_async) -> None:
+    probes = fresh()
+
+    async def main() -> None:
+        m = mgr.CheckManager(lambda sid, h: None)
+        await m.start(cfg(3))
+        await until(lambda: probes.starts == 3, "first probes")
+        probes.answer(3)
+        await until(lambda: m.startlog is None, "the verdicts")
+        await m.stop()
+
+    with caplog.at_level(logging.INFO, logger="lvsd.checks"):
+        run_async(main())
+    msgs = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(msgs) == 3 and all(" UP: fake ok (1/1 passed)" in x for x in msgs), msgs
