@@ -91,7 +91,11 @@ class ControlAPI:
         self._metrics_cache: tuple[float, bytes] | None = None  # (monotonic time, rendered page)
         self._metrics_lock = asyncio.Lock()
         #: the kernel's counters for /services and /metrics: one read per period, shared
-        self.kernel = KernelStats(lambda: daemon.backend.dump(), lambda key: daemon.backend.dests(key))
+        self.kernel = KernelStats(
+            lambda: daemon.backend.dump(),
+            lambda key: daemon.backend.dests(key),
+            writes=lambda: sum(daemon.stats.ops.values()),  # ops lvsd applied: a write makes a read stale
+        )
         self._index: _Index | None = None
         self.control = Listener("control socket", CONTROL_MAX_CONNECTIONS)
         self.metrics_listener = Listener("metrics listener", METRICS_MAX_CONNECTIONS)

@@ -7,7 +7,10 @@ dump is being made wait for it instead of starting another. A request about a fe
 API's ``/services?service=NAME``) reads only those services' destinations when the whole table
 is not fresh, each at most once per period too: it answers in the time of its own rows, not of a
 dump of 50,000. The reconciler's own dumps are its business: they neither fill nor replace this
-cache (they run when the kernel must be written, not when someone asks).
+cache (they run when the kernel must be written, not when someone asks). But a read taken before
+lvsd last wrote to the kernel is not served again: an operator who reloads or drains and then
+looks sees the new weights, not the ones of up to 2 s before. So the kernel is read at most once
+per period plus once per batch lvsd writes, and only when a request asks.
 """
 
 from __future__ import annotations
@@ -25,12 +28,15 @@ from lvsd.ipvs.model import Destination, DestKey, ServiceEntry, ServiceKey
 Table = dict[ServiceKey, ServiceEntry]
 Dests = dict[DestKey, Destination]
 
-#: (monotonic time of the read, the table or None, the read's error or None)
-_Read = tuple[float, "Table | None", "Exception | None"]
+#: when a read was made: (monotonic time, lvsd's count of kernel writes then)
+_Stamp = tuple[float, int]
+#: (its stamp, the table or None, the read's error or None)
+_Read = tuple[_Stamp, "Table | None", "Exception | None"]
 
 
 class KernelStats:
-    """A kernel table served again for ``period`` seconds; ``dump`` and ``dests`` read the kernel
+    """A kernel table served again for ``period`` seconds while ``writes()`` (a count of the
+    kernel writes lvsd made) stays the same; ``dump`` and ``dests`` read the kernel
     (``Backend.dump`` and ``Backend.dests``, or fakes counting their calls; ``dump`` may also
     return an awaitable, a read that lets the loop run while it works)."""
 
@@ -40,20 +46,22 @@ class KernelStats:
         dests: Callable[[ServiceKey], list[Destination]] | None = None,
         period: float = KERNEL_STATS_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        writes: Callable[[], int] = lambda: 0,
     ) -> None:
         self._dump = dump
+        self._writes = writes
         self._dests = dests
         self.period = period
         self._clock = clock
         self._read: _Read | None = None
         self._inflight: asyncio.Future[_Read] | None = None
-        self._one: dict[ServiceKey, tuple[float, Dests | None]] = {}
+        self._one: dict[ServiceKey, tuple[_Stamp, Dests | None]] = {}
         #: reads made: whole-table dumps and single services (for tests and benchmarks)
         self.dumps = 0
         self.service_reads = 0
 
-    def _fresh(self, stamp: float) -> bool:
-        return self._clock() - stamp < self.period
+    def _fresh(self, stamp: _Stamp) -> bool:
+        return stamp[1] == self._writes() and self._clock() - stamp[0] < self.period
 
     async def table(self) -> Table:
         """The whole table, as fresh as the period allows; raises the read's error (an error is
@@ -71,14 +79,15 @@ class KernelStats:
     async def _read_all(self) -> _Read:
         try:
             self.dumps += 1
+            writes = self._writes()  # a write made while the read runs makes it stale at once
+            got: Table | None = None
+            error: Exception | None = None
             try:
-                got = self._dump()
-                if inspect.isawaitable(got):
-                    got = await got
-                read: _Read = (0.0, got, None)
+                dumped = self._dump()
+                got = await dumped if inspect.isawaitable(dumped) else dumped
             except Exception as e:  # reported to every waiter as the answer's kernel error
-                read = (0.0, None, e)
-            read = (self._clock(), read[1], read[2])
+                error = e
+            read: _Read = ((self._clock(), writes), got, error)
             self._read = read
             self._one.clear()  # the whole table supersedes single reads
             return read
@@ -100,12 +109,13 @@ class KernelStats:
             hit = self._one.get(k)
             if hit is None or not self._fresh(hit[0]):
                 self.service_reads += 1
+                writes = self._writes()
                 try:
                     dests: Dests | None = {d.key: d for d in self._dests(k)}
                 except IPVSError as e:
                     if e.errno != errno.ESRCH:
                         raise
                     dests = None  # the service is not in the kernel
-                hit = self._one[k] = (self._clock(), dests)
+                hit = self._one[k] = ((self._clock(), writes), dests)
             out[k] = hit[1]
         return out

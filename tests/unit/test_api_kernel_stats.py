@@ -112,6 +112,32 @@ def test_requests_within_the_period_reuse_the_read_and_after_it_read_again() -> 
     asyncio.run(main())
 
 
+def test_a_write_by_lvsd_makes_the_read_stale_within_the_period() -> None:
+    """The operator who reloads or drains and then looks sees the kernel after the write."""
+    c = Counting(table(8))
+    writes = [0]
+    ks = KernelStats(c.dump, c.dests, period=3600.0, writes=lambda: writes[0])
+    k1 = ServiceKey.inet("tcp", "10.0.0.1", 80)
+
+    async def main() -> None:
+        await ks.table()
+        await ks.table()
+        await ks.services([k1], of=8)
+        assert (c.dumps, c.dests_reads) == (1, 0)
+        writes[0] += 3
+        await ks.services([k1], of=8)  # the stale table is not used: this one service is read
+        await ks.services([k1], of=8)
+        assert (c.dumps, c.dests_reads) == (1, 1)
+        await ks.table()
+        await ks.table()
+        assert c.dumps == 2
+        writes[0] += 1
+        await ks.services([k1], of=8)
+        assert c.dests_reads == 2
+
+    asyncio.run(main())
+
+
 def test_a_read_error_is_kept_for_the_period_and_given_to_every_request() -> None:
     c = Counting(table())
     c.error = IPVSError("list-services", errno.EPERM)
@@ -208,6 +234,13 @@ def test_api_and_metrics_share_one_read_per_period(tmp_path: Path) -> None:
         assert b.dumps - before == 1 and d.api.kernel.service_reads == 0  # the fresh table serves all
         row = json.loads((await get(sock, "/services?service=s1"))[1])["services"][0]
         assert row["in_kernel"] and row["servers"][0]["kernel_weight"] == 1
+        # a reload that writes a weight: the next look shows it, however long the period
+        cfg.write_text(CONFIG.format(sock=sock).replace('address = "192.168.0.1"\n  forward = "nat"\n[[service]]\nname = "s2"',
+                                                        'address = "192.168.0.1"\n  forward = "nat"\n  weight = 7\n[[service]]\nname = "s2"'))
+        ok, msg = await d.request_reload()
+        assert ok, msg
+        row = json.loads((await get(sock, "/services?service=s1"))[1])["services"][0]
+        assert row["servers"][0]["kernel_weight"] == 7
         # the reconciler's dumps are its own: a full pass neither fills nor replaces the cache
         d.api.kernel.period = 0.0
         reads = d.api.kernel.dumps
