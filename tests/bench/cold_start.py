@@ -115,6 +115,31 @@ async def detect_kills(watch: Watch, kill: Callable[[str], None], targets: list[
     return [watch.deleted[a] - t for a, t in killed.items() if a in watch.deleted]
 
 
+class GCTime:
+    """Time spent in garbage collections (the loop stands still meanwhile), by generation."""
+
+    def __init__(self) -> None:
+        self.t0 = 0.0
+        self.spent = [0.0, 0.0, 0.0]
+        self.count = [0, 0, 0]
+        import gc
+
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.t0 = time.perf_counter()
+        else:
+            g = info["generation"]
+            self.spent[g] += time.perf_counter() - self.t0
+            self.count[g] += 1
+
+    def take(self) -> str:
+        out = ", ".join(f"gen{g} {n} x {1000 * t:.0f} ms" for g, (n, t) in enumerate(zip(self.count, self.spent, strict=True)))
+        self.spent, self.count = [0.0, 0.0, 0.0], [0, 0, 0]
+        return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=10_000, help="servers (default 10,000)")
@@ -146,17 +171,21 @@ def main() -> int:
         logging.getLogger("lvsd").addHandler(lines)
         logging.getLogger("lvsd").setLevel(logging.INFO)
         d = Daemon(cfg, watch, config_path=path, notifier=Notifier(""), api=False, install_signals=False)
+        gct = GCTime()
+        gcs: list[str] = []
 
         async def run() -> tuple[float, float | None, int, int, list[float]]:
             t0 = time.monotonic()
             task = asyncio.create_task(d.run())
             await d.running.wait()
             ready = time.monotonic()
+            gcs.append(gct.take())
             batches0, lines0 = watch.batches, lines.n
             limit = ready + a.timeout + 2 + 60
             while watch.full_at is None and time.monotonic() < limit:
                 await asyncio.sleep(0.01)
             full = watch.full_at
+            gcs.append(gct.take())
             batches, nlines = watch.batches - batches0, lines.n - lines0
             await asyncio.sleep(0.2)  # the summary line
             detect: list[float] = []
@@ -181,6 +210,7 @@ def main() -> int:
             print(f"  READY to the last server in the table  {full:8.2f} s   (target <= timeout + 2 s = "
                   f"{a.timeout + 2:g} s){'  OK' if ok else '  MISSED'}")
         print(f"  kernel batches meanwhile               {batches:8d}")
+        print(f"  garbage collections to READY: {gcs[0]}; then to full: {gcs[1]}")
         print(f"  log lines at info meanwhile            {nlines:8d}   (last: {lines.last[-1] if lines.last else ''})")
         if detect:
             detect.sort()
