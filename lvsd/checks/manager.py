@@ -15,9 +15,10 @@ Design (measured in docs/performance.md, "checks"):
   descriptor limit; the rest wait in a queue worked off as probes finish). A probe's second run is
   placed at a random point of its interval, so the steady state is spread, not synchronised by
   the start; a server still gets no traffic before its first check passes.
-* A server's first verdict (out of UNKNOWN) is handed to the daemon in batches every
-  ``FIRST_BATCH`` (thousands of servers coming UP at start are a few reconciles, not thousands)
-  and summarised in the log (``StartLog``); any later transition is handed over and logged at once.
+* A server's first UP (out of UNKNOWN) is handed to the daemon in batches every ``FIRST_BATCH``
+  (thousands of servers coming UP at start are a few reconciles, not thousands); first verdicts
+  are summarised in the log (``StartLog``). Any DOWN, and any later transition, is handed over
+  and logged at once.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ START_RATE = 10_000.0
 #: Descriptors left to the rest of the daemon (API, netlink, logs, hooks) when the probes'
 #: in-flight cap is derived from the open-files limit.
 FD_RESERVE = 256
-#: A server's first verdict waits at most this long to join a batch for the daemon: at start,
+#: A server's first UP waits at most this long to join a batch for the daemon: at start,
 #: 10,000 servers coming UP in about a second are some 20 reconciles instead of thousands.
 FIRST_BATCH = 0.05
 #: At start and reload, this many first verdicts are logged one line each; the rest at debug,
@@ -472,6 +473,13 @@ class CheckManager:
         s.health = h
         if h.state is Health.UNKNOWN and old.state is Health.UNKNOWN:
             return
+        if old.state is Health.UNKNOWN and h.state is Health.DOWN:
+            # a server adopted from the kernel (on_start = adopt) is in it until its checks
+            # decide: a failure takes it out at once, never after the batch's wait
+            self._first.pop(s.sid, None)
+            self._hand_over(s, h)
+            self._log_first(s, h)
+            return
         if old.state is Health.UNKNOWN:
             # a first verdict: batched for the daemon, summarised in the log
             self._first[s.sid] = s
@@ -492,17 +500,21 @@ class CheckManager:
         """Hand the batch of first verdicts to the daemon (one reconcile for all of them)."""
         self._first_timer = None
         batch, self._first = self._first, {}
-        slog = self.startlog
-        if slog is not None and slog.timer is None:  # gave up waiting: one line each from now on
-            self.startlog = slog = None
         for s in batch.values():
             h = s.health
             self._hand_over(s, h)
-            if slog is not None:
-                slog.verdict(s.label, h)
-            else:
-                _log_transition(s.label, h, logging.INFO)
-        if slog is not None and slog.finished():
+            self._log_first(s, h)
+
+    def _log_first(self, s: _Server, h: ServerHealth) -> None:
+        """Log a first verdict: counted by the start-up summary while there is one."""
+        slog = self.startlog
+        if slog is not None and slog.timer is None:  # gave up waiting: one line each from now on
+            self.startlog = slog = None
+        if slog is None:
+            _log_transition(s.label, h, logging.INFO)
+            return
+        slog.verdict(s.label, h)
+        if slog.finished():
             slog.close()
             self.startlog = None
 

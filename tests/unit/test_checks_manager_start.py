@@ -194,6 +194,25 @@ def test_first_verdicts_are_batched_later_transitions_are_not(run_async) -> None
     assert immediate == 31 and events[-1][1] is Health.DOWN
 
 
+def test_a_first_verdict_down_is_not_held_for_the_batch(run_async) -> None:
+    """A server adopted from the kernel is in it until its first verdict: a DOWN goes at once."""
+    probes = fresh()
+    events: list[tuple[Any, Health]] = []
+
+    async def main() -> int:
+        m = mgr.CheckManager(lambda sid, h: events.append((sid, h.state)))
+        await m.start(cfg(30))
+        await until(lambda: probes.starts == 30, "first probes")
+        probes.answer(1, ok=False)
+        at_once = len(events)
+        probes.answer(29)
+        await until(lambda: len(events) == 30, "the batch")
+        await m.stop()
+        return at_once
+
+    assert run_async(main()) == 1 and events[0][1] is Health.DOWN
+
+
 def test_start_logs_a_summary_not_a_line_per_server(caplog, run_async) -> None:
     probes = fresh()
     n = mgr.LOG_FIRST + 60
