@@ -782,5 +782,10 @@ def parse_conf(text: str):  # type: ignore[no-untyped-def]
 
 
 def test_vmac_takeover_keeps_the_clients_arp_entry(topology) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    for ns in ("had1", "had2"):  # the topology's service as set up (track_services' daemons keep theirs)
+        subprocess.run(["ip", "netns", "exec", ns, "ipvsadm", "-D", "-t", f"{VIP}:80"], capture_output=True)
+        sh("ip", "netns", "exec", ns, "ipvsadm", "-A", "-t", f"{VIP}:80", "-s", "rr")
+        for rs in ("10.2.0.11", "10.2.0.12"):
+            sh("ip", "netns", "exec", ns, "ipvsadm", "-a", "-t", f"{VIP}:80", "-r", f"{rs}:80", "-m")
     r = asyncio.run(asyncio.wait_for(vmac_takeover(), 150))
     record("vmac", r)
