@@ -148,13 +148,14 @@ def open_xmit_socket(af: int, ifname: str, ifindex: int) -> AdvertSocket:
     return s
 
 
-#: per-link settings of the virtual MAC interface and of the interface it sits on (keepalived's):
-#: the macvlan answers ARP only for its own addresses (the VIPs) and hears its peers; the lower
-#: interface no longer answers ARP for the VIPs (with its own MAC) nor for addresses it would not
-#: route through itself, and asks for its neighbours from its own address (arp_announce 2, beyond
-#: keepalived: replies to clients leave from the VIP through it, and an ARP request for a client
-#: sent from the VIP would teach the client the lower interface's MAC for the VIP; the VM test saw it). IPv6 is off on an IPv4 instance's macvlan, so a backup never sends from
-#: the shared MAC (no link-local address, no neighbour discovery, no MLD).
+#: per-link settings of the virtual MAC interface and of the interface it sits on (keepalived's,
+#: plus arp_announce): the macvlan answers ARP only for its own addresses (the VIPs) and hears its
+#: peers; the lower interface no longer answers ARP for the VIPs (with its own MAC) nor for
+#: addresses it would not route through itself, and asks for neighbours from its own address
+#: (replies to clients leave from a VIP through it, and an ARP request for a client sent from the
+#: VIP taught the client the lower interface's MAC for the VIP in the VM test). IPv6 is off on an
+#: IPv4 instance's macvlan, so a backup never sends from the shared MAC (no link-local address, no
+#: neighbour discovery, no MLD).
 VMAC_MODE = "bridge"  # why not private: VRRPInstance._open_vmac
 VMAC_CONF = {"ipv4/arp_ignore": "1", "ipv4/accept_local": "1", "ipv4/rp_filter": "0"}
 VMAC_CONF4 = {"ipv6/disable_ipv6": "1"}
