@@ -261,3 +261,17 @@ def test_memory_links_macvlan_needs_its_lower_link() -> None:
         assert "m0" not in {lk.name for lk in await links.links()}
 
     run(go())
+
+
+def test_the_lower_interface_settings_stay_while_another_vmac_uses_them() -> None:
+    async def go() -> None:
+        a, links, _b, _x = await vmac_director(vrrp_ha(interval=1.0, use_vmac=True))
+        eth0 = await links.link("eth0")
+        b, _l, _b2, _x2 = await vmac_director(vrrp_ha(interval=1.0, use_vmac=True, vrid=52), links)
+        assert {"vrrp.51", "vrrp.52"} <= {lk.name for lk in await links.links()}
+        await a.stop()
+        assert links.conf[(eth0.index, "ipv4/arp_ignore")] == "1"  # vrrp.52 still needs it
+        await b.stop()
+        assert links.conf[(eth0.index, "ipv4/arp_ignore")] == "0"
+
+    run(go())
