@@ -473,11 +473,12 @@ def latency(n: int, interval: float, port: int, flips: int = 100, backend_name: 
             print("   ", " ".join(f"{x * 1000:.2f}" for x in xs[-10:]))
 
 
-def loop_limit(rates: list[int], seconds: float, port: int, interval: float = 1.0) -> None:
+def loop_limit(rates: list[int], seconds: float, port: int, interval: float = 1.0, split: bool = False) -> None:
     """Where one event loop stops holding its checks: for each rate (checks/s, as N probes every
     ``interval``), the checks/s achieved against the nominal, the checker process's CPU, and how
     late a 10 ms sleep wakes (the loop lag a reconcile would see), p50/p99; rate 0 first, the
-    host's own lag in the same run (other processes' load shows there too)."""
+    host's own lag in the same run (other processes' load shows there too). ``split``: each rate
+    again with the checks in a worker process and only the lag monitor here (row "N w")."""
     import logging
 
     from lvsd.checks import base, manager
@@ -530,6 +531,50 @@ def loop_limit(rates: list[int], seconds: float, port: int, interval: float = 1.
             print(f"{rate:7d} {got:9.0f} {100 * cpu:5.0f}% {lags[len(lags) // 2] * 1000:7.2f}ms "
                   f"{lags[int(len(lags) * 0.99)] * 1000:7.2f}ms {sp[int(len(sp) * 0.99)] * 1000:9.2f}ms "
                   f"{sp[-1] * 1000:5.2f}ms   {os.getloadavg()[0]:.2f}", flush=True)
+            if split and n:
+                got, cpu, lags = _split_run(cfg, seconds, interval, lst)
+                print(f"{str(rate) + ' w':>7} {got:9.0f} {100 * cpu:5.0f}% {lags[len(lags) // 2] * 1000:7.2f}ms "
+                      f"{lags[int(len(lags) * 0.99)] * 1000:7.2f}ms {'':>11} {'':>7}   {os.getloadavg()[0]:.2f}",
+                      flush=True)
+
+
+def _split_worker(cfg: object, run_for: float, cpu: Value) -> None:  # type: ignore[valid-type]
+    """The checks alone in a process of their own (what a check worker would run)."""
+    from lvsd.checks.manager import CheckManager
+
+    async def main() -> None:
+        m = CheckManager(lambda sid, h: None)
+        await m.start(cfg)
+        await asyncio.sleep(run_for)
+        await m.stop()
+
+    asyncio.run(main())
+    cpu.value = cpu_self()
+
+
+def _split_run(cfg: object, seconds: float, interval: float, lst: Listener) -> tuple[float, float, list[float]]:
+    """The same checks in a worker process; this process runs only the lag monitor (what the
+    main loop of a sharded daemon would see). CPU: the worker's, averaged over its life."""
+    warm = 1.0 + interval
+    cpu = Value("d", 0.0, lock=False)
+    t_start = time.monotonic()
+    w = Process(target=_split_worker, args=(cfg, warm + seconds + 0.5, cpu))
+    w.start()
+
+    async def monitor() -> tuple[float, list[float]]:
+        await asyncio.sleep(warm)
+        lp = asyncio.get_running_loop()
+        lags: list[float] = []
+        n0, t0 = lst.count(), time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            t = lp.time()
+            await asyncio.sleep(0.01)
+            lags.append(lp.time() - t - 0.01)
+        return (lst.count() - n0) / (time.monotonic() - t0), sorted(lags)
+
+    got, lags = asyncio.run(monitor())
+    w.join()
+    return got, cpu.value / (time.monotonic() - t_start), lags
 
 
 def main() -> None:
@@ -544,10 +589,11 @@ def main() -> None:
                     help="latency: transitions timed (p99 of 100 is just the maximum)")
     ap.add_argument("--backend", choices=("table", "netlink"), default="table",
                     help="latency: dict stand-in (host) or the real kernel (VM; creates and removes services)")
+    ap.add_argument("--split", action="store_true", help="loop: also run the checks in a worker process")
     ap.add_argument("--rates", default="5000,10000,20000,30000", help="loop: checks/s to try, comma-separated")
     a = ap.parse_args()
     if a.mode == "loop":
-        loop_limit([int(x) for x in a.rates.split(",")], a.seconds, a.port)
+        loop_limit([int(x) for x in a.rates.split(",")], a.seconds, a.port, split=a.split)
         return
     if a.mode == "latency":
         latency(a.n, a.interval, a.port, flips=a.flips, backend_name=a.backend)
