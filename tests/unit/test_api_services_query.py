@@ -239,3 +239,31 @@ def test_lvsctl_refuses_bad_options_as_usage(argv: list[str], capsys: pytest.Cap
     with pytest.raises(SystemExit) as e:
         lvsctl.main(["-s", "/nonexistent", "services", *argv])
     assert e.value.code == 2
+
+
+def test_random_queries_get_an_answer_never_an_error(tmp_path: Path) -> None:
+    """Seeded random queries (known and unknown names, values of any bytes): every answer is 200,
+    400 or 404 with JSON, and the API keeps serving."""
+    import random
+
+    rng = random.Random(16)
+    names_ = ["service", "vip", "state", "limit", "offset", "x", ""]
+    values = ["web-1", "web-*", "*", "[", "[!a-z]*", "10.0.0.1", "::", "[::1]:0", "1", "0", "-0", "1e3",
+              "99999999999999999999", "up", "down", "%", "%zz", "\u00e9", "\ud7ff", "a" * 3000]
+
+    def enc(v: str) -> str:
+        return "".join(chr(b) if b < 128 and chr(b).isalnum() else f"%{b:02X}" for b in v.encode("utf-8", "surrogatepass"))
+
+    async def test(d: Daemon, sock: Path, b: MemoryBackend) -> None:
+        for _ in range(150):
+            parts = []
+            for _ in range(rng.randint(0, 4)):
+                v = rng.choice(values) if rng.random() < 0.7 else bytes(rng.randrange(256) for _ in range(rng.randint(0, 8))).decode("latin-1")
+                parts.append(f"{enc(rng.choice(names_))}={enc(v)}")
+            query = "&".join(parts)
+            code, body = await get(sock, "/services?" + query)
+            assert code in (200, 400, 404), (query, code)
+            assert ("services" in body) if code == 200 else (body["ok"] is False and "\n" not in body["message"]), query
+        assert (await get(sock, "/services?service=web-1"))[0] == 200
+
+    with_daemon(tmp_path, test)
