@@ -68,6 +68,7 @@ def main() -> int:
     ap.add_argument("--checks", action="store_true", help="a TCP check per server (the real engine)")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds to run before measuring")
     ap.add_argument("--top", type=int, default=15, help="lines of each listing")
+    ap.add_argument("--rss", action="store_true", help="RSS only: no tracemalloc, no census (the figure to compare)")
     args = ap.parse_args()
     n = args.services * args.servers
     tmp = tempfile.mkdtemp(prefix="lvsd-mem-")
@@ -86,9 +87,10 @@ def main() -> int:
 
     gc.collect()
     r0 = rss_mb()
-    tracemalloc.start(1)
-    snap0 = tracemalloc.take_snapshot()
-    n0, b0 = census()
+    if not args.rss:
+        tracemalloc.start(1)
+    snap0 = tracemalloc.take_snapshot() if not args.rss else None
+    n0, b0 = census() if not args.rss else (collections.Counter(), collections.Counter())
 
     async def run() -> None:
         cfg = load_config(path)
@@ -103,14 +105,20 @@ def main() -> int:
         gc.unfreeze()  # frozen objects are invisible to gc.get_objects()
         gc.collect()
         r1 = rss_mb()
+        if args.rss:
+            print(f"# {n} servers, checks {'tcp 5 s' if args.checks else 'none (fake)'}: started in {started:.2f} s; "
+                  f"RSS {r0:.1f} -> {r1:.1f} MB: +{r1 - r0:.1f} MB, {(r1 - r0) * 2**20 / n:.0f} B/server above "
+                  f"the imports, {r1 * 2**20 / n:.0f} B/server in all")
+            await d.stop()
+            return
         snap1 = tracemalloc.take_snapshot()
         n1, b1 = census()
+        assert snap0 is not None
         stats = snap1.compare_to(snap0, "lineno")
         traced = sum(s.size_diff for s in stats) / 2**20
         print(f"# {args.services} services x {args.servers} servers = {n}; checks: {'tcp, 5 s' if args.checks else 'none (fake)'}; "
               f"started in {started:.2f} s (with tracemalloc), settled {args.settle:g} s")
-        print(f"RSS {r0:.1f} -> {r1:.1f} MB: +{r1 - r0:.1f} MB, {(r1 - r0) * 2**20 / n:.0f} B/server "
-              f"(tracemalloc adds its own; run without it for the figure: see daemon_bench)")
+        print(f"RSS {r0:.1f} -> {r1:.1f} MB: +{r1 - r0:.1f} MB (tracemalloc's own included: --rss for the figure)")
         print(f"Python heap (tracemalloc): +{traced:.1f} MB, {traced * 2**20 / n:.0f} B/server; by allocating line:")
         for s in stats[: args.top]:
             print(f"  {s.size_diff / 1024:9.0f} KB {s.count_diff:8d}  {s.traceback}")
