@@ -274,6 +274,7 @@ class Daemon:
         self._tasks.append(
             asyncio.create_task(self.overrides.watch(lambda: self.config, self.backend, self.request_services))
         )
+        _freeze_heap(collect=False)  # before the first pass: its 50,000 ops need no walk of the config
         self._reconcile(full=True, cause="start")
         await self._start_ha(cfg)
         if self._want_api:
