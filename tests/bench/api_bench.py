@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,27 +30,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, Lvsd, api, proc_cpu  # noqa: E402
+
 PY = sys.executable
 #: the issue's target for `lvsctl services --service NAME` at 50,000 servers (seconds)
 ONE_SERVICE_TARGET = 0.100
 
 
-def get(sock: str, path: str, timeout: float = 120) -> tuple[int, bytes]:
-    """One HTTP/1.0 GET over the control socket: (status, body)."""
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(timeout)
-    s.connect(sock)
-    s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
-    chunks = []
-    while True:
-        b = s.recv(1 << 20)
-        if not b:
-            break
-        chunks.append(b)
-    s.close()
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    return int(head.split(None, 2)[1]), body
+def get(sock: str, path: str) -> tuple[int, bytes]:
+    """One GET over the control socket: (status, body)."""
+    return api(sock, "GET", path)[1:]
 
 
 def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
@@ -64,10 +54,8 @@ def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of process ``pid`` so far."""
+    return proc_cpu([pid])
 
 
 def measure(sock: str, name: str, repeat: int = 7) -> dict[str, float]:
@@ -75,8 +63,6 @@ def measure(sock: str, name: str, repeat: int = 7) -> dict[str, float]:
     requests against the lvsd serving ``sock`` (on this host), one of whose services is ``name``.
     Keys: ``<what>_s`` (median wall time), ``<what>_cpu`` (lvsd's CPU over the runs / runs: less
     disturbed by the host's load than wall time) and ``<what>_bytes``."""
-    import json
-
     out: dict[str, float] = {}
     status = json.loads(get(sock, "/status")[1])
     pid, services = status["pid"], status["services"]
@@ -134,27 +120,9 @@ def run_size(tmp: Path, servers: int, repeat: int) -> dict[str, float]:
     sock = str(tmp / f"api-{servers}.sock")
     cfg = tmp / f"lvsd-{servers}.toml"
     cfg.write_text(config_text(servers, sock))
-    log = open(tmp / f"lvsd-{servers}.log", "w")  # noqa: SIM115  # closed below
-    p = subprocess.Popen([PY, "-m", "lvsd.daemon.main", "-f", str(cfg), "--backend", "memory"],
-                         stderr=log, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if p.poll() is not None:
-                raise SystemExit(f"lvsd exited {p.returncode}: {(tmp / f'lvsd-{servers}.log').read_text()[-2000:]}")
-            try:
-                if get(sock, "/status", 5)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("lvsd not ready within 600 s")
-            time.sleep(0.2)
+    with Lvsd(str(cfg), str(tmp)) as lvsd:
+        lvsd.wait_ready()
         return measure(sock, f"svc{servers // 20}", repeat)
-    finally:
-        p.terminate()
-        p.wait(60)
-        log.close()
 
 
 def main(argv: list[str] | None = None) -> int:
