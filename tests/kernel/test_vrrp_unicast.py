@@ -611,7 +611,10 @@ def test_ipv6_unicast_peers_without_multicast(topology) -> None:  # type: ignore
 # --- a sync group changes role together ---------------------------------------------------------------
 
 GROUP_CONF = (
-    MULTI_CONF.replace('vips = ["10.1.0.101/24"]', 'vips = ["10.1.0.101/24"]\n{track}')
+    MULTI_CONF.replace('vips = ["10.1.0.101/24"]', 'vips = ["10.1.0.101/24"]\n{track}').replace(
+        'advert_interval = "1s"',
+        'advert_interval = "300ms"',  # short waits; probes run in threads
+    )
     + """
 [[ha.group]]
 name = "director"
@@ -637,20 +640,39 @@ async def sync_group() -> dict:
         )
         # side's link goes: side faults, front follows it into fault, had2 takes both together
         t0 = loop.time()
-        sh("ip", "-n", "had1", "link", "set", "eth1", "down")
+        await off(sh, "ip", "-n", "had1", "link", "set", "eth1", "down")
         await wait_for(lambda: d2.ha.vrrp_states == both, 15, "both instances to move to had2")
         took = loop.time() - t0
         assert set(d1.ha.vrrp_states.values()) == {core.State.FAULT} and d1.role == "fault"
-        assert {VIP, GW, VIP2} <= addresses("had2") and not {VIP, GW, VIP2} & addresses("had1")
+        held2, held1 = await off(addresses, "had2"), await off(addresses, "had1")
+        assert {VIP, GW, VIP2} <= held2 and not {VIP, GW, VIP2} & held1
         # the link back: both leave fault, hear had2's lower priority and preempt it together
         t1 = loop.time()
-        sh("ip", "-n", "had1", "link", "set", "eth1", "up")
+        await off(sh, "ip", "-n", "had1", "link", "set", "eth1", "up")
         await wait_for(lambda: d1.ha.vrrp_states == both, 20, "both instances back on had1")
         back = loop.time() - t1
         await wait_for(
             lambda: set(d2.ha.vrrp_states.values()) == {core.State.BACKUP}, 10, "had2 backup of both again"
         )
-        return {"group_handover_s": round(took, 3), "group_takeback_s": round(back, 3)}
+        # had2's front alone outranks had1's (200 > 150): it wants master, but its side still hears
+        # had1's side, so the group prefers backup and holds (without a group, front would split off)
+        await d2.ha.reload(parse_conf(GROUP_CONF.format(p1=200, p2=100, track="")))
+        front2 = d2.ha.vrrps["front"]
+        await wait_for(lambda: front2.state.wants_master, 15, "had2's front to want master")
+        await asyncio.sleep(1.5)  # more than its master-down interval (0.97 s) again
+        assert d1.ha.vrrp_states == both and set(d2.ha.vrrp_states.values()) == {core.State.BACKUP}
+        # and had2's side too: every member wants master; both move, had1's follow to backup
+        t2 = loop.time()
+        await d2.ha.reload(parse_conf(GROUP_CONF.format(p1=200, p2=200, track="")))
+        await wait_for(lambda: d2.ha.vrrp_states == both, 20, "both instances to move to had2 (preempt)")
+        await wait_for(
+            lambda: set(d1.ha.vrrp_states.values()) == {core.State.BACKUP}, 10, "had1 backup of both"
+        )
+        return {
+            "group_handover_s": round(took, 3),
+            "group_takeback_s": round(back, 3),
+            "group_preempt_s": round(loop.time() - t2, 3),
+        }
     finally:
         await d1.stop()
         await d2.stop()
