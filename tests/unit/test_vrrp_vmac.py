@@ -81,6 +81,7 @@ def test_unicast_and_vmac_xmit_base_send_from_the_interface_itself() -> None:
             vrrp_ha(interval=0.05, use_vmac=True, vmac_xmit_base=True)
         )
         await until(lambda: inst.state.state is core.State.MASTER, "master")
+        await inst.settle()  # the takeover's address work
         assert base.last.sent and not xmit.made
         assert {a.address for a in links.addresses_now((await links.link("vrrp.51")).index)} == {"10.1.0.100"}
         await inst.stop()
