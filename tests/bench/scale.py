@@ -427,12 +427,15 @@ def dest_str(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
-def lvsctl(sock: str, *args: str) -> tuple[float, int, int]:
-    """Run the lvsctl command: (seconds, exit status, output bytes)."""
+def lvsctl(sock: str, *args: str) -> tuple[float, float, int, int]:
+    """Run the lvsctl command: (seconds, its own CPU seconds, exit status, output bytes)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "lvsd.cli.lvsctl", "-s", sock, *args], capture_output=True,
                        env=dict(os.environ, PYTHONPATH=ROOT), timeout=600)
-    return time.perf_counter() - t0, p.returncode, len(p.stdout)
+    t = time.perf_counter() - t0
+    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return t, ru2.ru_utime + ru2.ru_stime - ru.ru_utime - ru.ru_stime, p.returncode, len(p.stdout)
 
 
 def sized(sock: str, url: str) -> tuple[float, int]:
@@ -534,12 +537,14 @@ def measure(n: int, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
                 f"1% {r['reload_1pct']:.3f} s ({r['reload_1pct_writes']} writes)")
 
             # lvsctl services, the API's /services and /metrics
-            r["lvsctl_services"], _rc, r["lvsctl_services_bytes"] = lvsctl(sock, "services")
+            r["lvsctl_services"], r["lvsctl_services_own"], _rc, r["lvsctl_services_bytes"] = lvsctl(sock, "services")
             name = lay.names[len(lay.names) // 2]
-            t, rc, size = lvsctl(sock, "services", "--service", name)
+            t, own, rc, size = lvsctl(sock, "services", "--service", name)
             r["lvsctl_service_one"] = t if rc == 0 else None
+            r["lvsctl_service_one_own"] = own if rc == 0 else None
             r["lvsctl_service_one_bytes"] = size if rc == 0 else None
-            for key, url in (("api_services", "/services"), ("metrics", "/metrics")):
+            for key, url in (("api_services", "/services"), ("api_service_one", f"/services?service={name}"),
+                             ("metrics", "/metrics")):
                 runs = []
                 for _ in range(reps):
                     c = p.cpu()
@@ -633,16 +638,22 @@ ROWS: list[tuple[str, str, str, float]] = [
     ("reload_1pct_cpu", "  daemon CPU", "s", 0.05),
     ("reload_1pct_writes", "  backend writes", "", 0),
     ("lvsctl_services", "lvsctl services (command)", "s", 0),
+    ("lvsctl_services_own", "  lvsctl's own CPU", "s", 0),
     ("lvsctl_services_bytes", "  its output", "B", 0),
     ("lvsctl_service_one", "lvsctl services --service NAME", "s", 0),
+    ("lvsctl_service_one_own", "  lvsctl's own CPU", "s", 0),
     ("lvsctl_service_one_bytes", "  its output", "B", 0),
     ("api_services", "GET /services", "s", 0),
     ("api_services_cpu", "  daemon CPU", "s", 0.05),
     ("api_services_bytes", "  its size", "B", 0),
+    ("api_service_one", "GET /services?service=NAME", "s", 0),
+    ("api_service_one_cpu", "  daemon CPU", "s", 0.05),
+    ("api_service_one_bytes", "  its size", "B", 0),
     ("metrics", "GET /metrics", "s", 0),
     ("metrics_cpu", "  daemon CPU", "s", 0.05),
     ("metrics_bytes", "  its size", "B", 0),
-    ("detect_p50", "kill detected and removed, p50", "s", 0),
+    ("kills_seen", "kills timed (a listener port closed, 100 at most)", "", 0),
+    ("detect_p50", "  detected and removed, p50", "s", 0),
     ("detect_p99", "  p99 (target: interval x fall + timeout + 50 ms)", "s", 0),
     ("scrape_max", "  slowest /metrics scrape meanwhile", "s", 0),
     ("rss_ready", "RSS at READY (30 s interval)", "MB", 0),
