@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -207,6 +208,7 @@ def cold_vs_restore(n: int, d: str) -> dict[str, Any]:
     ref = dump()
     subprocess.run(["ipvsadm", "-C"], check=True)
     cfg = load_config(path)
+    gc.freeze()  # as the daemon's start does before its first full pass: the config is long-lived
     backend = NetlinkBackend()
     daemon = Daemon(cfg, backend, config_path=path, notifier=Notifier(""), api=False, install_signals=False)
 
