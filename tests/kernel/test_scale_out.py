@@ -2,7 +2,7 @@
 
 One topology is brought up once for every scenario (start-up under emulation is the cost):
 
-    client (sc) -- router (sr: BIRD, ECMP over eBGP + BFD 3 x 100 ms, fib_multipath_hash_policy 1)
+    client (sc) -- router (sr: BIRD, ECMP over eBGP + BFD, fib_multipath_hash_policy 1)
                     |-- d1 -- director sd1 (BIRD + lvsd, mh, DR) --+
                     |-- d2 -- director sd2                       --+-- br0 (in sr) -- rs1, rs2, rs3
                     |-- d3 -- director sd3                       --+   (VIP on lo, arp_ignore/announce)
@@ -10,8 +10,11 @@ One topology is brought up once for every scenario (start-up under emulation is 
 The directors' lvsd keep the VIP on ``lvsd0``; BIRD's ``protocol direct`` exports it. The
 scenarios run in file order on that one site: spread, director death (BFD), the negative control
 (sloppy_tcp = 0), quorum withdraw, drain, restart with on_stop = "keep". Each prints what it
-measured (``-s``); docs/scale-out.md has the figures. ``LVSD_SCALE_OUT_LONG=1`` runs the death
-three times for each cut position (first and middle nexthop) instead of once.
+measured (``-s``); docs/scale-out.md has the figures. Knobs for manual runs:
+``LVSD_SCALE_OUT_BFD=100x3`` (the production BFD; default 300x5, which a loaded emulation host
+does not make flap), ``LVSD_SCALE_OUT_DEATHS=N`` (N rounds of both cut positions),
+``LVSD_SCALE_OUT_LONG=1`` (three rounds, and the death without BFD), ``LVSD_SCALE_OUT_NICE``
+(lvsd's nice level, default 10) and ``LVSD_SCALE_OUT_BIRD_FIFO=N`` (BIRDs at SCHED_FIFO N).
 
 A link cut is a tc ``matchall`` filter on both directions of a director's two links, all four
 bound to one shared ``gact`` action set up with the topology ("continue": a no-op). The cut flips
