@@ -100,6 +100,9 @@ class PyrouteLinks:
         self._watchers: list[Callable[[LinkEvent], None]] = []
         self._announcers: dict[int, socket.socket] = {}
         self._closed = False
+        #: one dump at a time on the request socket: the kernel refuses a second one while the
+        #: first is running (EBUSY), which several VRRP instances sharing the port hit on a reload
+        self._dumping = asyncio.Lock()
 
     # --- queries ---
     async def link(self, which: int | str) -> Link:
@@ -113,15 +116,18 @@ class PyrouteLinks:
 
     async def links(self) -> list[Link]:
         """Every link, by index."""
-        return sorted([_link(m) async for m in await self._ipr.link("dump")], key=lambda lk: lk.index)
+        async with self._dumping:
+            got = [_link(m) async for m in await self._ipr.link("dump")]
+        return sorted(got, key=lambda lk: lk.index)
 
     async def addresses(self, family: int = 0, index: int = 0) -> list[Address]:
         """Addresses of ``family`` (0 = both) on link ``index`` (0 = every link)."""
         out = []
-        async for m in await self._ipr.addr("dump", family=family or socket.AF_UNSPEC):
-            a = _address(m)
-            if a is not None and (not family or a.family == family) and (not index or a.index == index):
-                out.append(a)
+        async with self._dumping:
+            async for m in await self._ipr.addr("dump", family=family or socket.AF_UNSPEC):
+                a = _address(m)
+                if a is not None and (not family or a.family == family) and (not index or a.index == index):
+                    out.append(a)
         return out
 
     # --- changes ---

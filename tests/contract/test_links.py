@@ -249,6 +249,19 @@ def test_a_macvlan_with_the_vrrp_mac_and_per_link_settings(world: Callable[[], A
     run(go())
 
 
+def test_concurrent_queries_from_several_tasks(world: Callable[[], Awaitable[World]]) -> None:
+    """Several VRRP instances share one port and query it at once (a reload updates each while
+    the others' link work runs): every query answers; none is refused because another is running."""
+
+    async def go() -> None:
+        w = await world()
+        got = await asyncio.gather(*(q() for _ in range(6) for q in (w.links.links, w.links.addresses)))
+        assert all(got) and len({len(x) for x in got[::2]}) == 1
+        await w.links.close()
+
+    run(go())
+
+
 def test_events_for_links_addresses_and_carrier(world: Callable[[], Awaitable[World]]) -> None:
     async def go() -> None:
         w = await world()
