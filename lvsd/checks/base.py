@@ -102,6 +102,9 @@ class Checker:
     """One target's probe. Subclasses implement start() and cancel(); see the module docstring."""
 
     kind = "abstract"
+    # one checker per probe: slots save its __dict__ (~100 bytes at 50,000 probes, issue 16);
+    # a subclass without __slots__ simply gets a __dict__ for its own fields
+    __slots__ = ("cfg", "addr", "port", "family", "loop", "done", "poller")
 
     def __init__(self, cfg: CheckConfig, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Done):
         self.cfg = cfg
@@ -141,9 +144,13 @@ class SocketProbe(Checker):
     """A checker whose probe is one non-blocking socket watched by the poller: the receive,
     release and finish steps tcp, http(s), udp and dns share."""
 
-    sock: Any = None
-    fd: int = -1
-    watched = False
+    __slots__ = ("sock", "fd", "watched")
+
+    def __init__(self, cfg: CheckConfig, addr: str, port: int, loop: asyncio.AbstractEventLoop, done: Done):
+        super().__init__(cfg, addr, port, loop, done)
+        self.sock: Any = None
+        self.fd = -1
+        self.watched = False
 
     def _watch(self, events: int, cb: Callable[[], None]) -> None:
         self.watched = True

@@ -85,25 +85,40 @@ class BrokenChecker(Checker):
 class Probe:
     """One distinct check against one target, shared by every server that uses it."""
 
-    __slots__ = ("key", "cfg", "sched", "checker", "state", "servers", "gen", "inflight", "started",
-                 "label", "results")
+    # Bytes per probe count at 50,000 (issue 16, docs/performance.md "Where the bytes go"): the
+    # servers it feeds are one reference plus a tuple of the others (most probes feed one server:
+    # a list was ~190 bytes), the label is built when logged, and the checker is handed the probe
+    # itself as its ``done`` callable (``__call__``), not a bound method (64 bytes each).
+    __slots__ = ("key", "cfg", "sched", "checker", "state", "server", "more", "gen", "inflight", "started",
+                 "results")
 
     def __init__(self, key: Any, cfg: CheckConfig, addr: str, port: int, sched: Scheduler) -> None:
         self.key = key
         self.cfg = cfg
         self.sched = sched
         self.state = CheckState(cfg.rise, cfg.fall)
-        self.servers: list[_Server] = []
+        self.server: _Server | None = None  # the first server it feeds
+        self.more: tuple[_Server, ...] = ()  # the others
         self.gen = 0
         self.inflight = False
         self.started = 0.0
         self.results = 0
         try:
-            self.checker = cfg.checker(addr, port, sched.loop, self.done)
+            self.checker = cfg.checker(addr, port, sched.loop, self)
         except Exception as e:  # e.g. a CA file gone since the config was loaded: fail, never crash
             log.error("%s check of %s:%s cannot run: %s", cfg.type, addr, port, e)
-            self.checker = BrokenChecker(cfg, addr, port, sched.loop, self.done, f"{cfg.type} check cannot run: {e}")
-        self.label = f"{cfg.type} {self.checker.addr}:{self.checker.port}"
+            self.checker = BrokenChecker(cfg, addr, port, sched.loop, self, f"{cfg.type} check cannot run: {e}")
+
+    @property
+    def label(self) -> str:
+        """``tcp 10.0.0.1:80``: the check type and its target, for the log."""
+        return f"{self.cfg.type} {self.checker.addr}:{self.checker.port}"
+
+    @property
+    def servers(self) -> tuple[_Server, ...]:
+        """Every server this probe's verdict feeds."""
+        s = self.server
+        return self.more if s is None else (s, *self.more)
 
     def launch(self, now: float) -> None:
         """Start a probe now; its deadline replaces the start entry."""
@@ -153,6 +168,8 @@ class Probe:
         if self.state.record(ok, detail, weight):
             sched.transition(self)
 
+    __call__ = done  # the checker's ``done`` callable is the probe itself
+
     def stop(self) -> None:
         """Forget this probe: abort anything in flight, invalidate its heap entry."""
         self.gen += 1
@@ -163,6 +180,13 @@ class Probe:
                 self.sched.drain_soon()
             self.checker.cancel()
         self.checker.close()
+        # the checker holds the probe as its ``done``: break the cycle so both go by refcount,
+        # without waiting for a full collection (a reload that drops probes needs none)
+        self.checker.done = _stopped
+
+
+def _stopped(ok: bool | None, detail: str, weight: int | None) -> None:
+    """A stopped probe's checker reports nowhere."""
 
 
 class Scheduler:
@@ -279,17 +303,30 @@ class Scheduler:
 class _Server:
     """A configured server with checks: which probes decide it and what it was last reported as."""
 
-    __slots__ = ("sid", "label", "probes", "health")
+    # as Probe: one probe by reference, the others in a tuple (most servers have one check)
+    __slots__ = ("sid", "probe", "more", "health")
 
-    def __init__(self, sid: ServerId, label: str) -> None:
+    def __init__(self, sid: ServerId) -> None:
         self.sid = sid
-        self.label = label
-        self.probes: list[Probe] = []
+        self.probe: Probe | None = None
+        self.more: tuple[Probe, ...] = ()
         self.health = UNKNOWN_HEALTH
 
+    @property
+    def label(self) -> str:
+        """``web 10.0.0.1:80``: the service and the server, for the log."""
+        return f"{self.sid[0]} {self.sid[1]}"
+
+    @property
+    def probes(self) -> tuple[Probe, ...]:
+        """Every probe that decides this server."""
+        p = self.probe
+        return self.more if p is None else (p, *self.more)
+
     def combined(self) -> ServerHealth:
-        if len(self.probes) == 1:
-            return self.probes[0].state.health()
+        p = self.probe
+        if not self.more and p is not None:
+            return p.state.health()
         return combine(p.state.health() for p in self.probes)
 
 
@@ -390,7 +427,7 @@ class CheckManager:
         sched = self.sched
         assert sched is not None
         now = sched.loop.time()
-        wanted: dict[ServerId, tuple[str, list[tuple[Any, CheckConfig, str, int]]]] = {}
+        wanted: dict[ServerId, list[tuple[Any, CheckConfig, str, int]]] = {}
         for svc in _services(config):
             for srv in svc.servers:
                 checks = tuple(srv.checks or ())
@@ -402,14 +439,14 @@ class CheckManager:
                 for cc in checks:
                     addr, port = cc.target_of(dk.addr, dk.port)
                     keys.append(((self._token(cc), addr, port), cc, dk.addr, dk.port))
-                wanted[sid] = (f"{svc.name} {dk}", keys)
+                wanted[sid] = keys
 
-        shortest = min((cfg.interval for _l, keys in wanted.values() for _k, cfg, _a, _p in keys), default=1.0)
+        shortest = min((cfg.interval for keys in wanted.values() for _k, cfg, _a, _p in keys), default=1.0)
         sched.slack = max(SLACK_MIN, min(SLACK_MAX, shortest / 50))
         old_probes = self.probes
         new_probes: dict[Any, Probe] = {}
         added: list[Probe] = []
-        for _sid, (_label, keys) in wanted.items():
+        for keys in wanted.values():
             for key, cfg, addr, port in keys:
                 if key in new_probes:
                     continue
@@ -418,7 +455,8 @@ class CheckManager:
                     p = Probe(key, cfg, addr, port, sched)
                     added.append(p)
                 new_probes[key] = p
-                p.servers = []
+                p.server = None
+                p.more = ()
         if added:  # first runs at once, evenly over at most START_SPREAD (the heap batches them)
             step = min(START_SPREAD, len(added) / START_RATE) / len(added)
             for i, p in enumerate(added):
@@ -432,20 +470,29 @@ class CheckManager:
         servers: dict[ServerId, _Server] = {}
         changed: list[_Server] = []
         new = 0
-        for sid, (label, keys) in wanted.items():
+        more: dict[Probe, list[_Server]] = {}  # a probe's servers after its first, while linking
+        for sid, keys in wanted.items():
             s = old_servers.get(sid)
             if s is None:
-                s = _Server(sid, label)
+                s = _Server(sid)
                 new += 1
-            s.label = label
-            s.probes = []
-            for key, _spec, _a, _p in keys:
-                p = new_probes[key]
-                if p not in s.probes:
-                    s.probes.append(p)
-                    p.servers.append(s)
+            first = new_probes[keys[0][0]]
+            s.probe = first
+            if len(keys) == 1:
+                s.more = ()
+                linked: tuple[Probe, ...] = (first,)
+            else:
+                linked = tuple(dict.fromkeys(new_probes[k[0]] for k in keys))
+                s.more = linked[1:]
+            for p in linked:
+                if p.server is None:
+                    p.server = s
+                else:
+                    more.setdefault(p, []).append(s)
             servers[sid] = s
             changed.append(s)
+        for p, extra in more.items():
+            p.more = tuple(extra)
         self.servers = servers
         # forget configs no longer used (tokens of live probes stay valid: _canon keeps them)
         live = {k[0] for k in new_probes}

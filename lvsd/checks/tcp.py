@@ -71,9 +71,10 @@ class StreamChecker(SocketProbe):
 
     kind = "tcp"
     cfg: NetCheckConfig
+    __slots__ = ("phase", "pending")  # pending: what is left to send
 
-    phase = "connect"
-    pending: memoryview  # what is left to send
+    phase: str
+    pending: memoryview
     #: the C socket type: no Python-level __init__ per probe (https needs socket.socket for ssl)
     socket_type: type[_socket.socket] | type[socket.socket] = _socket.socket
 
@@ -84,6 +85,11 @@ class StreamChecker(SocketProbe):
         if bind:
             s.bind((bind, 0))
         return s
+
+    def __init__(self, cfg: NetCheckConfig, addr: str, port: int, loop: asyncio.AbstractEventLoop,
+                 done: Done) -> None:
+        super().__init__(cfg, addr, port, loop, done)
+        self.phase = "connect"
 
     def start(self) -> None:
         try:
@@ -162,6 +168,7 @@ class TCPChecker(StreamChecker):
 
     kind = "tcp"
     cfg: TCPCheck
+    __slots__ = ("buf",)
 
     def connected(self) -> None:
         """The TCP connection is up; plain tcp check: send/expect or done."""
