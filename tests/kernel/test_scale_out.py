@@ -511,6 +511,8 @@ def _summary(key: str, rows: list[dict]) -> str:
 def _death(site: Site, position: str) -> dict:
     """Cut the director at ``position`` (first or middle nexthop) with CONNS connections in
     flight; measure the withdraw time, the survivors, and when new connections work again."""
+    site.route.mark()  # a session that flapped under a loaded emulation host is back first
+    site.route.wait(lambda g: len(g) == N, 60, "the three-way route before the death")
     clients = site.open_clients()
     order = sorted(site.route.now())
     victim = director_of(order[0] if position == "first" else order[len(order) // 2])
@@ -519,7 +521,10 @@ def _death(site: Site, position: str) -> dict:
     site.route.mark()
     t0, t0_hi = site.timed_cut(victim)
     try:
-        t_gone = site.route.wait(lambda g: gw(victim) not in g and len(g) == N - 1, 30, "the router to withdraw")
+        # timed on the victim leaving the route alone: if another session flapped meanwhile
+        # (a loaded emulation host), the route reaches the other two only when it is back
+        t_gone = site.route.wait(lambda g: gw(victim) not in g, 30, "the router to withdraw")
+        site.route.wait(lambda g: gw(victim) not in g and len(g) == N - 1, 30, "the two others in the route")
         t_new = None
         while t_new is None and time.time() - t0 < 30:
             try:
