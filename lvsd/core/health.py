@@ -45,6 +45,23 @@ class ServerHealth:
 
 UNKNOWN_HEALTH = ServerHealth(Health.UNKNOWN)
 
+#: Verdicts are immutable and mostly alike (50,000 servers refusing give one text): one object per
+#: distinct verdict, so a probe holds a reference, not ~150 bytes of its own (issue 16). Bounded:
+#: cleared when full (texts that vary per server only cost what they did before).
+_VERDICTS: dict[tuple[Health, int | None, str], ServerHealth] = {}
+VERDICTS_MAX = 4096
+
+
+def shared_health(state: Health, weight: int | None, reason: str) -> ServerHealth:
+    """The shared ServerHealth of (state, weight, reason)."""
+    key = (state, weight, reason)
+    h = _VERDICTS.get(key)
+    if h is None:
+        if len(_VERDICTS) >= VERDICTS_MAX:
+            _VERDICTS.clear()
+        h = _VERDICTS[key] = ServerHealth(state, weight, reason)
+    return h
+
 
 def dynamic_weight(exit_status: int) -> tuple[bool, int | None]:
     """Map a script's exit status as keepalived's misc_dynamic: 0 -> up with the configured weight,
@@ -58,47 +75,57 @@ def dynamic_weight(exit_status: int) -> tuple[bool, int | None]:
 
 class CheckState:
     """Rise/fall state machine of one check. ``record`` returns True when the state or the dynamic
-    weight changed (a transition worth reporting)."""
+    weight changed (a transition worth reporting).
 
-    __slots__ = ("rise", "fall", "state", "successes", "failures", "weight", "reason", "last_reason")
+    The verdict is kept as the ServerHealth that ``health()`` returns, built once per transition:
+    the servers a probe feeds share it instead of holding a copy each (issue 16: bytes per server
+    at 50,000, docs/performance.md "Where the bytes go")."""
+
+    __slots__ = ("rise", "fall", "successes", "failures", "verdict")
 
     def __init__(self, rise: int = 1, fall: int = 1) -> None:
         if rise < 1 or fall < 1:
             raise ValueError(f"rise and fall must be >= 1, got rise={rise} fall={fall}")
         self.rise = rise
         self.fall = fall
-        self.state = Health.UNKNOWN
         self.successes = 0  # current run of consecutive successes
         self.failures = 0  # current run of consecutive failures
-        self.weight: int | None = None
-        self.reason = ""  # reason given with the last transition
-        self.last_reason = ""  # detail of the last result
+        self.verdict = UNKNOWN_HEALTH  # state, dynamic weight, reason given with the last transition
+
+    @property
+    def state(self) -> Health:
+        return self.verdict.state
+
+    @property
+    def weight(self) -> int | None:
+        return self.verdict.weight
+
+    @property
+    def reason(self) -> str:
+        return self.verdict.reason
 
     def record(self, ok: bool, detail: str = "", weight: int | None = None) -> bool:
         """Feed one probe result; return True if state or dynamic weight changed."""
-        self.last_reason = detail
+        state = self.verdict.state
         if ok:
             self.failures = 0
             self.successes += 1
-            if self.state is Health.UP:
-                if weight != self.weight:
-                    self.weight = weight
-                    self.reason = f"weight {self._wtext(weight)}"
+            if state is Health.UP:
+                if weight != self.verdict.weight:
+                    self.verdict = shared_health(Health.UP, weight, f"weight {self._wtext(weight)}")
                     return True
                 return False
-            if self.state is Health.UNKNOWN or self.successes >= self.rise:
-                need = 1 if self.state is Health.UNKNOWN else self.rise
-                self.state = Health.UP
-                self.weight = weight
-                self.reason = (detail or "check passed") + f" ({min(self.successes, need)}/{need} passed)"
+            if state is Health.UNKNOWN or self.successes >= self.rise:
+                need = 1 if state is Health.UNKNOWN else self.rise
+                reason = (detail or "check passed") + f" ({min(self.successes, need)}/{need} passed)"
+                self.verdict = shared_health(Health.UP, weight, reason)
                 return True
             return False
         self.successes = 0
         self.failures += 1
-        if self.state is not Health.DOWN and self.failures >= self.fall:
-            self.state = Health.DOWN
-            self.weight = None
-            self.reason = (detail or "check failed") + f" ({self.fall}/{self.fall} failed)"
+        if state is not Health.DOWN and self.failures >= self.fall:
+            reason = (detail or "check failed") + f" ({self.fall}/{self.fall} failed)"
+            self.verdict = shared_health(Health.DOWN, None, reason)
             return True
         return False
 
@@ -108,7 +135,7 @@ class CheckState:
 
     def health(self) -> ServerHealth:
         """This check's verdict alone."""
-        return ServerHealth(self.state, self.weight if self.state is Health.UP else None, self.reason)
+        return self.verdict
 
 
 def combine(states: Iterable[ServerHealth]) -> ServerHealth:
