@@ -106,7 +106,7 @@ def test_first_probes_run_at_once_with_at_most_cap_in_flight(run_async) -> None:
         await m.start(cfg(100))
         assert m.sched is not None
         t0 = loop.time()
-        latest = max(w for w, _s, _g, _p in m.sched.heap) - t0  # every first run, 30 s interval
+        latest = max(w for w, _g, _p in m.sched.heap) - t0  # every first run, 30 s interval
         await until(lambda: probes.starts == 10 and len(m.sched.waiting) == 90, "10 started, 90 waiting")
         stalled = probes.starts
         probes.answer(4)
@@ -135,10 +135,10 @@ def test_reload_runs_a_new_probe_at_once_and_keeps_the_others(run_async) -> None
         await until(lambda: probes.starts == 20, "first probes")
         probes.answer(20)
         await until(lambda: len(m.sched.heap) >= 20 and not probes.pending, "all scheduled")
-        before = sorted(w for w, _s, g, p in m.sched.heap if g == p.gen)
+        before = sorted(w for w, g, p in m.sched.heap if g == p.gen)
         await m.reload(cfg(21))
         now = loop.time()
-        entries = [(w, p) for w, _s, g, p in m.sched.heap if g == p.gen]
+        entries = [(w, p) for w, g, p in m.sched.heap if g == p.gen]
         new = [w - now for w, p in entries if p.results == 0]
         kept = sorted(w for w, p in entries if p.results)
         await m.stop()
@@ -159,7 +159,7 @@ def test_steady_state_spread_over_the_interval(run_async) -> None:
         await until(lambda: probes.starts == 50, "first probes")
         probes.answer(50)  # all answer in the same instant
         t = loop.time()
-        nxt = sorted(w - t for w, _s, g, p in m.sched.heap if g == p.gen)
+        nxt = sorted(w - t for w, g, p in m.sched.heap if g == p.gen)
         await m.stop()
         return nxt
 
@@ -182,7 +182,7 @@ def test_first_verdicts_are_batched_later_transitions_are_not(run_async) -> None
         await until(lambda: len(events) == 30, "the batch")
         # a server going DOWN later is handed over from the probe's own callback
         m.sched.heap.sort()
-        p = m.sched.heap[0][3]
+        p = m.sched.heap[0][2]
         p.launch(asyncio.get_running_loop().time())
         probes.answer(1, ok=False)
         immediate = len(events)
