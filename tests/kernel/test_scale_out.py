@@ -393,7 +393,7 @@ class Site:
 
     def flaps(self) -> list[str]:
         """The router's BFD sessions that went down without a cut of their director in the 10 s
-        before: under a loaded emulation, BIRDs starved for longer than the detection time."""
+        before: under emulation, the VM stalled for longer than the detection time."""
         out = []
         for line in (self.tmp / "bird-sr.log").read_text().splitlines():
             m = re.search(r"Session to 10\.77\.6(\d)\.2 changed state from Up to Down", line)
@@ -519,8 +519,8 @@ def _death(site: Site, position: str) -> dict:
     spread = {i: site.conns(i) for i in range(1, N + 1)}
     load = Path("/proc/loadavg").read_text().split()[0]
     site.route.mark()
-    t0, t0_hi = site.timed_cut(victim)
-    try:
+    try:  # a failed cut is undone too
+        t0, t0_hi = site.timed_cut(victim)
         # timed on the victim leaving the route alone: if another session flapped meanwhile
         # (a loaded emulation host), the route reaches the other two only when it is back
         t_gone = site.route.wait(lambda g: gw(victim) not in g, 30, "the router to withdraw")
