@@ -13,7 +13,10 @@ from lvsd.core.health import ServerHealth
 
 
 class FakeChecks:
-    """Stands in for CheckManager: verdicts come from the test (``set``), not from probes."""
+    """Stands in for CheckManager: verdicts come from the test (``set``), not from probes.
+    ``instances`` lists every one made (a test that reads it clears it first)."""
+
+    instances: list[FakeChecks] = []
 
     def __init__(
         self, on_change: Callable[[Any, ServerHealth], None], state: Mapping[Any, ServerHealth] | None = None
@@ -22,6 +25,7 @@ class FakeChecks:
         self.state: dict[Any, ServerHealth] = dict(state or {})
         self.reloads = 0
         self.stopped = False
+        FakeChecks.instances.append(self)
 
     async def start(self, config: Any) -> None:
         pass
@@ -55,3 +59,6 @@ class NoHA:
 
     async def stop(self, on_stop: str) -> None:
         pass
+
+    def status(self) -> dict[str, Any]:
+        return {}

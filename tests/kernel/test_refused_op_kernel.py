@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeChecks, NoHA
 
 from lvsd.config import load_config
 from lvsd.core.health import Health, ServerHealth
@@ -57,36 +58,9 @@ B = ServiceKey.inet("tcp", "10.71.0.2", 80)
 B1, B2 = DestKey.of("10.72.0.1", 80), DestKey.of("10.72.0.2", 80)
 
 
-class Checks:
-    def __init__(self, on_change: Callable[[Any, ServerHealth], None]) -> None:
-        self.on_change = on_change
-        self.state = {("b", B1): ServerHealth(Health.UP), ("b", B2): ServerHealth(Health.UP)}
-
-    async def start(self, config: Any) -> None:
-        pass
-
-    async def reload(self, config: Any) -> None:
-        pass
-
-    async def stop(self) -> None:
-        pass
-
-    def snapshot(self) -> dict[Any, ServerHealth]:
-        return dict(self.state)
-
-
-class NoHA:
-    def __init__(self, *a: Any) -> None:
-        pass
-
-    async def start(self) -> None:
-        pass
-
-    async def reload(self, config: Any) -> None:
-        pass
-
-    async def stop(self, on_stop: str) -> None:
-        pass
+def ready_checks(on_change: Callable[[Any, ServerHealth], None]) -> FakeChecks:
+    """Both servers of "b" already UP, as a manager that checked them would say."""
+    return FakeChecks(on_change, {("b", B1): ServerHealth(Health.UP), ("b", B2): ServerHealth(Health.UP)})
 
 
 def _config(tmp_path: Path) -> Path:
@@ -103,10 +77,10 @@ def _config(tmp_path: Path) -> Path:
 
 def test_a_refused_op_never_blocks_other_services_on_the_kernel(ipvs: Any, tmp_path: Path) -> None:
     cfg = _config(tmp_path)
-    made: list[Checks] = []
+    made: list[FakeChecks] = []
 
-    def checks(cb: Callable[[Any, ServerHealth], None]) -> Checks:
-        made.append(Checks(cb))
+    def checks(cb: Callable[[Any, ServerHealth], None]) -> FakeChecks:
+        made.append(ready_checks(cb))
         return made[0]
 
     async def main() -> None:

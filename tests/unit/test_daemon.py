@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeChecks
 
 from lvsd.cli import lvsctl
 from lvsd.config import load_config
@@ -54,35 +55,6 @@ class CountingBackend(MemoryBackend):
     @property
     def ops(self) -> list[Op]:
         return [op for b in self.batches for op in b]
-
-
-class FakeChecks:
-    """Stands in for CheckManager: the test decides every verdict and delivers it as the real one would."""
-
-    instances: list[FakeChecks] = []
-
-    def __init__(self, on_change: Callable[[Any, ServerHealth], None]) -> None:
-        self.on_change = on_change
-        self.state: dict[Any, ServerHealth] = {}
-        self.reloads = 0
-        self.stopped = False
-        FakeChecks.instances.append(self)
-
-    async def start(self, config: Any) -> None:
-        pass
-
-    async def reload(self, config: Any) -> None:
-        self.reloads += 1
-
-    async def stop(self) -> None:
-        self.stopped = True
-
-    def snapshot(self) -> dict[Any, ServerHealth]:
-        return dict(self.state)
-
-    def set(self, sid: Any, h: ServerHealth) -> None:
-        self.state[sid] = h
-        self.on_change(sid, h)
 
 
 class FakeHA:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fakes import FakeChecks, NoHA
+
 from lvsd.config import load_config
 from lvsd.core.health import Health, ServerHealth
 from lvsd.daemon.daemon import Daemon
@@ -97,32 +99,11 @@ class Backend(MemoryBackend):
         return {k: d.weight for k, d in MemoryBackend.dump(self)[key].dests.items()}
 
 
-class Checks:
-    """Stands in for CheckManager: the test delivers each verdict."""
-
-    def __init__(self, on_change: Callable[[Any, ServerHealth], None]) -> None:
-        self.on_change = on_change
-        self.state: dict[Any, ServerHealth] = {}
-
-    async def start(self, config: Any) -> None: ...
-    async def reload(self, config: Any) -> None: ...
-    async def stop(self) -> None: ...
-
-    def snapshot(self) -> dict[Any, ServerHealth]:
-        return dict(self.state)
+class Checks(FakeChecks):
+    """The shared fake, with verdicts addressed by server alone (service "web" unless named)."""
 
     def set(self, server: DestKey, h: ServerHealth, service: str = "web") -> None:
-        self.state[(service, server)] = h
-        self.on_change((service, server), h)
-
-
-class NoHA:
-    def __init__(self, *a: Any) -> None: ...
-    async def start(self) -> None: ...
-    async def reload(self, config: Any) -> None: ...
-    async def stop(self, on_stop: str) -> None: ...
-    def status(self) -> dict:
-        return {}
+        super().set((service, server), h)
 
 
 def start(tmp_path: Path, b: Backend, resync: str = "1h") -> Daemon:
