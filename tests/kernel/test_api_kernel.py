@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import NoHA
 
 from lvsd.config import parse_config
 from lvsd.daemon.daemon import Daemon
@@ -31,20 +32,6 @@ def config(sock: Path) -> str:
         out.append("server = [" + ", ".join(f'{{ address = "10.81.{s % 250}.{k + 1}", weight = {k + 1} }}'
                                             for k in range(10)) + "]")
     return "\n".join(out) + "\n"
-
-
-class NoHA:
-    def __init__(self, *a: Any) -> None:
-        pass
-
-    async def start(self) -> None:
-        pass
-
-    async def reload(self, config: Any) -> None:
-        pass
-
-    async def stop(self, on_stop: str) -> None:
-        pass
 
 
 async def get(sock: Path, path: str) -> tuple[int, bytes]:

@@ -235,33 +235,20 @@ def test_generic_notify_and_the_fifo(sysdir: Path, tmp_path: Path) -> None:  # n
 
 
 def test_two_instances_a_sync_group_and_the_directors_role(sysdir: Path) -> None:  # noqa: F811
-    from test_ha import Sockets
+    from test_vrrp_sync_group import front_and_back, start_pair
 
-    from lvsd.daemon.links import MemoryLinks
-
-    front = replace(vrrp_ha(interval=0.05, vrid=51), name="front")
-    back = replace(vrrp_ha(interval=0.05, vrid=52, vips=("10.2.0.1",)), name="back", interface="eth1")
-    ha = HAConfig(mode="vrrp", instances=(front, back), groups=(("director", ("front", "back")),))
-    cfg = replace(make_config(), ha=ha)
+    cfg = front_and_back()
     roles: list[str] = []
 
     async def go() -> None:
-        links = MemoryLinks()
-        eth0, eth1 = links.add_nic("eth0"), links.add_nic("eth1")
-        await links.add_address(eth0.index, "10.1.0.11", 24)
-        await links.add_address(eth1.index, "10.2.0.2", 24)
-        sockets = Sockets()
-        m = HAManager(
-            cfg, DaemonBackend(), roles.append, sysctl_dir=str(sysdir), links=links, socket_factory=sockets
-        )
-        await m.start()
+        m, links, sockets, eth0 = await start_pair(cfg, sysdir, roles.append)
         f, b = m.vrrps["front"], m.vrrps["back"]
         await until(
             lambda: m.vrrp_states == {"front": core.State.MASTER, "back": core.State.MASTER}, "both master"
         )
         assert m.role == "master" and set(m.status()["instances"]) == {"front", "back"}
         # the peer takes "front": its sync group follows it to backup (resigning with priority 0)
-        await deliver(f, sockets.made[0], advert4(200, "10.1.0.12"), pktinfo(eth0.index), ("10.1.0.12", 0))
+        await deliver(f, sockets.made[0], advert4(200, "10.1.0.12"), pktinfo(eth0), ("10.1.0.12", 0))
         await until(lambda: m.vrrp_states.get("back") is core.State.BACKUP, "back to follow front")
         assert m.vrrp_states["front"] is core.State.BACKUP and m.role == "backup"
         assert sockets.made[1].priorities("10.2.0.2")[-1] == 0

@@ -5,8 +5,10 @@ two instances of one HAManager on MemoryLinks following each other to master and
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from test_ha import DaemonBackend, Sockets, advert4, make_config, pktinfo, run, sysdir, until, vrrp_ha  # noqa: F401
 
@@ -18,6 +20,30 @@ from lvsd.daemon.links import MemoryLinks
 
 S = core.State
 P = core.Params(vrid=51, priority=100, advert_int=100, primary="10.1.0.11", vips=("10.1.0.100",))
+
+
+def front_and_back(group: bool = True) -> Any:
+    """A config with two VRRP instances, "front" (eth0, VRID 51) and "back" (eth1, VRID 52),
+    in one sync group "director" unless ``group`` is false."""
+    front = replace(vrrp_ha(interval=0.05, vrid=51), name="front")
+    back = replace(vrrp_ha(interval=0.05, vrid=52, vips=("10.2.0.1",)), name="back", interface="eth1")
+    groups = (("director", ("front", "back")),) if group else ()
+    return replace(make_config(), ha=HAConfig(mode="vrrp", instances=(front, back), groups=groups))
+
+
+async def start_pair(
+    cfg: Any, sysctl_dir: Path, on_role: Callable[[str], None]
+) -> tuple[HAManager, MemoryLinks, Sockets, int]:
+    """An HAManager of ``cfg`` started on MemoryLinks with eth0 (10.1.0.11) and eth1 (10.2.0.2):
+    the manager, the links, the sockets it made and eth0's index (where the front's adverts come)."""
+    links = MemoryLinks()
+    eth0, eth1 = links.add_nic("eth0"), links.add_nic("eth1")
+    await links.add_address(eth0.index, "10.1.0.11", 24)
+    await links.add_address(eth1.index, "10.2.0.2", 24)
+    sockets = Sockets()
+    m = HAManager(cfg, DaemonBackend(), on_role, sysctl_dir=str(sysctl_dir), links=links, socket_factory=sockets)
+    await m.start()
+    return m, links, sockets, eth0.index
 
 
 def test_a_held_member_waits_in_backup_wanting_master() -> None:
@@ -64,26 +90,15 @@ def test_the_gate_and_the_orders() -> None:
 
 
 def test_a_group_waits_for_every_member_then_moves_together(sysdir: Path) -> None:  # noqa: F811
-    front = replace(vrrp_ha(interval=0.05, vrid=51), name="front")
-    back = replace(vrrp_ha(interval=0.05, vrid=52, vips=("10.2.0.1",)), name="back", interface="eth1")
-    ha = HAConfig(mode="vrrp", instances=(front, back), groups=(("director", ("front", "back")),))
-    cfg = replace(make_config(), ha=ha)
+    cfg = front_and_back()
     roles: list[str] = []
 
     async def go() -> None:
-        links = MemoryLinks()
-        eth0, eth1 = links.add_nic("eth0"), links.add_nic("eth1")
-        await links.add_address(eth0.index, "10.1.0.11", 24)
-        await links.add_address(eth1.index, "10.2.0.2", 24)
-        sockets = Sockets()
-        m = HAManager(
-            cfg, DaemonBackend(), roles.append, sysctl_dir=str(sysdir), links=links, socket_factory=sockets
-        )
-        await m.start()
+        m, _, sockets, eth0 = await start_pair(cfg, sysdir, roles.append)
         b = m.vrrps["back"]
         # a peer is master of "front" (priority 200) and keeps advertising: "back" hears nobody,
         # its timer fires, but it waits in backup, since "front" does not want master
-        peer = asyncio.get_running_loop().create_task(advertise(sockets.made[0], eth0.index))
+        peer = asyncio.get_running_loop().create_task(advertise(sockets.made[0], eth0))
         await until(lambda: b.state.wants_master, "back to want master")
         await asyncio.sleep(0.5)  # several of its master-down intervals
         assert m.vrrp_states == {"front": S.BACKUP, "back": S.BACKUP} and m.role == "backup"
@@ -103,22 +118,12 @@ def test_a_group_waits_for_every_member_then_moves_together(sysdir: Path) -> Non
 
 
 def test_without_a_group_the_instances_stay_independent(sysdir: Path) -> None:  # noqa: F811
-    front = replace(vrrp_ha(interval=0.05, vrid=51), name="front")
-    back = replace(vrrp_ha(interval=0.05, vrid=52, vips=("10.2.0.1",)), name="back", interface="eth1")
-    cfg = replace(make_config(), ha=HAConfig(mode="vrrp", instances=(front, back)))
+    cfg = front_and_back(group=False)
 
     async def go() -> None:
-        links = MemoryLinks()
-        eth0, eth1 = links.add_nic("eth0"), links.add_nic("eth1")
-        await links.add_address(eth0.index, "10.1.0.11", 24)
-        await links.add_address(eth1.index, "10.2.0.2", 24)
-        sockets = Sockets()
-        m = HAManager(
-            cfg, DaemonBackend(), lambda r: None, sysctl_dir=str(sysdir), links=links, socket_factory=sockets
-        )
-        await m.start()
+        m, _, sockets, eth0 = await start_pair(cfg, sysdir, lambda r: None)
         await until(lambda: m.vrrp_states == {"front": S.MASTER, "back": S.MASTER}, "both master")
-        sockets.made[0].inject(advert4(200, "10.1.0.12"), pktinfo(eth0.index), ("10.1.0.12", 0))
+        sockets.made[0].inject(advert4(200, "10.1.0.12"), pktinfo(eth0), ("10.1.0.12", 0))
         await until(lambda: m.vrrp_states.get("front") is S.BACKUP, "front backup")
         await asyncio.sleep(0.2)
         assert m.vrrp_states["back"] is S.MASTER  # no group: back keeps its role
