@@ -14,7 +14,7 @@ Also here, for both callers: ``retired`` (which recorded services lvsd deletes a
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from lvsd.core.desired import ServerId, plan_table
@@ -119,8 +119,8 @@ NO_CHANGE = "no change"
 
 
 def summarize_change(old: Config, new: Config) -> str:
-    """What a reload changes, by service name: added, removed, changed (and which sections);
-    ``NO_CHANGE`` if nothing. Each service is compared once (at 50,000 servers a whole-config
+    """What a reload changes, by service name: added, removed, changed or reordered (and which
+    sections); ``NO_CHANGE`` if nothing. Each service is compared once (at 50,000 servers a whole-config
     compare costs 0.18 s: the daemon takes this answer instead of comparing again)."""
     o = {s.name: s for s in old.services}
     n = {s.name: s for s in new.services}
@@ -132,7 +132,11 @@ def summarize_change(old: Config, new: Config) -> str:
         if names:
             shown = ", ".join(names[:10]) + (f" (+{len(names) - 10})" if len(names) > 10 else "")
             parts.append(f"{label} {shown}")
-    other = [f for f in ("daemon", "ipvs", "ha", "sync", "api", "metrics") if getattr(old, f) != getattr(new, f)]
+    if not (added or removed or changed) and list(o) != list(n):
+        parts.append("reordered services")  # the kernel's list order follows the file's
+    # every other part of the config, whatever fields it gains ("source" is where it was read)
+    other = [f.name for f in fields(old) if f.name not in ("services", "source")
+             and getattr(old, f.name) != getattr(new, f.name)]
     if other:
         parts.append("changed [" + "], [".join(other) + "]")
     return "; ".join(parts) or NO_CHANGE

@@ -41,6 +41,10 @@ def test_summarize_change_names_what_differs_and_says_no_change_otherwise() -> N
     assert summarize_change(a, parse_config(WEB.format(w=1) + DNS)) == NO_CHANGE
     assert summarize_change(a, parse_config(WEB.format(w=2) + DNS)) == "changed web"
     assert summarize_change(a, parse_config(WEB.format(w=1))) == "removed dns"
+    assert summarize_change(a, parse_config(DNS + WEB.format(w=1))) == "reordered services"
+    # any section, [defaults] included, is named when it differs
+    with_defaults = parse_config('[defaults]\nweight = 3\n' + WEB.format(w=1) + DNS)
+    assert summarize_change(a, with_defaults).endswith("changed [defaults]")
 
 
 def test_reload_tells_unchanged_from_reordered_and_changed(tmp_path: Path) -> None:
